@@ -1,0 +1,1 @@
+"""Kubernetes access: kubeconfig resolution (and admin -> user cluster), watches, the lock."""

@@ -1,0 +1,465 @@
+"""Start, describe and stop the test environment on loopback.
+
+USER cluster: etcd, kube-apiserver, kube-controller-manager (all default controllers),
+kube-scheduler, kwok driving 3 fake nodes. ADMIN cluster: a second kube-apiserver on the same
+etcd under another prefix, holding the user cluster's kubeconfig as GKE on VMware does. vCenter:
+vcsim over TLS. Every process is started in its own session, its pid written to the state
+folder, its output to `logs/`; `down` stops exactly those pids.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from testenv import build as build_mod
+from testenv import pki
+
+USER_CLUSTER = "user-cluster-1"
+NODES = ("node-0", "node-1", "node-2")
+# vcsim rejects any login whose user name holds "@" (as in administrator@vsphere.local).
+VC_USER = "csi-migrate"
+VC_PASSWORD = "testenv-Passw0rd!"
+DATACENTER = "DC0"
+DATASTORE = "LocalDS_0"
+LIMITED_TOKEN_USERS = ("viewer",)  # users with no RBAC grants, for permission tests
+
+
+def state_dir() -> Path:
+    default = Path(os.environ.get("TMPDIR", "/tmp")) / f"csi-migrate-testenv-{os.getuid()}"
+    return Path(os.environ.get("CSI_MIGRATE_TESTENV_STATE", default))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Env:
+    """The state folder of a running (or starting) environment."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or state_dir()
+        self.pki = self.root / "pki"
+        self.logs = self.root / "logs"
+        self.pids = self.root / "pids"
+        self.info_file = self.root / "env.json"
+
+    # -- description ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.info_file.read_text())
+
+    def exists(self) -> bool:
+        return self.info_file.exists()
+
+    def exports(self) -> dict[str, str]:
+        info = self.info()
+        return {
+            "KUBECONFIG": info["user_kubeconfig"],
+            "CSI_MIGRATE_ADMIN_KUBECONFIG": info["admin_kubeconfig"],
+            "CSI_MIGRATE_USER_CLUSTER": USER_CLUSTER,
+            "GOVC_URL": f"https://127.0.0.1:{info['vcsim_port']}/sdk",
+            "GOVC_USERNAME": VC_USER,
+            "GOVC_PASSWORD": VC_PASSWORD,
+            "GOVC_INSECURE": "true",
+            "GOVC_DATACENTER": DATACENTER,
+            "GOVC_DATASTORE": DATASTORE,
+            "PATH": f"{info['bin']}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    # -- processes -----------------------------------------------------------------------
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        (self.pids / f"{name}.pid").write_text(f"{proc.pid}\n{argv[0]}\n")
+        return proc.pid
+
+    def processes(self) -> dict[str, int | None]:
+        """name -> pid if that pid still runs the binary we started, else None."""
+        result: dict[str, int | None] = {}
+        for pid_file in sorted(self.pids.glob("*.pid")) if self.pids.exists() else []:
+            pid_text, binary = pid_file.read_text().split("\n")[:2]
+            pid = int(pid_text)
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                alive = cmdline == binary and ") Z" not in stat
+            except OSError:
+                alive = False
+            result[pid_file.stem] = pid if alive else None
+        return result
+
+    def stop_all(self) -> None:
+        running = {n: p for n, p in self.processes().items() if p}
+        for pid in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(self.processes().values()):
+            time.sleep(0.1)
+        for pid in (p for p in self.processes().values() if p):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(self.processes().values()):
+            time.sleep(0.1)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _wait_https(url: str, env: Env, timeout: float, name: str, client_cert: bool = True) -> None:
+    ctx = ssl.create_default_context(cafile=str(env.pki / "ca.crt"))
+    if client_cert:
+        ctx.load_cert_chain(env.pki / "admin.crt", env.pki / "admin.key")
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        _check_alive(env, name)
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    raise SystemExit(f"testenv: {name} not ready at {url} after {timeout:.0f}s: {last}")
+
+
+def _check_alive(env: Env, name: str) -> None:
+    if env.processes().get(name) is None:
+        log = env.logs / f"{name}.log"
+        tail = (
+            "".join(log.read_text(errors="replace").splitlines(True)[-25:]) if log.exists() else ""
+        )
+        raise SystemExit(f"testenv: {name} exited; the end of {log}:\n{tail}")
+
+
+def _kubeconfig(env: Env, port: int, cluster: str, user_cert: bool = True) -> dict[str, Any]:
+    def b64(name: str) -> str:
+        return base64.b64encode((env.pki / name).read_bytes()).decode()
+
+    user: dict[str, str] = {
+        "client-certificate-data": b64("admin.crt"),
+        "client-key-data": b64("admin.key"),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster,
+                "cluster": {
+                    "server": f"https://127.0.0.1:{port}",
+                    "certificate-authority-data": b64("ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": f"{cluster}-admin", "user": user}],
+        "contexts": [
+            {"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin"}}
+        ],
+        "current-context": cluster,
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def kubectl(env: Env, *args: str, stdin: str | None = None, kubeconfig: str | None = None) -> str:
+    info = env.info()
+    argv = [
+        str(Path(info["bin"]) / "kubectl"),
+        "--kubeconfig",
+        kubeconfig or info["user_kubeconfig"],
+        *args,
+    ]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+# -- up / down -------------------------------------------------------------------------------
+
+
+def apiserver_args(env: Env, etcd_port: int, port: int, prefix: str) -> list[str]:
+    p = env.pki
+    return [
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        f"--etcd-prefix={prefix}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--tls-cert-file={p / 'serving.crt'}",
+        f"--tls-private-key-file={p / 'serving.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        f"--token-auth-file={p / 'tokens.csv'}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        "--allow-privileged=true",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+    ]
+
+
+def up(bins: build_mod.Bin, env: Env) -> None:
+    if env.exists() and any(env.processes().values()):
+        raise SystemExit(
+            f"testenv: already up (state {env.root}); run `scripts/testenv down` first"
+        )
+    shutil.rmtree(env.root, ignore_errors=True)
+    env.root.mkdir(parents=True, mode=0o700)
+    started = time.monotonic()
+    pki.make(env.pki)
+    tokens = [f"{secrets_token()},{u},{u}-uid" for u in LIMITED_TOKEN_USERS]
+    _write_private(env.pki / "tokens.csv", "\n".join(tokens) + "\n")
+
+    ports = {
+        name: free_port()
+        for name in ("etcd", "etcd_peer", "user", "admin", "kcm", "sched", "kwok", "vcsim")
+    }
+    bin_dir = bins.folder
+    info = {
+        "bin": str(bin_dir),
+        "kwok": str(bins.kwok),
+        "vcsim": str(bins.vcsim),
+        "user_kubeconfig": str(env.root / "user.kubeconfig"),
+        "admin_kubeconfig": str(env.root / "admin.kubeconfig"),
+        "vcsim_port": ports["vcsim"],
+        "ports": ports,
+        "tokens": {u: t.split(",")[0] for u, t in zip(LIMITED_TOKEN_USERS, tokens, strict=True)},
+    }
+    _write_private(env.info_file, json.dumps(info, indent=1))
+
+    # vcsim first: it is independent and its start overlaps with etcd's.
+    _start_vcsim(env, bins, ports["vcsim"])
+
+    env.start(
+        "etcd",
+        [
+            str(bin_dir / "etcd"),
+            "--data-dir", str(env.root / "etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{ports['etcd']}",
+            "--advertise-client-urls", f"http://127.0.0.1:{ports['etcd']}",
+            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
+            "--initial-cluster", f"default=http://127.0.0.1:{ports['etcd_peer']}",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes", str(2 << 30),
+        ],
+    )  # fmt: skip
+    _wait_http(f"http://127.0.0.1:{ports['etcd']}/health", env, "etcd", 30)
+
+    env.start(
+        "kube-apiserver",
+        [
+            str(bin_dir / "kube-apiserver"),
+            *apiserver_args(env, ports["etcd"], ports["user"], "/user"),
+        ],
+    )
+    env.start(
+        "admin-apiserver",
+        [
+            str(bin_dir / "kube-apiserver"),
+            *apiserver_args(env, ports["etcd"], ports["admin"], "/admin"),
+        ],
+    )
+    for name, port in (("user.kubeconfig", ports["user"]), ("admin.kubeconfig", ports["admin"])):
+        cluster = USER_CLUSTER if name.startswith("user") else "admin-cluster"
+        _write_private(env.root / name, json.dumps(_kubeconfig(env, port, cluster), indent=1))
+    _wait_https(f"https://127.0.0.1:{ports['user']}/readyz", env, 90, "kube-apiserver")
+
+    user_kc = info["user_kubeconfig"]
+    env.start(
+        "kube-controller-manager",
+        [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={user_kc}",
+            f"--authentication-kubeconfig={user_kc}",
+            f"--authorization-kubeconfig={user_kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kcm']}",
+            f"--service-account-private-key-file={env.pki / 'sa.key'}",
+            f"--root-ca-file={env.pki / 'ca.crt'}",
+            "--use-service-account-credentials=false",
+            "--controllers=*",
+            "--concurrent-statefulset-syncs=5",
+        ],
+    )
+    env.start(
+        "kube-scheduler",
+        [
+            str(bin_dir / "kube-scheduler"),
+            f"--kubeconfig={user_kc}",
+            f"--authentication-kubeconfig={user_kc}",
+            f"--authorization-kubeconfig={user_kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['sched']}",
+        ],
+    )
+    _start_kwok(env, bins, user_kc, ports["kwok"])
+    _wait_https(f"https://127.0.0.1:{ports['admin']}/readyz", env, 60, "admin-apiserver")
+    _wait_https(
+        f"https://127.0.0.1:{ports['kcm']}/healthz",
+        env,
+        60,
+        "kube-controller-manager",
+        client_cert=False,
+    )
+    _wait_https(
+        f"https://127.0.0.1:{ports['sched']}/healthz", env, 60, "kube-scheduler", client_cert=False
+    )
+    _wait_vcsim(env, ports["vcsim"])
+
+    from testenv import objects
+
+    objects.populate(env)
+    print(f"testenv: up in {time.monotonic() - started:.1f}s (state {env.root})", flush=True)
+
+
+def secrets_token() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def _wait_http(url: str, env: Env, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _check_alive(env, name)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"testenv: {name} not ready at {url}")
+
+
+def _start_vcsim(env: Env, bins: build_mod.Bin, port: int) -> None:
+    (env.root / "vcsim").mkdir()
+    env.start(
+        "vcsim",
+        [
+            str(bins.vcsim),
+            "-l", f"127.0.0.1:{port}",
+            "-username", VC_USER,
+            "-password", VC_PASSWORD,
+            "-dc", "1",
+            "-cluster", "1",
+            "-host", "1",
+            "-standalone-host", "0",
+            "-pod", "0",
+            "-pg", "0",
+            "-ds", "1",
+            "-vm", str(len(NODES)),
+            "-app", "0",
+            "-folder", "0",
+        ],
+        env={"TMPDIR": str(env.root / "vcsim")},
+    )  # fmt: skip
+
+
+def _wait_vcsim(env: Env, port: int) -> None:
+    _wait_https(f"https://127.0.0.1:{port}/about", env, 30, "vcsim", client_cert=False)
+
+
+def _start_kwok(env: Env, bins: build_mod.Bin, kubeconfig: str, port: int) -> None:
+    # kwok has no built-in stages: use the ones it ships (nodes Ready with heartbeats, pods
+    # Running and Ready, pods being deleted removed), read from its module source.
+    stages = [
+        f"--config={bins.kwok_stages / s}" for s in ("node/fast", "node/heartbeat", "pod/fast")
+    ]
+    env.start(
+        "kwok",
+        [
+            str(bins.kwok),
+            f"--kubeconfig={kubeconfig}",
+            *stages,
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{port}",
+            "--node-ip=10.0.0.1",
+        ],
+    )
+
+
+def down(env: Env) -> None:
+    if not env.root.exists():
+        print("testenv: not up")
+        return
+    env.stop_all()
+    left = [n for n, p in env.processes().items() if p]
+    if left:
+        raise SystemExit(f"testenv: could not stop {', '.join(left)}")
+    shutil.rmtree(env.root, ignore_errors=True)
+    print("testenv: down")
+
+
+def status(env: Env) -> int:
+    if not env.exists():
+        print("testenv: not up")
+        return 1
+    procs = env.processes()
+    for name, pid in procs.items():
+        rss = _rss_mib(pid) if pid else 0
+        print(f"{name:26} {'running pid ' + str(pid) if pid else 'NOT RUNNING':22} {rss:7.0f} MiB")
+    total = sum(_rss_mib(p) for p in procs.values() if p)
+    print(f"{'total':26} {'':22} {total:7.0f} MiB")
+    return 0 if all(procs.values()) else 1
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def print_exports(env: Env) -> None:
+    import shlex
+
+    if not env.exists():
+        print("testenv: not up; run `scripts/testenv up`", file=sys.stderr)
+        raise SystemExit(1)
+    for key, value in env.exports().items():
+        print(f"export {key}={shlex.quote(value)}")

@@ -1,0 +1,267 @@
+"""Create a StatefulSet the way the in-tree vSphere provisioner would have left it.
+
+Per replica and in-tree template: a thin VMDK under `kubevols/` in the simulator with a marker
+written into its data, an in-tree PV (`spec.vsphereVolume`, class `standard`, reclaim Delete,
+the provisioner's annotations) and its PVC `<template>-<sts>-<ordinal>` bound to it. Optional
+templates on CSI get an FCD and a static CSI PV. Then the StatefulSet, and a wait for Ready.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from testenv import cluster, objects, vc
+
+
+@dataclass
+class Volume:
+    template: str
+    ordinal: int
+    pvc: str
+    pv: str
+    vmdk: str
+    marker: bytes
+    fcd_id: str = ""
+    csi: bool = False
+
+
+@dataclass
+class Scenario:
+    name: str
+    namespace: str
+    replicas: int
+    volumes: list[Volume] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "replicas": self.replicas,
+            "volumes": [{**v.__dict__, "marker": v.marker.decode()} for v in self.volumes],
+        }
+
+
+def marker_for(namespace: str, pvc: str) -> bytes:
+    return f"csi-migrate-marker:{namespace}/{pvc}:{uuid.uuid4().hex}".encode()
+
+
+def in_tree_pv(name: str, vmdk: str, namespace: str, pvc: str, size: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                "kubernetes.io/createdby": "vsphere-volume-dynamic-provisioner",
+                "pv.kubernetes.io/bound-by-controller": "yes",
+                "pv.kubernetes.io/provisioned-by": objects.INTREE_PROVISIONER,
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": size},
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": pvc,
+            },
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": "standard",
+            "volumeMode": "Filesystem",
+            "vsphereVolume": {"volumePath": vmdk, "fsType": "ext4"},
+        },
+    }
+
+
+def csi_pv(name: str, fcd_id: str, namespace: str, pvc: str, size: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": objects.CSI_DRIVER},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": size},
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": pvc,
+            },
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": "standard-rwo",
+            "volumeMode": "Filesystem",
+            "csi": {
+                "driver": objects.CSI_DRIVER,
+                "volumeHandle": fcd_id,
+                "fsType": "ext4",
+                "volumeAttributes": {"type": "vSphere CNS Block Volume"},
+            },
+        },
+    }
+
+
+def pvc_for(
+    name: str, namespace: str, app: str, size: str, klass: str, provisioner: str
+) -> dict[str, Any]:
+    """A claim as the StatefulSet controller made it; the PV controller binds it to the PV
+    whose claimRef names it (with its uid), as after dynamic provisioning."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": app},
+            "annotations": {
+                "volume.beta.kubernetes.io/storage-provisioner": provisioner,
+                "volume.kubernetes.io/storage-provisioner": provisioner,
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+            "storageClassName": klass,
+            "volumeMode": "Filesystem",
+        },
+    }
+
+
+def statefulset(
+    name: str, namespace: str, replicas: int, templates: dict[str, str], size: str
+) -> dict[str, Any]:
+    """`templates`: volumeClaimTemplate name -> StorageClass."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.k8s.io/pause:3.10",
+                            "volumeMounts": [{"name": t, "mountPath": f"/{t}"} for t in templates],
+                        }
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": t, "labels": {"app": name}},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": klass,
+                        "resources": {"requests": {"storage": size}},
+                    },
+                }
+                for t, klass in templates.items()
+            ],
+        },
+    }
+
+
+def create(
+    env: cluster.Env,
+    name: str,
+    namespace: str = "default",
+    replicas: int = 3,
+    intree_templates: tuple[str, ...] = ("data",),
+    csi_templates: tuple[str, ...] = (),
+    already_fcd: bool = False,
+    pdb: bool = True,
+    size: str = "1Gi",
+    wait: bool = True,
+) -> Scenario:
+    """Build the scenario; `already_fcd` registers the in-tree VMDKs as FCDs first (as the CSI
+    driver does on a migrated cluster) and records the CnsVSphereVolumeMigration mapping."""
+    scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
+    claims: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if (
+        f"namespace/{namespace}"
+        not in cluster.kubectl(env, "get", "namespace", "-o", "name").split()
+    ):
+        cluster.kubectl(env, "create", "namespace", namespace)
+    size_mib = 16
+    for ordinal in range(replicas):
+        for template in intree_templates:
+            pvc = f"{template}-{name}-{ordinal}"
+            pv = f"pvc-{uuid.uuid4()}"
+            vmdk = f"[{cluster.DATASTORE}] kubevols/{cluster.USER_CLUSTER}-dynamic-{pv}.vmdk"
+            marker = marker_for(namespace, pvc)
+            vc.create_vmdk(env, vmdk, size_mib, marker)
+            volume = Volume(template, ordinal, pvc, pv, vmdk, marker)
+            if already_fcd:
+                volume.fcd_id = vc.register_fcd(env, vmdk, pv)
+            volumes.append(in_tree_pv(pv, vmdk, namespace, pvc, size))
+            claims.append(
+                pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER)
+            )
+            scenario.volumes.append(volume)
+        for template in csi_templates:
+            pvc = f"{template}-{name}-{ordinal}"
+            pv = f"pvc-{uuid.uuid4()}"
+            vmdk = f"[{cluster.DATASTORE}] fcd/{pv}.vmdk"
+            marker = marker_for(namespace, pvc)
+            vc.create_vmdk(env, vmdk, size_mib, marker)
+            fcd_id = vc.register_fcd(env, vmdk, pv)
+            volumes.append(csi_pv(pv, fcd_id, namespace, pvc, size))
+            claims.append(pvc_for(pvc, namespace, name, size, "standard-rwo", objects.CSI_DRIVER))
+            scenario.volumes.append(
+                Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True)
+            )
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
+    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
+    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
+    for pv_doc in volumes:
+        pv_doc["spec"]["claimRef"]["uid"] = uids[pv_doc["spec"]["claimRef"]["name"]]
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(volumes))
+    docs: list[dict[str, Any]] = []
+    templates = {t: "standard" for t in intree_templates} | {
+        t: "standard-rwo" for t in csi_templates
+    }
+    docs.append(statefulset(name, namespace, replicas, templates, size))
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"clusterIP": "None", "selector": {"app": name}, "ports": [{"port": 80}]},
+        }
+    )
+    if pdb:
+        docs.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": name}}},
+            }
+        )
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(docs))
+    if wait:
+        wait_ready(env, name, namespace)
+    return scenario
+
+
+def wait_ready(env: cluster.Env, name: str, namespace: str, timeout: str = "120s") -> None:
+    cluster.kubectl(
+        env, "-n", namespace, "rollout", "status", f"statefulset/{name}", f"--timeout={timeout}"
+    )
+
+
+def _list(items: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

@@ -1,0 +1,147 @@
+"""The test environment's view of the vCenter Simulator, through pyVmomi.
+
+vcsim keeps each datastore as a folder on local disk, so tests can write marker bytes into a
+VMDK's data file and read them back after a migration.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from testenv import cluster
+
+MARKER_OFFSET = 4096
+
+
+def connect(env: cluster.Env) -> Any:
+    from pyVim.connect import Disconnect, SmartConnect
+
+    si = SmartConnect(
+        host="127.0.0.1",
+        port=env.info()["vcsim_port"],
+        user=cluster.VC_USER,
+        pwd=cluster.VC_PASSWORD,
+        disableSslCertValidation=True,
+    )
+    atexit.register(Disconnect, si)
+    return si
+
+
+def _datacenter(si: Any) -> Any:
+    from pyVmomi import vim
+
+    for child in si.content.rootFolder.childEntity:
+        if isinstance(child, vim.Datacenter) and child.name == cluster.DATACENTER:
+            return child
+    raise RuntimeError(f"datacenter {cluster.DATACENTER} not found")
+
+
+def _datastore(si: Any) -> Any:
+    for ds in _datacenter(si).datastore:
+        if ds.name == cluster.DATASTORE:
+            return ds
+    raise RuntimeError(f"datastore {cluster.DATASTORE} not found")
+
+
+def vm_uuids(env: cluster.Env) -> list[str]:
+    """BIOS UUIDs of the simulator's VMs, in name order (one per kwok node)."""
+    from pyVmomi import vim
+
+    si = connect(env)
+    view = si.content.viewManager.CreateContainerView(
+        si.content.rootFolder, [vim.VirtualMachine], True
+    )
+    vms = sorted(view.view, key=lambda vm: vm.name)
+    return [vm.config.uuid for vm in vms]
+
+
+def datastore_folder(env: cluster.Env) -> Path:
+    """The local folder that backs the simulator's datastore."""
+    url = _datastore(connect(env)).summary.url
+    return Path(url.removeprefix("ds://"))
+
+
+def data_file(env: cluster.Env, ds_path: str) -> Path:
+    """Local file holding the data of `[ds] dir/x.vmdk` (x-flat.vmdk when there is one)."""
+    rel = ds_path.split("] ", 1)[1]
+    plain = datastore_folder(env) / rel
+    flat = plain.with_name(plain.stem + "-flat.vmdk")
+    return flat if flat.exists() else plain
+
+
+def create_vmdk(env: cluster.Env, ds_path: str, size_mib: int, marker: bytes) -> None:
+    """Create a thin VMDK as the in-tree provisioner did, then write `marker` into its data."""
+    from pyVmomi import vim
+
+    si = connect(env)
+    dc = _datacenter(si)
+    folder = ds_path.rsplit("/", 1)[0]
+    with contextlib.suppress(vim.fault.FileAlreadyExists):
+        si.content.fileManager.MakeDirectory(
+            name=folder, datacenter=dc, createParentDirectories=True
+        )
+    spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
+        diskType="thin", adapterType="lsiLogic", capacityKb=size_mib * 1024
+    )
+    _wait_task(
+        si,
+        si.content.virtualDiskManager.CreateVirtualDisk_Task(
+            name=ds_path, datacenter=dc, spec=spec
+        ),
+    )
+    write_marker(env, ds_path, marker)
+
+
+def _wait_task(si: Any, task: Any, timeout: float = 60) -> None:
+    """Wait for a task reading only info.state/info.error: vcsim reports the disk manager as
+    the task's entity, which pyVmomi rejects when it deserializes the whole TaskInfo."""
+    import time
+
+    from pyVmomi import vmodl
+
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=type(task), pathSet=["info.state", "info.error"]
+            )
+        ],
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        props = {
+            p.name: p.val for p in si.content.propertyCollector.RetrieveContents([spec])[0].propSet
+        }
+        if props.get("info.state") == "success":
+            return
+        if props.get("info.state") == "error":
+            raise RuntimeError(f"vCenter task failed: {props.get('info.error')}")
+        time.sleep(0.05)
+    raise TimeoutError("vCenter task did not finish")
+
+
+def write_marker(env: cluster.Env, ds_path: str, marker: bytes) -> None:
+    with open(data_file(env, ds_path), "r+b") as handle:
+        handle.seek(MARKER_OFFSET)
+        handle.write(marker)
+
+
+def read_marker(env: cluster.Env, ds_path: str, length: int) -> bytes:
+    with open(data_file(env, ds_path), "rb") as handle:
+        handle.seek(MARKER_OFFSET)
+        return handle.read(length)
+
+
+def register_fcd(env: cluster.Env, ds_path: str, name: str) -> str:
+    """Register an existing VMDK as a First Class Disk, as the CSI driver does; return its id."""
+    import urllib.parse
+
+    si = connect(env)
+    ds, rel = ds_path[1:].split("] ", 1)
+    query = urllib.parse.urlencode({"dcPath": cluster.DATACENTER, "dsName": ds})
+    url = f"https://127.0.0.1:{env.info()['vcsim_port']}/folder/{rel}?{query}"
+    obj = si.content.vStorageObjectManager.RegisterDisk(path=url, name=name)
+    return str(obj.config.id.id)
