@@ -16,6 +16,10 @@ from testenv import cluster
 MARKER_OFFSET = 4096
 
 
+# `si.content` (read through the property collector) comes back from vcsim without
+# vStorageObjectManager; `si.RetrieveContent()` has it. Use the latter for FCD calls.
+
+
 def connect(env: cluster.Env) -> Any:
     from pyVim.connect import Disconnect, SmartConnect
 
@@ -143,5 +147,5 @@ def register_fcd(env: cluster.Env, ds_path: str, name: str) -> str:
     ds, rel = ds_path[1:].split("] ", 1)
     query = urllib.parse.urlencode({"dcPath": cluster.DATACENTER, "dsName": ds})
     url = f"https://127.0.0.1:{env.info()['vcsim_port']}/folder/{rel}?{query}"
-    obj = si.content.vStorageObjectManager.RegisterDisk(path=url, name=name)
+    obj = si.RetrieveContent().vStorageObjectManager.RegisterDisk(path=url, name=name)
     return str(obj.config.id.id)

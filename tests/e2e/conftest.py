@@ -1,0 +1,99 @@
+"""Fixtures for end-to-end tests on the real test environment (testenv/).
+
+The environment is reused when it is already up (`scripts/testenv up`), else started for the
+session and stopped at its end. Every test gets a fresh namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testenv import build, cluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[cluster.Env]:
+    environment = cluster.Env()
+    procs = environment.processes() if environment.exists() else {}
+    if procs and all(procs.values()):
+        yield environment
+        return
+    if environment.root.exists():
+        cluster.down(environment)
+    cluster.up(build.build(verbose=False), environment)
+    try:
+        yield environment
+    finally:
+        cluster.down(environment)
+
+
+@pytest.fixture(scope="session")
+def env_vars(env: cluster.Env) -> dict[str, str]:
+    """The environment a user has after `eval "$(scripts/testenv env)"`."""
+    return {**os.environ, **env.exports()}
+
+
+@pytest.fixture
+def ns(env: cluster.Env, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = (
+        f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    )
+    cluster.kubectl(env, "create", "namespace", name)
+    yield name
+    cluster.kubectl(env, "delete", "namespace", name, "--wait=false")
+
+
+class Kubectl:
+    """kubectl as a test uses it: JSON in, JSON out."""
+
+    def __init__(self, env: cluster.Env, kubeconfig: str | None = None) -> None:
+        self.env = env
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        return cluster.kubectl(self.env, *args, stdin=stdin, kubeconfig=self.kubeconfig)
+
+    def get(self, kind: str, name: str = "", namespace: str | None = None) -> Any:
+        args = ["get", kind, *([name] if name else []), "-o", "json"]
+        if namespace:
+            args[0:0] = ["-n", namespace]
+        return json.loads(self(*args))
+
+    def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        args = ["get", kind, name, "--ignore-not-found", "-o", "name"]
+        if namespace:
+            args[0:0] = ["-n", namespace]
+        return bool(self(*args).strip())
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        self("apply", "-f", "-", stdin=json.dumps(doc))
+
+
+@pytest.fixture
+def kubectl(env: cluster.Env) -> Kubectl:
+    return Kubectl(env)
+
+
+def run_plugin(
+    env_vars: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `kubectl csi-migrate ARGS` the way a user does: through kubectl's plugin lookup."""
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    return subprocess.run(
+        ["kubectl", "csi-migrate", *args],
+        env={**env_vars, "PATH": path},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
