@@ -22,15 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     scen.add_argument("name")
     scen.add_argument("-n", "--namespace", default="default")
     scen.add_argument("--replicas", type=int, default=3)
-    scen.add_argument(
-        "--template", action="append", help="in-tree volumeClaimTemplate (default: data)"
-    )
-    scen.add_argument(
-        "--csi-template", action="append", default=[], help="a template already on CSI"
-    )
-    scen.add_argument(
-        "--already-fcd", action="store_true", help="register the in-tree VMDKs as FCDs first"
-    )
+    scen.add_argument("--template", action="append", help="in-tree volumeClaimTemplate (default: data)")
+    scen.add_argument("--csi-template", action="append", default=[], help="a template already on CSI")
+    scen.add_argument("--already-fcd", action="store_true", help="register the in-tree VMDKs as FCDs first")
     scen.add_argument("--no-pdb", action="store_true")
     scen.add_argument("-o", "--output", choices=["json"], help="print what was created")
     args = parser.parse_args(argv)

@@ -31,9 +31,7 @@ CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-sche
 
 def kubernetes_version() -> str:
     """The k8s.io/kubernetes version that testenv/kube/go.mod pins."""
-    match = re.search(
-        r"^\s*k8s\.io/kubernetes (v[0-9.]+)\s*$", (KUBE_MODULE / "go.mod").read_text(), re.M
-    )
+    match = re.search(r"^\s*k8s\.io/kubernetes (v[0-9.]+)\s*$", (KUBE_MODULE / "go.mod").read_text(), re.M)
     if not match:
         raise SystemExit("testenv/kube/go.mod does not require k8s.io/kubernetes")
     return match.group(1)
@@ -107,14 +105,10 @@ def build(verbose: bool = True) -> Bin:
 
     kube_dir = _assets_from_env() or root / _kube_key()
     if not (kube_dir / "kube-apiserver").exists():
-        jobs.append(
-            ("kubernetes", kube_dir, _kube_command(kube_dir.with_suffix(".tmp")), KUBE_MODULE)
-        )
+        jobs.append(("kubernetes", kube_dir, _kube_command(kube_dir.with_suffix(".tmp")), KUBE_MODULE))
     kwok_dir = root / f"kwok-{KWOK_VERSION}"
     if not (kwok_dir / "kwok").exists():
-        jobs.append(
-            ("kwok", kwok_dir, ["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], None)
-        )
+        jobs.append(("kwok", kwok_dir, ["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], None))
     vcsim_dir = root / f"govmomi-{GOVMOMI_VERSION}"
     if not (vcsim_dir / "vcsim").exists():
         jobs.append(

@@ -156,9 +156,7 @@ def _wait_https(url: str, env: Env, timeout: float, name: str, client_cert: bool
 def _check_alive(env: Env, name: str) -> None:
     if env.processes().get(name) is None:
         log = env.logs / f"{name}.log"
-        tail = (
-            "".join(log.read_text(errors="replace").splitlines(True)[-25:]) if log.exists() else ""
-        )
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-25:]) if log.exists() else ""
         raise SystemExit(f"testenv: {name} exited; the end of {log}:\n{tail}")
 
 
@@ -183,9 +181,7 @@ def _kubeconfig(env: Env, port: int, cluster: str, user_cert: bool = True) -> di
             }
         ],
         "users": [{"name": f"{cluster}-admin", "user": user}],
-        "contexts": [
-            {"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin"}}
-        ],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin"}}],
         "current-context": cluster,
     }
 
@@ -239,9 +235,7 @@ def apiserver_args(env: Env, etcd_port: int, port: int, prefix: str) -> list[str
 
 def up(bins: build_mod.Bin, env: Env) -> None:
     if env.exists() and any(env.processes().values()):
-        raise SystemExit(
-            f"testenv: already up (state {env.root}); run `scripts/testenv down` first"
-        )
+        raise SystemExit(f"testenv: already up (state {env.root}); run `scripts/testenv down` first")
     shutil.rmtree(env.root, ignore_errors=True)
     env.root.mkdir(parents=True, mode=0o700)
     started = time.monotonic()
@@ -249,10 +243,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     tokens = [f"{secrets_token()},{u},{u}-uid" for u in LIMITED_TOKEN_USERS]
     _write_private(env.pki / "tokens.csv", "\n".join(tokens) + "\n")
 
-    ports = {
-        name: free_port()
-        for name in ("etcd", "etcd_peer", "user", "admin", "kcm", "sched", "kwok", "vcsim")
-    }
+    ports = {name: free_port() for name in ("etcd", "etcd_peer", "user", "admin", "kcm", "sched", "kwok", "vcsim")}
     bin_dir = bins.folder
     info = {
         "bin": str(bin_dir),
@@ -343,9 +334,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
         "kube-controller-manager",
         client_cert=False,
     )
-    _wait_https(
-        f"https://127.0.0.1:{ports['sched']}/healthz", env, 60, "kube-scheduler", client_cert=False
-    )
+    _wait_https(f"https://127.0.0.1:{ports['sched']}/healthz", env, 60, "kube-scheduler", client_cert=False)
     _wait_vcsim(env, ports["vcsim"])
 
     from testenv import objects
@@ -404,9 +393,7 @@ def _wait_vcsim(env: Env, port: int) -> None:
 def _start_kwok(env: Env, bins: build_mod.Bin, kubeconfig: str, port: int) -> None:
     # kwok has no built-in stages: use the ones it ships (nodes Ready with heartbeats, pods
     # Running and Ready, pods being deleted removed), read from its module source.
-    stages = [
-        f"--config={bins.kwok_stages / s}" for s in ("node/fast", "node/heartbeat", "pod/fast")
-    ]
+    stages = [f"--config={bins.kwok_stages / s}" for s in ("node/fast", "node/heartbeat", "pod/fast")]
     env.start(
         "kwok",
         [

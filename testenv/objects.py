@@ -60,9 +60,7 @@ def user_cluster_objects(vcsim_port: int, vm_uuids: dict[str, str]) -> list[dict
                 "kind": "CSINode",
                 "metadata": {
                     "name": node,
-                    "annotations": {
-                        "storage.alpha.kubernetes.io/migrated-plugins": INTREE_PROVISIONER
-                    },
+                    "annotations": {"storage.alpha.kubernetes.io/migrated-plugins": INTREE_PROVISIONER},
                 },
                 "spec": {"drivers": [{"name": CSI_DRIVER, "nodeID": node, "topologyKeys": None}]},
             }
@@ -111,9 +109,7 @@ def populate(env: cluster.Env) -> None:
     from testenv import vc
 
     uuids = vc.vm_uuids(env)
-    docs = user_cluster_objects(
-        info["vcsim_port"], {n: uuids[i] for i, n in enumerate(cluster.NODES)}
-    )
+    docs = user_cluster_objects(info["vcsim_port"], {n: uuids[i] for i, n in enumerate(cluster.NODES)})
     _apply(env, docs)
     cluster.kubectl(env, "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 

@@ -15,9 +15,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _key(name: str, cwd: Path) -> None:
-    _openssl(
-        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name, cwd=cwd
-    )
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name, cwd=cwd)
 
 
 def _signed(name: str, subject: str, cwd: Path, extensions: str) -> None:

@@ -107,9 +107,7 @@ def csi_pv(name: str, fcd_id: str, namespace: str, pvc: str, size: str) -> dict[
     }
 
 
-def pvc_for(
-    name: str, namespace: str, app: str, size: str, klass: str, provisioner: str
-) -> dict[str, Any]:
+def pvc_for(name: str, namespace: str, app: str, size: str, klass: str, provisioner: str) -> dict[str, Any]:
     """A claim as the StatefulSet controller made it; the PV controller binds it to the PV
     whose claimRef names it (with its uid), as after dynamic provisioning."""
     return {
@@ -133,9 +131,7 @@ def pvc_for(
     }
 
 
-def statefulset(
-    name: str, namespace: str, replicas: int, templates: dict[str, str], size: str
-) -> dict[str, Any]:
+def statefulset(name: str, namespace: str, replicas: int, templates: dict[str, str], size: str) -> dict[str, Any]:
     """`templates`: volumeClaimTemplate name -> StorageClass."""
     return {
         "apiVersion": "apps/v1",
@@ -190,10 +186,7 @@ def create(
     scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
     claims: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
-    if (
-        f"namespace/{namespace}"
-        not in cluster.kubectl(env, "get", "namespace", "-o", "name").split()
-    ):
+    if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
         cluster.kubectl(env, "create", "namespace", namespace)
     size_mib = 16
     for ordinal in range(replicas):
@@ -207,9 +200,7 @@ def create(
             if already_fcd:
                 volume.fcd_id = vc.register_fcd(env, vmdk, pv)
             volumes.append(in_tree_pv(pv, vmdk, namespace, pvc, size))
-            claims.append(
-                pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER)
-            )
+            claims.append(pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER))
             scenario.volumes.append(volume)
         for template in csi_templates:
             pvc = f"{template}-{name}-{ordinal}"
@@ -220,9 +211,7 @@ def create(
             fcd_id = vc.register_fcd(env, vmdk, pv)
             volumes.append(csi_pv(pv, fcd_id, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard-rwo", objects.CSI_DRIVER))
-            scenario.volumes.append(
-                Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True)
-            )
+            scenario.volumes.append(Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True))
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
     listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
     uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
@@ -230,9 +219,7 @@ def create(
         pv_doc["spec"]["claimRef"]["uid"] = uids[pv_doc["spec"]["claimRef"]["name"]]
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(volumes))
     docs: list[dict[str, Any]] = []
-    templates = {t: "standard" for t in intree_templates} | {
-        t: "standard-rwo" for t in csi_templates
-    }
+    templates = {t: "standard" for t in intree_templates} | {t: "standard-rwo" for t in csi_templates}
     docs.append(statefulset(name, namespace, replicas, templates, size))
     docs.append(
         {
@@ -258,9 +245,7 @@ def create(
 
 
 def wait_ready(env: cluster.Env, name: str, namespace: str, timeout: str = "120s") -> None:
-    cluster.kubectl(
-        env, "-n", namespace, "rollout", "status", f"statefulset/{name}", f"--timeout={timeout}"
-    )
+    cluster.kubectl(env, "-n", namespace, "rollout", "status", f"statefulset/{name}", f"--timeout={timeout}")
 
 
 def _list(items: list[dict[str, Any]]) -> str:

@@ -55,9 +55,7 @@ def vm_uuids(env: cluster.Env) -> list[str]:
     from pyVmomi import vim
 
     si = connect(env)
-    view = si.content.viewManager.CreateContainerView(
-        si.content.rootFolder, [vim.VirtualMachine], True
-    )
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
     vms = sorted(view.view, key=lambda vm: vm.name)
     return [vm.config.uuid for vm in vms]
 
@@ -84,17 +82,13 @@ def create_vmdk(env: cluster.Env, ds_path: str, size_mib: int, marker: bytes) ->
     dc = _datacenter(si)
     folder = ds_path.rsplit("/", 1)[0]
     with contextlib.suppress(vim.fault.FileAlreadyExists):
-        si.content.fileManager.MakeDirectory(
-            name=folder, datacenter=dc, createParentDirectories=True
-        )
+        si.content.fileManager.MakeDirectory(name=folder, datacenter=dc, createParentDirectories=True)
     spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
         diskType="thin", adapterType="lsiLogic", capacityKb=size_mib * 1024
     )
     _wait_task(
         si,
-        si.content.virtualDiskManager.CreateVirtualDisk_Task(
-            name=ds_path, datacenter=dc, spec=spec
-        ),
+        si.content.virtualDiskManager.CreateVirtualDisk_Task(name=ds_path, datacenter=dc, spec=spec),
     )
     write_marker(env, ds_path, marker)
 
@@ -108,17 +102,11 @@ def _wait_task(si: Any, task: Any, timeout: float = 60) -> None:
 
     spec = vmodl.query.PropertyCollector.FilterSpec(
         objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
-        propSet=[
-            vmodl.query.PropertyCollector.PropertySpec(
-                type=type(task), pathSet=["info.state", "info.error"]
-            )
-        ],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(task), pathSet=["info.state", "info.error"])],
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        props = {
-            p.name: p.val for p in si.content.propertyCollector.RetrieveContents([spec])[0].propSet
-        }
+        props = {p.name: p.val for p in si.content.propertyCollector.RetrieveContents([spec])[0].propSet}
         if props.get("info.state") == "success":
             return
         if props.get("info.state") == "error":

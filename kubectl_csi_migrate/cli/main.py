@@ -8,25 +8,65 @@ import argparse
 import sys
 
 from kubectl_csi_migrate import __version__
+from kubectl_csi_migrate.cli import common, compat, preflight, printers, sts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# One module per command, each with add_parser(subparsers, parents) and a run(args) -> int.
+COMMANDS = (preflight, sts, compat)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # kubectl style: one `error:` line, then where to look; exit 2.
+        self.exit(EXIT_USAGE, f"error: {message}\nSee '{self.prog} --help' for usage.\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kubectl csi-migrate",
         description="Move a StatefulSet's volumes from the in-tree vSphere plugin to the vSphere "
         "CSI driver, in place: no data copied, one replica at a time.",
+        epilog="Examples:\n"
+        "  kubectl csi-migrate preflight                      # survey the namespace\n"
+        "  kubectl csi-migrate preflight web --csi-storageclass standard-rwo\n"
+        "  kubectl csi-migrate sts web --csi-storageclass standard-rwo\n"
+        "  kubectl csi-migrate sts web --csi-storageclass standard-rwo --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kubectl-csi-migrate {__version__}")
+    shared = argparse.ArgumentParser(add_help=False)
+    common.add_cluster_flags(shared)
+    common.add_vsphere_flags(shared)
+    common.add_output_flag(shared)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        command.add_parser(sub, [shared])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return EXIT_OK
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    common.setup_logging(args.verbosity)
+    from kubectl_csi_migrate.errors import CsiMigrateError
+
+    try:
+        return int(args.run(args))
+    except CsiMigrateError as exc:
+        printers.error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        printers.error("interrupted")
+        return 130
+    except Exception as exc:  # a bug: still one error line, the traceback only on request
+        if args.verbosity >= 6:
+            raise
+        printers.error(f"internal error: {type(exc).__name__}: {exc} (run with -v=6 for the traceback)")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

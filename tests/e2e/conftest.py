@@ -45,9 +45,7 @@ def env_vars(env: cluster.Env) -> dict[str, str]:
 
 @pytest.fixture
 def ns(env: cluster.Env, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = (
-        f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
-    )
+    name = f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl(env, "create", "namespace", name)
     yield name
     cluster.kubectl(env, "delete", "namespace", name, "--wait=false")

@@ -42,9 +42,7 @@ def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def test_scenario_makes_ready_statefulset_on_intree_volumes(
-    env: cluster.Env, ns: str, kubectl: Kubectl
-) -> None:
+def test_scenario_makes_ready_statefulset_on_intree_volumes(env: cluster.Env, ns: str, kubectl: Kubectl) -> None:
     made = scenario.create(env, "web", ns, replicas=3)
 
     pods = kubectl.get("pods", namespace=ns)["items"]
@@ -53,10 +51,7 @@ def test_scenario_makes_ready_statefulset_on_intree_volumes(
     for pod in pods:
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert pod["status"]["phase"] == "Running" and ready["Ready"] == "True"
-        assert (
-            nodes[pod["spec"]["nodeName"]]["metadata"]["annotations"]["kwok.x-k8s.io/node"]
-            == "fake"
-        )
+        assert nodes[pod["spec"]["nodeName"]]["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
     for volume in made.volumes:
         pvc = kubectl.get("pvc", volume.pvc, ns)
         assert pvc["status"]["phase"] == "Bound"
@@ -68,16 +63,11 @@ def test_scenario_makes_ready_statefulset_on_intree_volumes(
         assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
 
 
-def test_orphan_delete_keeps_pods_and_recreate_adopts_them(
-    env: cluster.Env, ns: str, kubectl: Kubectl
-) -> None:
+def test_orphan_delete_keeps_pods_and_recreate_adopts_them(env: cluster.Env, ns: str, kubectl: Kubectl) -> None:
     scenario.create(env, "db", ns, replicas=3)
     sts = kubectl.get("statefulset", "db", ns)
     before = {p["metadata"]["name"]: p for p in kubectl.get("pods", namespace=ns)["items"]}
-    assert all(
-        p["metadata"]["ownerReferences"][0]["uid"] == sts["metadata"]["uid"]
-        for p in before.values()
-    )
+    assert all(p["metadata"]["ownerReferences"][0]["uid"] == sts["metadata"]["uid"] for p in before.values())
 
     kubectl("-n", ns, "delete", "statefulset", "db", "--cascade=orphan", "--wait=true")
 
@@ -86,10 +76,7 @@ def test_orphan_delete_keeps_pods_and_recreate_adopts_them(
         return len(pods) == 3 and all(not p["metadata"].get("ownerReferences") for p in pods)
 
     wait_for(orphaned, what="the garbage collector to drop ownerReferences")
-    after_orphan = {
-        p["metadata"]["name"]: p["metadata"]["uid"]
-        for p in kubectl.get("pods", namespace=ns)["items"]
-    }
+    after_orphan = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kubectl.get("pods", namespace=ns)["items"]}
     assert after_orphan == {n: p["metadata"]["uid"] for n, p in before.items()}
 
     kubectl.apply(strip_server_fields(sts))
@@ -109,9 +96,7 @@ def test_orphan_delete_keeps_pods_and_recreate_adopts_them(
         assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
-def test_retained_pv_is_released_and_prebound_pair_binds(
-    env: cluster.Env, ns: str, kubectl: Kubectl
-) -> None:
+def test_retained_pv_is_released_and_prebound_pair_binds(env: cluster.Env, ns: str, kubectl: Kubectl) -> None:
     made = scenario.create(env, "solo", ns, replicas=1, pdb=False)
     volume = made.volumes[0]
     kubectl("-n", ns, "delete", "statefulset", "solo", "--wait=true")
@@ -119,9 +104,7 @@ def test_retained_pv_is_released_and_prebound_pair_binds(
     kubectl("patch", "pv", volume.pv, "-p", '{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}')
     kubectl("-n", ns, "delete", "pvc", volume.pvc, "--wait=true")
 
-    wait_for(
-        lambda: kubectl.get("pv", volume.pv)["status"]["phase"] == "Released", what="PV Released"
-    )
+    wait_for(lambda: kubectl.get("pv", volume.pv)["status"]["phase"] == "Released", what="PV Released")
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
 
     new_pv, new_pvc = f"{volume.pv}-csi", volume.pvc
@@ -130,9 +113,7 @@ def test_retained_pv_is_released_and_prebound_pair_binds(
     pvc_doc["spec"]["volumeName"] = new_pv
     kubectl.apply(pv_doc)
     kubectl.apply(pvc_doc)
-    wait_for(
-        lambda: kubectl.get("pvc", new_pvc, ns)["status"].get("phase") == "Bound", what="PVC Bound"
-    )
+    wait_for(lambda: kubectl.get("pvc", new_pvc, ns)["status"].get("phase") == "Bound", what="PVC Bound")
     assert kubectl.get("pv", new_pv)["status"]["phase"] == "Bound"
     assert kubectl.get("pv", volume.pv)["status"]["phase"] == "Released"
 

@@ -9,9 +9,7 @@ from kubectl_csi_migrate import __version__
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubectl_csi_migrate", *args], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "kubectl_csi_migrate", *args], capture_output=True, text=True)
 
 
 def test_version() -> None:

@@ -1,0 +1,50 @@
+"""The Google tool's spellings, so its users can switch without relearning:
+
+    preflight --kubeconfig K --cluster-name U --sts-name S --sts-namespace N
+              --intree-storageclass A --csi-storageclass B
+    rolling-migration all ... --working-directory D
+    migration-with-downtime ...            (the offline strategy)
+
+`preflight` accepts those flags directly (see cli/preflight.py); the two migration commands
+map onto `sts`. Like the seed tool, they do not ask for --yes when not on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kubectl_csi_migrate.cli import sts
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    rolling = sub.add_parser(
+        "rolling-migration",
+        parents=parents,
+        help="the seed tool's spelling of `sts --strategy rolling`",
+        description="Same as `sts --strategy rolling` (the Google tool's spelling).",
+    )
+    rolling.add_argument("scope", choices=("all",), help="'all': every replica, one at a time")
+    rolling.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)
+    sts.add_flags(rolling)
+    rolling.set_defaults(run=_run_rolling, confirm_needs_yes=False)
+
+    offline = sub.add_parser(
+        "migration-with-downtime",
+        parents=parents,
+        help="the earlier release's spelling of `sts --strategy offline`",
+        description="Same as `sts --strategy offline`: scale to zero, migrate, scale back.",
+    )
+    offline.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)
+    sts.add_flags(offline)
+    offline.set_defaults(run=_run_offline, confirm_needs_yes=False)
+
+
+def _run_rolling(args: argparse.Namespace) -> int:
+    args.strategy = "rolling"
+    return sts.run(args)
+
+
+def _run_offline(args: argparse.Namespace) -> int:
+    args.strategy = "offline"
+    return sts.run(args)

@@ -1,0 +1,205 @@
+"""`kubectl csi-migrate sts STS_NAME`: migrate a StatefulSet's volumes, or resume a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kubectl_csi_migrate.cli import common, printers
+from kubectl_csi_migrate.cli.preflight import add_migration_flags, check_one, sts_name
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    add_migration_flags(parser, csi_required=True)
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--dry-run", nargs="?", const="client", default="none", choices=("none", "client", "server"),
+        help="client: print the plan and change nothing; server: also have the API server validate the first changes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-retain", action="store_true",
+        help="leave the new PVs on reclaim policy Retain instead of restoring the original",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=common.seconds, default=600.0, metavar="DURATION",
+        help="longest wait for any one thing (a pod to stop, a claim to bind...), default 10m",
+    )  # fmt: skip
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "sts",
+        parents=parents,
+        help="migrate a StatefulSet's in-tree vSphere volumes to the vSphere CSI driver",
+        description="Run preflight, show the plan, then move each in-tree vSphere volume of the "
+        "StatefulSet to a CSI volume on the same disk (no data copied). Running the same command "
+        "again with the same working directory resumes an interrupted run.",
+    )
+    parser.add_argument("name", nargs="?", metavar="STS_NAME")
+    add_flags(parser)
+    parser.set_defaults(run=run, confirm_needs_yes=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubectl_csi_migrate.migration import preflight
+    from kubectl_csi_migrate.migration.plan import Plan
+    from kubectl_csi_migrate.migration.run import Migration, Settings, describe_steps
+    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+
+    name = sts_name(args)
+    if not name:
+        printers.error("a StatefulSet name is required (sts STS_NAME, or --sts-name)")
+        return EXIT_USAGE
+    kube = common.kube_from(args, dry_run=args.dry_run)
+    ns = common.namespace_of(args, kube)
+    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    structured = args.output is not None
+    info = sys.stderr if structured else sys.stdout
+
+    def say(line: str) -> None:
+        info.write(line + ("" if args.dry_run == "none" else f" ({args.dry_run} dry run)") + "\n")
+        info.flush()
+
+    resuming = False
+    if workdir.has_run() and workdir.problem((kube.info.server, ns, name)) is None:
+        plan = Plan.from_dict(workdir.load_run()["plan"])
+        resuming = True
+    else:
+        checks, plan = check_one(args, kube, name)
+        if preflight.failed(checks) or plan is None:
+            for c in checks:
+                if c.status == "FAIL":
+                    printers.error(f"preflight: {c.name}: {c.message}")
+            printers.error(
+                f"statefulset {name} was not changed; run `kubectl csi-migrate preflight {name}` for the full report"
+            )
+            return EXIT_FAILED
+        for c in checks:
+            if c.status == "WARN":
+                sys.stderr.write(f"warning: {c.name}: {c.message}\n")
+    if not plan.to_migrate():
+        say(f"statefulset {ns}/{name}: no in-tree vSphere volume to migrate; nothing to do")
+        if structured:
+            empty = {
+                "apiVersion": "csi-migrate.kubectl.io/v1",
+                "kind": "MigrationReport",
+                "plan": plan.to_dict(),
+                "volumes": [],
+            }
+            printers.render(empty, args.output, "", [])
+        return EXIT_OK
+
+    plan_text = render_plan(plan, str(workdir.path), resuming)
+    if args.dry_run != "none":
+        if args.dry_run == "server":
+            validate_on_server(kube, plan)
+        data = {
+            "apiVersion": "csi-migrate.kubectl.io/v1",
+            "kind": "MigrationPlan",
+            "plan": plan.to_dict(),
+            "steps": describe_steps(plan),
+        }
+        human = plan_text + "\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(describe_steps(plan), 1))
+        printers.render(
+            data,
+            args.output,
+            human + f"\n({args.dry_run} dry run: nothing was changed)",
+            [f"statefulset.apps/{name}"],
+        )
+        return EXIT_OK
+
+    if not args.yes:
+        if sys.stdin.isatty():
+            sys.stderr.write(plan_text + "\n")
+            sys.stderr.write("Proceed? [y/N] ")
+            sys.stderr.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                printers.error("aborted; nothing was changed")
+                return EXIT_FAILED
+        elif args.confirm_needs_yes:
+            printers.error("not a terminal: pass --yes to migrate without confirmation (or --dry-run to see the plan)")
+            return EXIT_USAGE
+    elif not structured:
+        say(plan_text)
+
+    progress = None
+    if sys.stderr.isatty():
+
+        def progress(line: str) -> None:
+            sys.stderr.write(f"--- {line}\n")
+
+    connect = common.vcenter_factory(args, kube)
+    vc = connect()
+    settings = Settings(
+        keep_retain=args.keep_retain,
+        timeout=args.timeout,
+        datacenter=common.datacenter_of(args, connect),
+    )
+    migration = Migration(kube, vc, plan, workdir, say, settings, progress)
+    try:
+        report = migration.run()
+    except KeyboardInterrupt:
+        printers.error(f"interrupted; the run is recorded in {workdir.path}: run the same command again to resume")
+        return 130
+    except Exception as exc:
+        from kubectl_csi_migrate.errors import CsiMigrateError
+
+        if isinstance(exc, CsiMigrateError):
+            printers.error(str(exc))
+            printers.error(
+                f"the run is recorded in {workdir.path}; fix the problem and run the same command again to resume"
+            )
+            return EXIT_FAILED
+        raise
+    finally:
+        close = getattr(vc, "close", None)
+        if close:
+            close()
+    human = summary(report)
+    names = []
+    for v in report["volumes"]:
+        if v["result"] == "migrated":
+            names += [f"persistentvolume/{v['newPV']}", f"persistentvolumeclaim/{v['pvc']}"]
+    printers.render(report, args.output, human, [*names, f"statefulset.apps/{name}"])
+    return EXIT_OK
+
+
+def render_plan(plan: Any, workdir: str, resuming: bool) -> str:
+    mode = (
+        "rolling: one replica at a time, the application stays up"
+        if plan.strategy == "rolling"
+        else "offline: scaled to zero, the application is DOWN during the migration"
+    )
+    head = (
+        f"{'Resuming' if resuming else 'Plan'}: statefulset {plan.namespace}/{plan.statefulset} "
+        f"({plan.replicas} replicas) to storageclass {plan.csi_class}, {mode}\n"
+        f"working directory: {workdir}\n"
+    )
+    rows = [(v.ordinal, v.pvc, v.pv, v.vmdk or v.fcd_id or "-", v.action) for v in plan.volumes]
+    return head + printers.table(["ORDINAL", "PVC", "PV", "DISK", "ACTION"], rows)
+
+
+def summary(report: dict[str, Any]) -> str:
+    migrated = [v for v in report["volumes"] if v["result"] == "migrated"]
+    skipped = [v for v in report["volumes"] if v["result"] != "migrated"]
+    t = report["timing"]
+    plan = report["plan"]
+    return (
+        f"statefulset {plan['namespace']}/{plan['statefulset']}: {len(migrated)} volume(s) migrated to "
+        f"{plan['csi_class']}, {len(skipped)} left alone, in {t['wallSeconds']:.1f}s "
+        f"(waiting on the cluster {t['waitSeconds']:.1f}s, vCenter {t['vcenterSeconds']:.1f}s); "
+        f"backups and report in {report['workingDirectory']}"
+    )
+
+
+def validate_on_server(kube: Any, plan: Any) -> None:
+    """Server dry run: send the first changes with dryRun=All so that the API server (admission,
+    RBAC, the disruption budget for evictions) validates them."""
+    for v in plan.to_migrate():
+        kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+    kube.delete("StatefulSet", plan.statefulset, plan.namespace, uid=plan.uid, propagation="Orphan")
+    if plan.strategy == "rolling" and plan.ordinals_descending():
+        kube.evict(plan.pod_name(plan.ordinals_descending()[0]), plan.namespace)

@@ -1,0 +1,64 @@
+"""The tool's exceptions. Only the command-line layer turns them into `error:` lines and exit
+codes; below it, code raises these (chaining the original with `from`) and never exits.
+
+PermanentError: a person must act (wrong name, missing object, bad credentials, no permission).
+TemporaryError: may pass if tried again (unreachable server, timeout).
+"""
+
+from __future__ import annotations
+
+
+class CsiMigrateError(Exception):
+    """Base class; the message is written for the user."""
+
+
+class PermanentError(CsiMigrateError):
+    """Stop: a person must act."""
+
+
+class TemporaryError(CsiMigrateError):
+    """Transient: retrying (or re-running the command) may succeed."""
+
+
+class NotFoundError(PermanentError):
+    """The object does not exist."""
+
+
+class ConflictError(PermanentError):
+    """The object exists already, or changed under us."""
+
+
+class VCenterError(CsiMigrateError):
+    """A vCenter call failed."""
+
+
+class PreflightFailed(PermanentError):
+    """Preflight found at least one blocking problem."""
+
+
+class CredentialsError(PermanentError):
+    """No usable vCenter address or credentials (flags, file, GOVC_* environment, Secret)."""
+
+
+class VCenterUnreachable(TemporaryError, VCenterError):
+    """vCenter did not answer: connection refused, name not resolved, timeout, connection lost."""
+
+
+class VCenterLoginFailed(PermanentError, VCenterError):
+    """vCenter refused the user name or password."""
+
+
+class VCenterTLSError(PermanentError, VCenterError):
+    """vCenter's certificate is not trusted (or does not match the configured thumbprint)."""
+
+
+class VCenterPermissionDenied(PermanentError, VCenterError):
+    """The vCenter user lacks a privilege the operation needs."""
+
+
+class VCenterNotFound(NotFoundError, VCenterError):
+    """A datacenter, datastore or disk does not exist in vCenter."""
+
+
+class TooManyRequestsError(TemporaryError):
+    """429: for an eviction, a PodDisruptionBudget does not allow it yet."""

@@ -1,0 +1,401 @@
+"""A thin Kubernetes client on raw JSON, and the only module that imports `kubernetes`.
+
+Objects are plain dicts (what `kubectl get -o json` prints): the client's model classes are an
+order of magnitude slower to build than `json.loads`, and the migration logic wants dicts
+anyway for backups and translation. Dry-run is handled here, once: with `client`, mutations are
+not sent; with `server`, they are sent with `dryRun=All`. Every request is counted, so that the
+benchmark can report API requests per replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubectl_csi_migrate.errors import (
+    ConflictError,
+    CsiMigrateError,
+    NotFoundError,
+    PermanentError,
+    TemporaryError,
+    TooManyRequestsError,
+)
+
+Obj = dict[str, Any]
+log = logging.getLogger("kubectl_csi_migrate.kube")
+
+# kind -> (api prefix, plural, namespaced)
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "Pod": ("/api/v1", "pods", True),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "Secret": ("/api/v1", "secrets", True),
+    "Event": ("/api/v1", "events", True),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "StorageClass": ("/apis/storage.k8s.io/v1", "storageclasses", False),
+    "CSIDriver": ("/apis/storage.k8s.io/v1", "csidrivers", False),
+    "CSINode": ("/apis/storage.k8s.io/v1", "csinodes", False),
+    "VolumeAttachment": ("/apis/storage.k8s.io/v1", "volumeattachments", False),
+    "Node": ("/api/v1", "nodes", False),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
+    "CnsVSphereVolumeMigration": (
+        "/apis/cns.vmware.com/v1alpha1",
+        "cnsvspherevolumemigrations",
+        False,
+    ),
+    "SelfSubjectAccessReview": ("/apis/authorization.k8s.io/v1", "selfsubjectaccessreviews", False),
+}
+
+
+def resource_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    prefix, plural, namespaced = RESOURCES[kind]
+    path = prefix
+    if namespaced and namespace:
+        path += f"/namespaces/{quote(namespace)}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{quote(name)}"
+    return path
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """Which cluster the client talks to, as kubectl would name it."""
+
+    context: str
+    server: str
+    namespace: str
+
+
+class Kube:
+    """Raw-JSON access to one cluster. `dry_run` is "none", "client" or "server"."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        info: ClusterInfo,
+        dry_run: str = "none",
+        request_timeout: float | None = None,
+    ) -> None:
+        self.api = api_client
+        self.info = info
+        self.dry_run = dry_run
+        self.request_timeout = request_timeout or 30.0
+        self.requests = 0
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_kubeconfig(
+        cls,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        dry_run: str = "none",
+        request_timeout: float | None = None,
+    ) -> Kube:
+        """Load like kubectl: --kubeconfig, else the KUBECONFIG list, else ~/.kube/config."""
+        from kubernetes import config as kconfig
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            contexts, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = active
+            if context:
+                chosen = next((c for c in contexts if c["name"] == context), None)
+                if chosen is None:
+                    raise PermanentError(f'context "{context}" does not exist in the kubeconfig')
+            api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
+        except ConfigException as exc:
+            raise PermanentError(f"invalid kubeconfig: {exc}") from exc
+        except OSError as exc:
+            raise PermanentError(f"cannot read kubeconfig: {exc}") from exc
+        namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+        info = ClusterInfo(
+            context=(chosen or {}).get("name", ""),
+            server=api.configuration.host,
+            namespace=namespace,
+        )
+        return cls(api, info, dry_run, request_timeout)
+
+    @classmethod
+    def from_kubeconfig_dict(
+        cls, config: Obj, label: str, dry_run: str = "none", request_timeout: float | None = None
+    ) -> Kube:
+        """A kubeconfig held in memory (the user cluster's, read from the admin cluster): it is
+        never written to disk."""
+        from kubernetes import config as kconfig
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            api = kconfig.new_client_from_config_dict(config, persist_config=False)
+        except (ConfigException, KeyError, TypeError) as exc:
+            raise PermanentError(f"the kubeconfig in {label} is not usable: {exc}") from exc
+        current = config.get("current-context", "")
+        ctx: Obj = next((c for c in config.get("contexts", []) if c.get("name") == current), {})
+        namespace = ctx.get("context", {}).get("namespace") or "default"
+        return cls(
+            api,
+            ClusterInfo(context=current, server=api.configuration.host, namespace=namespace),
+            dry_run,
+            request_timeout,
+        )
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        url = self.api.configuration.host + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        self.requests += 1
+        log.debug("%s %s", method, url.split("?")[0])
+        try:
+            resp = self.api.rest_client.request(
+                method, url, headers=headers, body=body, _request_timeout=timeout or self.request_timeout
+            )
+        except ApiException as exc:  # TLS problems come back as status 0
+            raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}") from exc
+        except HTTPError as exc:
+            raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}") from exc
+        if not 200 <= resp.status < 300:
+            raise _api_error(resp.status, resp.reason, resp.read(), method, path)
+        if stream:
+            return resp.response
+        data = resp.read()
+        return json.loads(data) if data else None
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """The object, or None if it does not exist."""
+        try:
+            return self.request("GET", resource_path(kind, namespace, name))
+        except NotFoundError:
+            return None
+
+    def list_raw(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Obj:
+        query = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        return self.request("GET", resource_path(kind, namespace), query)
+
+    def items(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        return list(self.list_raw(kind, namespace, label_selector).get("items") or [])
+
+    # -- mutations (dry-run aware) ----------------------------------------------------------
+
+    def _mutate(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
+        query: dict[str, Any] | None = None,
+        preview: Obj | None = None,
+    ) -> Obj | None:
+        if self.dry_run == "client":
+            return preview if preview is not None else (body if isinstance(body, dict) else None)
+        query = dict(query or {})
+        if self.dry_run == "server":
+            query["dryRun"] = "All"
+        return self.request(method, path, query, body, content_type)
+
+    def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        path = resource_path(obj["kind"], meta.get("namespace"))
+        return self._mutate("POST", path, obj) or obj
+
+    def patch(self, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj | None:
+        """A JSON merge patch."""
+        return self._mutate("PATCH", resource_path(kind, namespace, name), patch, "application/merge-patch+json")
+
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        uid: str | None = None,
+        propagation: str | None = None,
+    ) -> None:
+        """Delete; with `uid`, only that incarnation of the object (a precondition)."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        if self.dry_run == "server":
+            body["dryRun"] = ["All"]
+        if self.dry_run == "client":
+            return
+        self.request("DELETE", resource_path(kind, namespace, name), None, body)
+
+    def evict(self, name: str, namespace: str) -> None:
+        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets."""
+        body: Obj = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if self.dry_run == "server":
+            body["deleteOptions"] = {"dryRun": ["All"]}
+        if self.dry_run == "client":
+            return
+        self.request("POST", resource_path("Pod", namespace, name) + "/eviction", None, body)
+
+    def can_i(self, verb: str, kind: str, namespace: str | None = None, subresource: str = "") -> bool:
+        prefix, plural, _ = RESOURCES[kind]
+        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": plural,
+                    "namespace": namespace or "",
+                    "subresource": subresource,
+                }
+            },
+        }
+        result = self.request("POST", resource_path("SelfSubjectAccessReview"), None, review)
+        return bool(result.get("status", {}).get("allowed"))
+
+    def server_version(self) -> Obj:
+        return self.request("GET", "/version")
+
+    def has_resource(self, kind: str) -> bool:
+        prefix, plural, _ = RESOURCES[kind]
+        try:
+            listing = self.request("GET", prefix)
+        except NotFoundError:
+            return False
+        return any(r.get("name") == plural for r in listing.get("resources", []))
+
+    # -- watching -------------------------------------------------------------------------
+
+    def watch_until(
+        self,
+        kind: str,
+        predicate: Callable[[dict[str, Obj]], bool],
+        what: str,
+        timeout: float,
+        namespace: str | None = None,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> dict[str, Obj]:
+        """List, then watch, until `predicate(objects by name)` holds; return those objects.
+
+        The one waiter of the tool: every wait (pod gone, pod Ready, PVC Bound, no
+        VolumeAttachment left...) is a predicate over the current set of matching objects.
+        A watch reacts within milliseconds, where a poll would add half its period to each wait.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            listing = self.list_raw(kind, namespace, label_selector, field_selector)
+            objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
+            if predicate(objects):
+                return objects
+            version = listing["metadata"].get("resourceVersion")
+            try:
+                for event in self._watch(kind, namespace, version, deadline, field_selector, label_selector):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        break  # expired resourceVersion: list again
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    if event["type"] == "DELETED":
+                        objects.pop(name, None)
+                    else:
+                        objects[name] = obj
+                    if predicate(objects):
+                        return objects
+            except TemporaryError:
+                if time.monotonic() >= deadline:
+                    raise
+            if time.monotonic() >= deadline:
+                raise TemporaryError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def _watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        version: str | None,
+        deadline: float,
+        field_selector: str | None,
+        label_selector: str | None,
+    ) -> Iterator[Obj]:
+        remaining = max(1, int(deadline - time.monotonic()))
+        query = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(remaining),
+            "fieldSelector": field_selector,
+            "labelSelector": label_selector,
+        }
+        resp = self.request("GET", resource_path(kind, namespace), query, stream=True, timeout=remaining + 5)
+        try:
+            buffer = b""
+            for chunk in resp.stream(4096, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+                if time.monotonic() >= deadline:
+                    return
+        except Exception as exc:
+            if isinstance(exc, CsiMigrateError):
+                raise
+            raise TemporaryError(f"watch of {kind} interrupted: {exc}") from exc
+        finally:
+            resp.release_conn()
+
+
+def _root(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason or exc)
+
+
+def _api_error(status: int, reason: str, body: bytes | None, method: str, path: str) -> CsiMigrateError:
+    message = reason
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        message = json.loads(body or b"{}").get("message") or message
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return ConflictError(message)
+    if status == 401:
+        return PermanentError(f"the Kubernetes API server rejected the credentials (Unauthorized): {message}")
+    if status == 403:
+        return PermanentError(f"forbidden: {message}")
+    if status == 429:
+        return TooManyRequestsError(message)
+    if status >= 500:
+        return TemporaryError(f"{method} {path}: {status} {message}")
+    return PermanentError(f"{method} {path}: {message}")

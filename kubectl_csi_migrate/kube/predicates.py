@@ -1,0 +1,99 @@
+"""Predicates for `Kube.watch_until`: each takes the current objects by name and says whether
+the wait is over. Pure functions, so they are unit-tested on plain dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Objects = dict[str, dict[str, Any]]
+Predicate = Callable[[Objects], bool]
+
+
+def condition(obj: dict[str, Any], kind: str) -> str | None:
+    for cond in obj.get("status", {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("status"))
+    return None
+
+
+def is_pod_ready(pod: dict[str, Any]) -> bool:
+    return (
+        pod.get("status", {}).get("phase") == "Running"
+        and condition(pod, "Ready") == "True"
+        and not pod["metadata"].get("deletionTimestamp")
+    )
+
+
+def gone(name: str, uid: str | None = None) -> Predicate:
+    """`name` does not exist (or, with `uid`, that incarnation of it does not)."""
+
+    def check(objects: Objects) -> bool:
+        obj = objects.get(name)
+        return obj is None or (uid is not None and obj["metadata"].get("uid") != uid)
+
+    return check
+
+
+def pod_ready(name: str) -> Predicate:
+    return lambda objects: name in objects and is_pod_ready(objects[name])
+
+
+def pvc_bound(name: str, volume: str) -> Predicate:
+    def check(objects: Objects) -> bool:
+        pvc = objects.get(name)
+        return bool(pvc and pvc.get("status", {}).get("phase") == "Bound" and pvc["spec"].get("volumeName") == volume)
+
+    return check
+
+
+def no_attachment(pv_name: str) -> Predicate:
+    """No VolumeAttachment refers to the PV: the attach/detach controller has let go of it."""
+
+    def check(objects: Objects) -> bool:
+        return not any(
+            va.get("spec", {}).get("source", {}).get("persistentVolumeName") == pv_name for va in objects.values()
+        )
+
+    return check
+
+
+def not_owned_by(uid: str, names: set[str]) -> Predicate:
+    """None of the named pods carries an ownerReference to `uid` (the garbage collector has
+    orphaned them)."""
+
+    def check(objects: Objects) -> bool:
+        return all(
+            not any(ref.get("uid") == uid for ref in objects[n]["metadata"].get("ownerReferences") or [])
+            for n in names
+            if n in objects
+        )
+
+    return check
+
+
+def statefulset_adopted_and_ready(uid: str, replicas: int, pod_names: set[str], pods: Objects) -> bool:
+    """Every pod is Ready and owned by the StatefulSet `uid`."""
+    for name in pod_names:
+        pod = pods.get(name)
+        if pod is None or not is_pod_ready(pod):
+            return False
+        if not any(
+            ref.get("uid") == uid and ref.get("controller") for ref in pod["metadata"].get("ownerReferences") or []
+        ):
+            return False
+    return len(pod_names) == replicas
+
+
+def statefulset_ready(replicas: int) -> Predicate:
+    def check(objects: Objects) -> bool:
+        for sts in objects.values():
+            status = sts.get("status", {})
+            return bool(
+                status.get("observedGeneration", 0) >= sts["metadata"].get("generation", 0)
+                and status.get("readyReplicas", 0) == replicas
+                and status.get("replicas", 0) == replicas
+            )
+        return False
+
+    return check

@@ -1,0 +1,617 @@
+"""Executing a plan: the rolling and offline migrations, step by step, resumable.
+
+Every step is recorded in the working directory before and after it runs, and is idempotent:
+it looks at the live object first (by name and uid) and does only what is left. A run killed at
+any point is resumed by running the same command again. Invariants kept here:
+
+1. nothing is mutated before every object is backed up (fsync'd);
+2. every PV is Retain before any PVC or PV is deleted;
+3. no VMDK or FCD is ever deleted, and no second PV is created for a disk another PV still names;
+4. one run per StatefulSet (a Lease in its namespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubectl_csi_migrate.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    TemporaryError,
+    TooManyRequestsError,
+)
+from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.migration import translate
+from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
+from kubectl_csi_migrate.migration.workdir import WorkDir
+
+Obj = dict[str, Any]
+
+LEASE_SECONDS = 60
+
+
+@dataclass
+class Settings:
+    keep_retain: bool = False
+    """Leave the new PVs on Retain instead of restoring the original policy."""
+    timeout: float = 600.0
+    """Longest wait for any one thing (a pod gone, a PVC Bound...)."""
+    datacenter: str | None = None
+
+
+@dataclass
+class Timing:
+    """Where the time went: waiting on the cluster and vCenter, or the tool's own work."""
+
+    started: float = field(default_factory=time.monotonic)
+    waited: float = 0.0
+    vcenter: float = 0.0
+
+
+class Migration:
+    """One run of one plan. `say` receives one line per action, kubectl style."""
+
+    def __init__(
+        self,
+        kube: Any,
+        vc: Any,
+        plan: Plan,
+        workdir: WorkDir,
+        say: Callable[[str], None],
+        settings: Settings | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.vc = vc
+        self.plan = plan
+        self.workdir = workdir
+        self.say = say
+        self.progress = progress or (lambda _line: None)
+        self.settings = settings or Settings()
+        self.timing = Timing()
+        self.done: dict[str, Obj] = {}
+        self.volume_results: dict[str, Obj] = {}
+        self.run_id = ""
+        self._lease_stop = threading.Event()
+
+    # -- the two strategies -------------------------------------------------------------------
+
+    def run(self) -> Obj:
+        if self.workdir.has_run():
+            self.run_id = self.workdir.load_run()["run_id"]
+            self.done = {k: v for k, v in self.workdir.steps().items() if v["event"] == "done"}
+            self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
+        else:
+            self.run_id = self.workdir.create(self.plan)
+        self._acquire_lease()
+        try:
+            self.step("backup", self._backup)
+            self.step("retain", self._set_retain)
+            if self.plan.strategy == "offline":
+                self.step("scale-down", self._scale_down)
+            self.step("delete-statefulset", self._delete_statefulset)
+            ordinals = self.plan.ordinals_descending()
+            for index, ordinal in enumerate(ordinals, 1):
+                self.progress(f"replica {index}/{len(ordinals)}: {self.plan.pod_name(ordinal)}")
+                if self.plan.strategy == "rolling":
+                    self._migrate_replica(ordinal)
+                else:
+                    for volume in self.plan.to_migrate(ordinal):
+                        self._migrate_volume(volume)
+            self.step("recreate-statefulset", self._recreate_statefulset)
+            self.step("restore-reclaim-policy", self._restore_reclaim_policy)
+        finally:
+            self._release_lease()
+        report = self.report()
+        self.workdir.mark_finished(report)
+        return report
+
+    def _migrate_replica(self, ordinal: int) -> None:
+        pod = self.plan.pod_name(ordinal)
+        self.step(f"evict/{pod}", lambda: self._evict(pod))
+        for volume in self.plan.to_migrate(ordinal):
+            self._migrate_volume(volume)
+        self.step(f"recreate-pod/{pod}", lambda: self._recreate_pod(pod))
+
+    def _migrate_volume(self, v: VolumePlan) -> None:
+        started = time.time()
+        self.step(f"detach/{v.pv}", lambda: self._wait_detached(v))
+        self.step(f"delete-pvc/{v.pvc}", lambda: self._delete_pvc(v))
+        self.step(f"delete-pv/{v.pv}", lambda: self._delete_pv(v))
+        self.step(f"cns-release/{v.pv}", lambda: self._wait_cns_release(v))
+        fcd = self.step(f"fcd/{v.pv}", lambda: self._ensure_fcd(v))
+        self.step(f"create-pv/{v.pv}", lambda: self._create_pv(v, fcd["fcd_id"]))
+        self.step(f"create-pvc/{v.pvc}", lambda: self._create_pvc(v))
+        self.volume_results[v.pv] = {
+            "fcd_id": fcd["fcd_id"],
+            "started": started,
+            "finished": time.time(),
+        }
+
+    # -- the step record ------------------------------------------------------------------------
+
+    def step(self, name: str, action: Callable[[], Obj | None]) -> Obj:
+        if name in self.done:
+            return self.done[name]
+        self.workdir.record(name, "start")
+        result = action() or {}
+        self.workdir.record(name, "done", **result)
+        self.done[name] = {"step": name, "event": "done", **result}
+        return self.done[name]
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def wait(self, kind: str, predicate: p.Predicate, what: str, **selectors: Any) -> dict[str, Obj]:
+        started = time.monotonic()
+        try:
+            return self.kube.watch_until(kind, predicate, what, self.settings.timeout, **selectors)
+        finally:
+            self.timing.waited += time.monotonic() - started
+
+    def _vcenter(self, call: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return call()
+        finally:
+            self.timing.vcenter += time.monotonic() - started
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _backup(self) -> Obj:
+        ns = self.plan.namespace
+        sts = self.kube.get("StatefulSet", self.plan.statefulset, ns)
+        if sts is None or sts["metadata"]["uid"] != self.plan.uid:
+            raise PermanentError(f"statefulset {ns}/{self.plan.statefulset} changed since it was planned; run again")
+        objects = [("StatefulSet", "apps/v1", sts)]
+        for ordinal in range(self.plan.replicas):
+            pod = self.kube.get("Pod", self.plan.pod_name(ordinal), ns)
+            if pod is not None:
+                objects.append(("Pod", "v1", pod))
+        for v in self.plan.volumes:
+            for kind, name, namespace in (
+                ("PersistentVolumeClaim", v.pvc, ns),
+                ("PersistentVolume", v.pv, None),
+            ):
+                obj = self.kube.get(kind, name, namespace)
+                if obj is None:
+                    raise NotFoundError(f"{kind.lower()} {name} disappeared before the backup")
+                objects.append((kind, "v1", obj))
+        for kind, api_version, obj in objects:
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", api_version)
+            self.workdir.save_backup(obj)
+        self.say(f"backed up {len(objects)} objects to {self.workdir.backup_dir}")
+        return {"objects": len(objects)}
+
+    def _set_retain(self) -> None:
+        for v in self.plan.to_migrate():
+            pv = self.kube.get("PersistentVolume", v.pv)
+            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
+                continue
+            self.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+            self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
+
+    def _scale_down(self) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        sts = self.kube.get("StatefulSet", name, ns)
+        if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
+            self.kube.patch("StatefulSet", name, {"spec": {"replicas": 0}}, ns)
+            self.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
+        pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
+        self.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+
+    def _delete_statefulset(self) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        sts = self.kube.get("StatefulSet", name, ns)
+        if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
+            self.kube.delete("StatefulSet", name, ns, uid=self.plan.uid, propagation="Orphan")
+            self.say(f"statefulset.apps/{name} deleted (orphan: pods, PVCs and PVs kept)")
+        self.wait(
+            "StatefulSet",
+            p.gone(name, self.plan.uid),
+            f"statefulset {name} to go",
+            namespace=ns,
+            field_selector=f"metadata.name={name}",
+        )
+        pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
+        self.wait(
+            "Pod",
+            p.not_owned_by(self.plan.uid, pods),
+            "the garbage collector to orphan the pods",
+            namespace=ns,
+        )
+
+    def _evict(self, pod: str) -> None:
+        ns = self.plan.namespace
+        backup = self.workdir.load_backup("Pod", pod) if self.workdir.has_backup("Pod", pod) else None
+        live = self.kube.get("Pod", pod, ns)
+        if live is not None and backup is not None and live["metadata"]["uid"] != backup["metadata"]["uid"]:
+            raise PermanentError(f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect")
+        if live is not None:
+            deadline = time.monotonic() + self.settings.timeout
+            while True:
+                try:
+                    self.kube.evict(pod, ns)
+                    self.say(f"pod/{pod} evicted")
+                    break
+                except NotFoundError:
+                    break
+                except TooManyRequestsError as exc:
+                    budget = self._orphan_budget(live)
+                    if budget is not None and budget[0]:
+                        self.kube.delete("Pod", pod, ns, uid=live["metadata"]["uid"])
+                        self.say(f"pod/{pod} deleted ({budget[1]})")
+                        break
+                    if time.monotonic() > deadline:
+                        raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
+                    waited = time.monotonic()
+                    time.sleep(1)  # the disruption budget allows it once the last pod is Ready
+                    self.timing.waited += time.monotonic() - waited
+        uid = live["metadata"]["uid"] if live else None
+        self.wait(
+            "Pod",
+            p.gone(pod, None if uid is None else uid) if uid else p.gone(pod),
+            f"pod {pod} to go",
+            namespace=ns,
+            field_selector=f"metadata.name={pod}",
+        )
+
+    def _orphan_budget(self, pod: Obj) -> tuple[bool, str] | None:
+        """While the StatefulSet is deleted its pods have no controller, and the disruption
+        controller cannot count them for a maxUnavailable or percentage budget: it reports
+        expectedPods 0 and allows nothing. Then evaluate the budget here, against the
+        StatefulSet's replica count, and say so. None: a budget the cluster did evaluate."""
+        labels = pod["metadata"].get("labels", {})
+        ready = sum(
+            1
+            for o in range(self.plan.replicas)
+            if (other := self.kube.get("Pod", self.plan.pod_name(o), self.plan.namespace)) and p.is_pod_ready(other)
+        )
+        verdicts = []
+        for pdb in self.kube.items("PodDisruptionBudget", self.plan.namespace):
+            match = pdb["spec"].get("selector", {}).get("matchLabels", {})
+            if not match or any(labels.get(k) != v for k, v in match.items()):
+                continue
+            if pdb.get("status", {}).get("expectedPods", 0) != 0:
+                return None
+            allowed = budget_allows(pdb["spec"], self.plan.replicas, ready)
+            verdicts.append((allowed, pdb["metadata"]["name"]))
+        if not verdicts:
+            return None
+        names = ", ".join(n for _, n in verdicts)
+        if all(a for a, _ in verdicts):
+            return True, f"poddisruptionbudget {names} checked by csi-migrate: {ready}/{self.plan.replicas} Ready"
+        return False, names
+
+    def _wait_detached(self, v: VolumePlan) -> None:
+        self.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+        deadline = time.monotonic() + self.settings.timeout
+        while vms := self._vcenter(lambda: self.vc.attached_vms(v.vmdk)):
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"{v.vmdk} is still attached to {', '.join(vms)}")
+            waited = time.monotonic()
+            time.sleep(2)  # vCenter has no watch here; detach is rare at this point
+            self.timing.waited += time.monotonic() - waited
+
+    def _delete_pvc(self, v: VolumePlan) -> None:
+        ns = self.plan.namespace
+        backup = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+        uid = backup["metadata"]["uid"]
+        live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if live is not None and live["metadata"]["uid"] != uid:
+            raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect")
+        if live is not None:
+            self.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
+            self.say(f"persistentvolumeclaim/{v.pvc} deleted")
+        self.wait(
+            "PersistentVolumeClaim",
+            p.gone(v.pvc, uid),
+            f"pvc {v.pvc} to go",
+            namespace=ns,
+            field_selector=f"metadata.name={v.pvc}",
+        )
+
+    def _delete_pv(self, v: VolumePlan) -> None:
+        backup = self.workdir.load_backup("PersistentVolume", v.pv)
+        uid = backup["metadata"]["uid"]
+        live = self.kube.get("PersistentVolume", v.pv)
+        if live is not None and live["metadata"]["uid"] == uid:
+            if live["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                raise PermanentError(f"persistentvolume {v.pv} is not Retain; refusing to delete it")
+            self.kube.delete("PersistentVolume", v.pv, uid=uid)
+            self.say(f"persistentvolume/{v.pv} deleted (the disk is kept: reclaim policy Retain)")
+        self.wait(
+            "PersistentVolume",
+            p.gone(v.pv, uid),
+            f"pv {v.pv} to go",
+            field_selector=f"metadata.name={v.pv}",
+        )
+
+    def _wait_cns_release(self, v: VolumePlan) -> None:
+        """Where the CSI driver keeps CnsVSphereVolumeMigration objects, wait until it has
+        dropped the one for this disk: it unregisters the old volume from CNS, and a new
+        registration made before that could be removed with it."""
+        if not self.kube.has_resource("CnsVSphereVolumeMigration"):
+            return
+        self.wait(
+            "CnsVSphereVolumeMigration",
+            lambda objs: not any(o.get("spec", {}).get("volumepath") == v.vmdk for o in objs.values()),
+            f"the CSI driver to release {v.vmdk}",
+        )
+
+    def _ensure_fcd(self, v: VolumePlan) -> Obj:
+        fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, self.settings.datacenter))
+        self.say(f"disk {v.vmdk} is first class disk {fcd_id}")
+        return {"fcd_id": fcd_id}
+
+    def _create_pv(self, v: VolumePlan, fcd_id: str) -> None:
+        backup_pv = self.workdir.load_backup("PersistentVolume", v.pv)
+        backup_pvc = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+        for other in self.kube.items("PersistentVolume"):
+            spec = other.get("spec", {})
+            names_disk = (
+                spec.get("vsphereVolume", {}).get("volumePath") == v.vmdk
+                or spec.get("csi", {}).get("volumeHandle") == fcd_id
+            )
+            if names_disk:
+                if other["metadata"]["name"] == v.pv and translate.is_csi_vsphere_pv(other):
+                    return  # created by an earlier attempt of this step
+                raise PermanentError(
+                    f"persistentvolume {other['metadata']['name']} still refers to {v.vmdk}; "
+                    "refusing to create a second PV for the same disk"
+                )
+        new_pv = translate.csi_pv_from_intree(backup_pv, fcd_id, self.plan.csi_class, backup_pvc)
+        self.kube.create(new_pv)
+        self.say(f"persistentvolume/{v.pv} created (csi.vsphere.vmware.com, volumeHandle {fcd_id})")
+
+    def _create_pvc(self, v: VolumePlan) -> None:
+        ns = self.plan.namespace
+        live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if live is None:
+            backup = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+            self.kube.create(translate.recreated_pvc(backup, v.pv, self.plan.csi_class))
+            self.say(f"persistentvolumeclaim/{v.pvc} created ({self.plan.csi_class})")
+        elif live["spec"].get("volumeName") != v.pv:
+            raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}")
+        self.wait(
+            "PersistentVolumeClaim",
+            p.pvc_bound(v.pvc, v.pv),
+            f"pvc {v.pvc} to be Bound",
+            namespace=ns,
+            field_selector=f"metadata.name={v.pvc}",
+        )
+
+    def _recreate_pod(self, pod: str) -> None:
+        ns = self.plan.namespace
+        if not self.workdir.has_backup("Pod", pod):
+            return  # there was no pod for this ordinal
+        if self.kube.get("Pod", pod, ns) is None:
+            self.kube.create(translate.pod_for_recreate(self.workdir.load_backup("Pod", pod)))
+            self.say(f"pod/{pod} created")
+        self.wait(
+            "Pod",
+            p.pod_ready(pod),
+            f"pod {pod} to be Ready",
+            namespace=ns,
+            field_selector=f"metadata.name={pod}",
+        )
+
+    def _recreate_statefulset(self) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        backup = self.workdir.load_backup("StatefulSet", name)
+        live = self.kube.get("StatefulSet", name, ns)
+        if live is None:
+            new = translate.statefulset_for_recreate(backup, self.plan.csi_class, set(self.plan.migrate_templates))
+            live = self.kube.create(new)
+            self.say(f"statefulset.apps/{name} created (volumeClaimTemplates on {self.plan.csi_class})")
+        elif live["metadata"]["uid"] == self.plan.uid:
+            raise PermanentError(f"statefulset {ns}/{name} still has its old uid; it was not deleted")
+        uid = live["metadata"]["uid"]
+        replicas = int(backup["spec"].get("replicas", 1))
+        pods = {self.plan.pod_name(o) for o in range(replicas)}
+        selector = ",".join(f"{k}={v}" for k, v in backup["spec"]["selector"].get("matchLabels", {}).items())
+        self.wait(
+            "Pod",
+            lambda objs: p.statefulset_adopted_and_ready(uid, replicas, pods, objs),
+            f"statefulset {name} to adopt {replicas} Ready pods",
+            namespace=ns,
+            label_selector=selector or None,
+        )
+        self.wait(
+            "StatefulSet",
+            p.statefulset_ready(replicas),
+            f"statefulset {name} to report {replicas} ready",
+            namespace=ns,
+            field_selector=f"metadata.name={name}",
+        )
+        self.say(f"statefulset.apps/{name} owns {replicas} Ready pods")
+
+    def _restore_reclaim_policy(self) -> None:
+        for v in self.plan.to_migrate():
+            target = "Retain" if self.settings.keep_retain else v.reclaim_policy
+            pv = self.kube.get("PersistentVolume", v.pv)
+            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == target:
+                continue
+            self.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": target}})
+            self.say(f"persistentvolume/{v.pv} reclaim policy restored to {target}")
+
+    # -- the lock --------------------------------------------------------------------------------
+
+    def _lease_name(self) -> str:
+        return f"csi-migrate-{self.plan.statefulset}"[:253]
+
+    def _acquire_lease(self) -> None:
+        ns, name = self.plan.namespace, self._lease_name()
+        holder = f"{socket.gethostname()}/{self.run_id}"
+        now = _now()
+        lease = self.kube.get("Lease", name, ns)
+        if lease is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
+                },
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "acquireTime": now,
+                    "renewTime": now,
+                },
+            }
+            try:
+                self.kube.create(body)
+            except ConflictError as exc:
+                raise PermanentError(
+                    f"another csi-migrate run on statefulset {ns}/{self.plan.statefulset} just started"
+                ) from exc
+        else:
+            spec = lease.get("spec", {})
+            current = spec.get("holderIdentity", "")
+            if current and not current.endswith(f"/{self.run_id}") and not _expired(spec):
+                raise PermanentError(
+                    f"another csi-migrate run ({current}) holds lease {ns}/{name}; wait for it, or "
+                    f"delete the lease if that run is dead (it expires {LEASE_SECONDS}s after its last renewal)"
+                )
+            lease["spec"] = {
+                **spec,
+                "holderIdentity": holder,
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseDurationSeconds": LEASE_SECONDS,
+            }
+            try:
+                self.kube.request("PUT", _lease_path(ns, name), None, lease)
+            except ConflictError as exc:
+                raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
+        thread = threading.Thread(target=self._renew_lease, args=(ns, name), daemon=True)
+        thread.start()
+
+    def _renew_lease(self, ns: str, name: str) -> None:
+        while not self._lease_stop.wait(LEASE_SECONDS / 4):
+            with contextlib.suppress(Exception):  # the next renewal tries again
+                self.kube.patch("Lease", name, {"spec": {"renewTime": _now()}}, ns)
+
+    def _release_lease(self) -> None:
+        self._lease_stop.set()
+        with contextlib.suppress(Exception):  # an expired lease does no harm
+            self.kube.delete("Lease", self._lease_name(), self.plan.namespace)
+
+    # -- report ---------------------------------------------------------------------------------
+
+    def report(self) -> Obj:
+        wall = time.monotonic() - self.timing.started
+        volumes = []
+        for v in self.plan.volumes:
+            entry: Obj = {
+                "pvc": v.pvc,
+                "template": v.template,
+                "ordinal": v.ordinal,
+                "oldPV": v.pv,
+                "vmdk": v.vmdk,
+                "result": "migrated" if v.action == "migrate" else v.action,
+            }
+            if v.action == "migrate":
+                fcd = self.done.get(f"fcd/{v.pv}", {})
+                entry.update(
+                    {
+                        "newPV": v.pv,
+                        "fcdId": fcd.get("fcd_id", ""),
+                        "storageClass": self.plan.csi_class,
+                    }
+                )
+                timing = self.volume_results.get(v.pv)
+                if timing:
+                    entry["seconds"] = round(timing["finished"] - timing["started"], 3)
+            else:
+                entry["fcdId"] = v.fcd_id
+            volumes.append(entry)
+        return {
+            "apiVersion": "csi-migrate.kubectl.io/v1",
+            "kind": "MigrationReport",
+            "plan": self.plan.to_dict(),
+            "volumes": volumes,
+            "timing": {
+                "wallSeconds": round(wall, 3),
+                "waitSeconds": round(self.timing.waited, 3),
+                "vcenterSeconds": round(self.timing.vcenter, 3),
+                "toolSeconds": round(max(0.0, wall - self.timing.waited - self.timing.vcenter), 3),
+            },
+            "apiRequests": self.kube.requests,
+            "workingDirectory": str(self.workdir.path),
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _expired(spec: Obj) -> bool:
+    renew = spec.get("renewTime")
+    if not renew:
+        return True
+    try:
+        then = datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return True
+    return (datetime.now(UTC) - then).total_seconds() > int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
+
+
+def _lease_path(ns: str, name: str) -> str:
+    from kubectl_csi_migrate.kube.client import resource_path
+
+    return resource_path("Lease", ns, name)
+
+
+def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:
+    """Would a PodDisruptionBudget `spec` allow one more pod down, `ready` of `replicas` being
+    Ready now? Percentages round up, as the disruption controller rounds them."""
+
+    def count(value: Any) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return -(-replicas * int(value[:-1]) // 100)
+        return int(value)
+
+    if "minAvailable" in spec:
+        return ready - 1 >= count(spec["minAvailable"])
+    if "maxUnavailable" in spec:
+        return replicas - (ready - 1) <= count(spec["maxUnavailable"])
+    return True
+
+
+def describe_steps(plan: Plan) -> list[str]:
+    """What a run of `plan` does, in order, one line per action (for --dry-run and the plan)."""
+    ns, name = plan.namespace, plan.statefulset
+    lines = ["back up the StatefulSet, its pods, PVCs and PVs to the working directory"]
+    lines += [f"set persistentvolume/{v.pv} reclaim policy to Retain" for v in plan.to_migrate()]
+    if plan.strategy == "offline":
+        lines.append(f"scale statefulset.apps/{name} to 0 (the application is down from here)")
+    lines.append(f"delete statefulset.apps/{name} with propagationPolicy Orphan (pods keep running)")
+    for ordinal in plan.ordinals_descending():
+        pod = plan.pod_name(ordinal)
+        if plan.strategy == "rolling":
+            lines.append(f"evict pod/{pod} and wait until its volumes are detached")
+        for v in plan.to_migrate(ordinal):
+            lines.append(f"delete persistentvolumeclaim/{v.pvc} and persistentvolume/{v.pv} (disk kept)")
+            lines.append(f"register {v.vmdk} as a first class disk (or reuse its id)")
+            lines.append(
+                f"create persistentvolume/{v.pv} on {plan.csi_class} and persistentvolumeclaim/{v.pvc}, wait Bound"
+            )
+        if plan.strategy == "rolling":
+            lines.append(f"recreate pod/{pod} and wait until Ready")
+    lines.append(
+        f"recreate statefulset.apps/{name} in {ns} with volumeClaimTemplates on {plan.csi_class}; "
+        "wait until it owns every pod"
+    )
+    lines.append("restore each PV's original reclaim policy")
+    return lines

@@ -1,0 +1,370 @@
+"""Pure translations from the objects we back up to the objects we create.
+
+The migration deletes a StatefulSet, its pods, PVCs and in-tree vSphere PVs and creates them again
+pointing at the same disks through the vSphere CSI driver. Everything it creates is derived from
+a backup by the functions here, so that the riskiest part of the tool, "what exactly do we send
+to the API server", is plain data in, plain data out and can be tested on fixtures without a
+cluster or a vCenter.
+
+The objects are the JSON form of Kubernetes objects (what `kubectl get -o json` prints). Every
+function returns a new dict and never mutates its arguments: the inputs are backups that later
+steps (resume, rollback, the report) still read.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+from urllib.parse import quote, urlencode
+
+KubeObject = dict[str, Any]
+"""A Kubernetes object in its JSON form."""
+
+CSI_DRIVER = "csi.vsphere.vmware.com"
+INTREE_PROVISIONER = "kubernetes.io/vsphere-volume"
+
+DROPPED_ANNOTATIONS: frozenset[str] = frozenset(
+    {
+        "pv.kubernetes.io/migrated-to",
+        "pv.kubernetes.io/provisioned-by",
+        "volume.beta.kubernetes.io/storage-provisioner",
+        "volume.kubernetes.io/storage-provisioner",
+        "pv.kubernetes.io/bind-completed",
+        "pv.kubernetes.io/bound-by-controller",
+        "kubernetes.io/createdby",
+    }
+)
+"""Annotations that describe the old in-tree volume or its binding; recreated PVs/PVCs lose them."""
+
+BETA_STORAGE_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
+"""The pre-1.6 way to name a class. The PV binder reads it BEFORE spec.storageClassName (on PVs
+and PVCs alike), so a copy still naming the in-tree class would keep the new PV and PVC from
+binding; recreated objects drop it and carry spec.storageClassName only."""
+
+CNS_BLOCK_VOLUME_TYPE = "vSphere CNS Block Volume"
+DEFAULT_FS_TYPE = "ext4"
+
+SERVER_METADATA_FIELDS: tuple[str, ...] = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+"""metadata fields the API server sets; a create request must not carry them."""
+
+SERVICE_ACCOUNT_TOKEN_VOLUME_PREFIX = "kube-api-access-"
+
+_DATASTORE_PATH = re.compile(r"^\[(?P<datastore>[^\[\]]*)\]\s*(?P<path>.*)$")
+
+
+def _metadata(obj: KubeObject) -> dict[str, Any]:
+    """Return obj's metadata, or an empty dict when it has none (never None)."""
+    return obj.get("metadata") or {}
+
+
+def _spec(obj: KubeObject) -> dict[str, Any]:
+    """Return obj's spec, or an empty dict when it has none (never None)."""
+    return obj.get("spec") or {}
+
+
+def _kept_annotations(obj: KubeObject) -> dict[str, str]:
+    """Return a copy of obj's annotations without the in-tree and binding bookkeeping ones."""
+    dropped = DROPPED_ANNOTATIONS | {BETA_STORAGE_CLASS_ANNOTATION}
+    annotations = _metadata(obj).get("annotations") or {}
+    return {key: value for key, value in annotations.items() if key not in dropped}
+
+
+def _require(value: str, what: str) -> str:
+    """Return value, or raise ValueError naming `what` when it is empty."""
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def strip_server_fields(obj: KubeObject) -> KubeObject:
+    """Return a deep copy of obj without `status` and the metadata the API server sets.
+
+    Removed: metadata.uid, resourceVersion, creationTimestamp, generation, managedFields,
+    selfLink, deletionTimestamp, deletionGracePeriodSeconds. Labels, annotations, finalizers and
+    ownerReferences stay; the callers decide about those.
+    """
+    stripped = copy.deepcopy(obj)
+    stripped.pop("status", None)
+    metadata = stripped.get("metadata")
+    if isinstance(metadata, dict):
+        for field in SERVER_METADATA_FIELDS:
+            metadata.pop(field, None)
+    return stripped
+
+
+def is_intree_vsphere_pv(pv: KubeObject) -> bool:
+    """Tell whether pv is served by the in-tree vSphere plugin (it has spec.vsphereVolume)."""
+    return bool(_spec(pv).get("vsphereVolume"))
+
+
+def is_csi_vsphere_pv(pv: KubeObject) -> bool:
+    """Tell whether pv is already a vSphere CSI volume (spec.csi.driver is CSI_DRIVER)."""
+    csi = _spec(pv).get("csi") or {}
+    return bool(csi.get("driver") == CSI_DRIVER)
+
+
+def parse_datastore_path(path: str) -> tuple[str, str]:
+    """Split a vSphere datastore path into (bracket content, path inside the datastore).
+
+    "[ds-1] kubevols/x.vmdk" -> ("ds-1", "kubevols/x.vmdk"). The bracket content is kept whole:
+    "[folder/ds] a/b.vmdk" -> ("folder/ds", "a/b.vmdk"); `datastore_name` gives the datastore's
+    own name. Raises ValueError when path is not of that form or does not name a .vmdk file.
+    """
+    match = _DATASTORE_PATH.match(path.strip())
+    if match is None:
+        raise ValueError(f"not a vSphere datastore path: {path!r} (expected '[datastore] folder/disk.vmdk')")
+    datastore = match.group("datastore").strip()
+    inner = match.group("path").strip()
+    if not datastore:
+        raise ValueError(f"datastore path {path!r} names no datastore inside the brackets")
+    if not inner:
+        raise ValueError(f"datastore path {path!r} has no file path after the datastore")
+    filename = inner.rsplit("/", 1)[-1]
+    if not filename.lower().endswith(".vmdk") or filename.lower() == ".vmdk":
+        raise ValueError(f"datastore path {path!r} does not name a .vmdk disk")
+    return datastore, inner
+
+
+def datastore_name(bracket: str) -> str:
+    """Return the datastore's name from a bracket's content: "folder/ds" -> "ds".
+
+    A datastore in a folder (or a datastore cluster) is written "[folder/ds]" in a volumePath,
+    but vCenter's dsName parameter wants the datastore's own name, the last segment.
+    """
+    name = bracket.strip().rsplit("/", 1)[-1].strip()
+    if not name:
+        raise ValueError(f"no datastore name in {bracket!r}")
+    return name
+
+
+def datastore_url(host: str, datacenter_path: str, datastore_path: str) -> str:
+    """Return the datastore URL of a disk, the form VStorageObjectManager.RegisterDisk accepts.
+
+    RegisterDisk rejects "[ds] path" and wants
+    `https://<host>/folder/<path-in-datastore>?dcPath=<datacenter path>&dsName=<datastore>`;
+    the path is URL-escaped keeping "/", dcPath and dsName are escaped entirely (spaces as %20).
+    Raises ValueError for an empty host or datacenter path, or a malformed datastore path.
+    """
+    _require(host, "vCenter host")
+    _require(datacenter_path, "datacenter path")
+    bracket, inner = parse_datastore_path(datastore_path)
+    query = urlencode({"dcPath": datacenter_path, "dsName": datastore_name(bracket)}, quote_via=quote)
+    return f"https://{host}/folder/{quote(inner, safe='/')}?{query}"
+
+
+def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObject) -> KubeObject:
+    """Return the static CSI PV that replaces the in-tree PV pv, for the same disk.
+
+    The new PV keeps pv's name, labels, capacity, access modes, volume mode, mount options and
+    node affinity, drops the in-tree annotations and claims pvc by namespace/name only: the PVC
+    is recreated too, so the old uid and resourceVersion would point at a claim that is gone.
+    Its reclaim policy is Retain whatever pv had (the migration restores the original at the
+    end), and finalizers are not copied (the API server adds kubernetes.io/pv-protection).
+    Raises ValueError when pv is not in-tree vSphere, fcd_id is empty or a .vmdk path (a CSI
+    volumeHandle is the First Class Disk id), csi_class is empty, or pvc has no name/namespace.
+    """
+    if not is_intree_vsphere_pv(pv):
+        name = _metadata(pv).get("name", "<unnamed>")
+        raise ValueError(f"PersistentVolume {name} is not an in-tree vSphere volume")
+    _require(fcd_id, "FCD id")
+    if fcd_id.strip().lower().endswith(".vmdk"):
+        raise ValueError(f"FCD id {fcd_id!r} is a disk path, not a First Class Disk id")
+    _require(csi_class, "CSI StorageClass")
+    pvc_meta = _metadata(pvc)
+    claim_name = _require(pvc_meta.get("name", ""), "PVC name")
+    claim_namespace = _require(pvc_meta.get("namespace", ""), "PVC namespace")
+
+    old_meta = _metadata(pv)
+    old_spec = _spec(pv)
+    metadata: dict[str, Any] = {"name": _require(old_meta.get("name", ""), "PV name")}
+    if old_meta.get("labels"):
+        metadata["labels"] = copy.deepcopy(old_meta["labels"])
+    metadata["annotations"] = {
+        **_kept_annotations(pv),
+        "pv.kubernetes.io/provisioned-by": CSI_DRIVER,
+    }
+
+    spec: dict[str, Any] = {
+        "capacity": copy.deepcopy(old_spec.get("capacity")),
+        "accessModes": copy.deepcopy(old_spec.get("accessModes")),
+        "volumeMode": old_spec.get("volumeMode") or "Filesystem",
+    }
+    for optional in ("mountOptions", "nodeAffinity"):
+        if old_spec.get(optional):
+            spec[optional] = copy.deepcopy(old_spec[optional])
+    spec["persistentVolumeReclaimPolicy"] = "Retain"
+    spec["storageClassName"] = csi_class
+    spec["claimRef"] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": claim_namespace,
+        "name": claim_name,
+    }
+    spec["csi"] = {
+        "driver": CSI_DRIVER,
+        "volumeHandle": fcd_id,
+        "fsType": old_spec["vsphereVolume"].get("fsType") or DEFAULT_FS_TYPE,
+        "volumeAttributes": {"type": CNS_BLOCK_VOLUME_TYPE},
+    }
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}
+
+
+def recreated_pvc(pvc: KubeObject, pv_name: str, csi_class: str) -> KubeObject:
+    """Return the PVC to create in place of pvc, pre-bound to the CSI PV pv_name.
+
+    Kept: name, namespace, labels, the other annotations, access modes, resources (requests,
+    and limits if set), volume mode. Dropped: the in-tree provisioner and binding annotations,
+    finalizers (the API server adds kubernetes.io/pvc-protection), the selector and the data
+    sources (the volume exists; nothing is provisioned or populated), and ownerReferences: a
+    StatefulSet's PVCs carry one only under a persistentVolumeClaimRetentionPolicy, and it names
+    the old StatefulSet's uid, which is gone by now; the recreated StatefulSet's controller sets
+    the reference again for the policy it has. Raises ValueError when pv_name, csi_class or
+    pvc's name or namespace is empty.
+    """
+    _require(pv_name, "PV name")
+    _require(csi_class, "CSI StorageClass")
+    old_meta = _metadata(pvc)
+    old_spec = _spec(pvc)
+    metadata: dict[str, Any] = {
+        "name": _require(old_meta.get("name", ""), "PVC name"),
+        "namespace": _require(old_meta.get("namespace", ""), "PVC namespace"),
+    }
+    if old_meta.get("labels"):
+        metadata["labels"] = copy.deepcopy(old_meta["labels"])
+    annotations = _kept_annotations(pvc)
+    if annotations:
+        metadata["annotations"] = annotations
+
+    old_resources = old_spec.get("resources") or {}
+    resources: dict[str, Any] = {"requests": copy.deepcopy(old_resources.get("requests") or {})}
+    if old_resources.get("limits"):
+        resources["limits"] = copy.deepcopy(old_resources["limits"])
+    spec: dict[str, Any] = {
+        "accessModes": copy.deepcopy(old_spec.get("accessModes")),
+        "resources": resources,
+        "volumeMode": old_spec.get("volumeMode") or "Filesystem",
+        "volumeName": pv_name,
+        "storageClassName": csi_class,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def pod_for_recreate(pod: KubeObject) -> KubeObject:
+    """Return the pod to create from a pod's backup while its StatefulSet is deleted.
+
+    Server-set fields go (strip_server_fields), and so do: ownerReferences (they name the
+    deleted StatefulSet's uid; the recreated StatefulSet adopts the pod by its labels, which are
+    kept with controller-revision-hash so it is not restarted), spec.nodeName (the scheduler
+    places the pod again), spec.ephemeralContainers (they cannot be set on create), and the
+    service-account token volume the API server injected (kube-api-access-*) with its mounts in
+    every container and init container; admission injects a fresh one.
+    """
+    new = strip_server_fields(pod)
+    _metadata(new).pop("ownerReferences", None)
+    spec = new.get("spec")
+    if not isinstance(spec, dict):
+        return new
+    spec.pop("nodeName", None)
+    spec.pop("ephemeralContainers", None)
+    volumes = spec.get("volumes") or []
+    token_volumes = {
+        volume["name"] for volume in volumes if volume.get("name", "").startswith(SERVICE_ACCOUNT_TOKEN_VOLUME_PREFIX)
+    }
+    if not token_volumes:
+        return new
+    spec["volumes"] = [volume for volume in volumes if volume.get("name") not in token_volumes]
+    if not spec["volumes"]:
+        del spec["volumes"]
+    for kind in ("containers", "initContainers"):
+        for container in spec.get(kind) or []:
+            mounts = container.get("volumeMounts")
+            if mounts is None:
+                continue
+            container["volumeMounts"] = [m for m in mounts if m.get("name") not in token_volumes]
+            if not container["volumeMounts"]:
+                del container["volumeMounts"]
+    return new
+
+
+def statefulset_for_recreate(sts: KubeObject, csi_class: str, migrate_templates: set[str]) -> KubeObject:
+    """Return the StatefulSet to create from its backup once its volumes are CSI volumes.
+
+    Server-set fields go (strip_server_fields). The volumeClaimTemplates named in
+    migrate_templates get spec.storageClassName = csi_class (the beta storage-class annotation,
+    which would win over it, and the template's status are removed); the others are left as
+    they are. ownerReferences stay: a StatefulSet managed by an operator must stay owned by it,
+    and its owner still exists. The pod template is not touched: a different template means a
+    new controller-revision-hash, and the StatefulSet would restart every pod it adopts.
+    Raises ValueError for an empty csi_class or a name in migrate_templates that the
+    StatefulSet has no template for (a typo would otherwise leave a template in-tree silently).
+    """
+    _require(csi_class, "CSI StorageClass")
+    new = strip_server_fields(sts)
+    templates = _spec(new).get("volumeClaimTemplates") or []
+    known = {_metadata(template).get("name") for template in templates}
+    missing = sorted(set(migrate_templates) - known)
+    if missing:
+        sts_name = _metadata(sts).get("name", "<unnamed>")
+        raise ValueError(f"StatefulSet {sts_name} has no volumeClaimTemplates {missing}")
+    for template in templates:
+        metadata = _metadata(template)
+        if metadata.get("name") not in migrate_templates:
+            continue
+        template.pop("status", None)
+        annotations = metadata.get("annotations")
+        if annotations:
+            annotations.pop(BETA_STORAGE_CLASS_ANNOTATION, None)
+            if not annotations:
+                del metadata["annotations"]
+        template.setdefault("spec", {})["storageClassName"] = csi_class
+    return new
+
+
+def pvc_name(template: str, sts: str, ordinal: int) -> str:
+    """Return the name of the PVC the StatefulSet sts makes from template for ordinal."""
+    return f"{template}-{sts}-{ordinal}"
+
+
+def ordinal_of(pvc_name: str, template: str, sts: str) -> int | None:
+    """Return the ordinal if pvc_name is exactly `<template>-<sts>-<ordinal>`, else None.
+
+    Matching a prefix is not enough: "data-web-2-0" starts like a PVC of StatefulSet "web" but
+    belongs to StatefulSet "web-2". Ordinals are written in decimal without leading zeros, so
+    "data-web-01" is not ordinal 1 of "web" either.
+    """
+    prefix = f"{template}-{sts}-"
+    if not pvc_name.startswith(prefix):
+        return None
+    digits = pvc_name[len(prefix) :]
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    ordinal = int(digits)
+    return ordinal if str(ordinal) == digits else None
+
+
+def storage_class_of_template(template: KubeObject) -> str | None:
+    """Return the StorageClass a volumeClaimTemplate asks for, or None when it names none.
+
+    The beta annotation volume.beta.kubernetes.io/storage-class wins over spec.storageClassName,
+    as it does for the PV binder. An explicit "" (no class: bind statically) is returned as "".
+    """
+    annotations = _metadata(template).get("annotations") or {}
+    if BETA_STORAGE_CLASS_ANNOTATION in annotations:
+        return str(annotations[BETA_STORAGE_CLASS_ANNOTATION])
+    class_name = _spec(template).get("storageClassName")
+    return None if class_name is None else str(class_name)

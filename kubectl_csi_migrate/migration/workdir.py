@@ -1,0 +1,170 @@
+"""The working directory: backups of every object and the record of every step.
+
+Layout (the folder is 0700, every file 0600, every write fsync'd before the step it guards):
+
+    run.json               the plan and who runs it (run id); written once
+    steps.jsonl            one line per step event: {"step", "event": "start"|"done", ...}
+    backup/<kind>/<name>.yaml   the objects as they were before anything changed
+    report.json            the result, at the end
+
+A folder may be used when it is new, empty, or holds an unfinished run of the same StatefulSet
+(same cluster, namespace, name): then the run resumes from the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubectl_csi_migrate.errors import PermanentError
+from kubectl_csi_migrate.migration.plan import Plan
+
+Obj = dict[str, Any]
+
+
+def default_name(context: str, namespace: str, statefulset: str) -> str:
+    """csi-migrate-<context>-<namespace>-<statefulset>, reduced to safe file-name characters."""
+    raw = f"csi-migrate-{context or 'cluster'}-{namespace}-{statefulset}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write atomically (temp file + rename), 0600, fsync'd file and folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class WorkDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.run_file = self.path / "run.json"
+        self.steps_file = self.path / "steps.jsonl"
+        self.backup_dir = self.path / "backup"
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def problem(self, plan_key: tuple[str, str, str]) -> str | None:
+        """Why this folder cannot be used for the StatefulSet `plan_key` (server, namespace,
+        name), or None when it can (new, empty, or this StatefulSet's unfinished run)."""
+        if not self.path.exists():
+            parent = self.path.parent if str(self.path.parent) else Path(".")
+            if not os.access(parent, os.W_OK):
+                return f"cannot create {self.path}: {parent} is not writable"
+            return None
+        if not self.path.is_dir():
+            return f"{self.path} exists and is not a directory"
+        if not os.access(self.path, os.W_OK):
+            return f"{self.path} is not writable"
+        if not any(self.path.iterdir()):
+            return None
+        if not self.run_file.exists():
+            return f"{self.path} is not empty and holds no csi-migrate run; choose another --working-directory"
+        run = self.load_run()
+        key = (run["plan"]["server"], run["plan"]["namespace"], run["plan"]["statefulset"])
+        if key != plan_key:
+            return (
+                f"{self.path} holds the run of statefulset {key[1]}/{key[2]} on {key[0]}; "
+                "choose another --working-directory"
+            )
+        if run.get("finished"):
+            return f"{self.path} holds a finished migration of this StatefulSet; choose another --working-directory"
+        return None
+
+    def has_run(self) -> bool:
+        return self.run_file.exists()
+
+    # -- run --------------------------------------------------------------------------------
+
+    def create(self, plan: Plan) -> str:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        self.backup_dir.mkdir(mode=0o700, exist_ok=True)
+        run_id = uuid.uuid4().hex
+        record = {
+            "run_id": run_id,
+            "started": time.time(),
+            "plan": plan.to_dict(),
+            "finished": False,
+        }
+        write_private(self.run_file, json.dumps(record, indent=1).encode())
+        return run_id
+
+    def load_run(self) -> Obj:
+        return json.loads(self.run_file.read_text())
+
+    def mark_finished(self, report: Obj) -> None:
+        write_private(self.path / "report.json", json.dumps(report, indent=1).encode())
+        run = self.load_run()
+        run["finished"] = True
+        write_private(self.run_file, json.dumps(run, indent=1).encode())
+
+    # -- backups ----------------------------------------------------------------------------
+
+    def backup_path(self, kind: str, name: str) -> Path:
+        return self.backup_dir / kind.lower() / f"{name}.yaml"
+
+    def save_backup(self, obj: Obj) -> Path:
+        path = self.backup_path(obj["kind"], obj["metadata"]["name"])
+        if path.exists():
+            return path  # the first backup is the original; never overwrite it on resume
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        write_private(path, yaml.safe_dump(obj, sort_keys=False).encode())
+        return path
+
+    def load_backup(self, kind: str, name: str) -> Obj:
+        path = self.backup_path(kind, name)
+        if not path.exists():
+            raise PermanentError(f"the working directory lacks the backup {path}")
+        return yaml.safe_load(path.read_text())
+
+    def has_backup(self, kind: str, name: str) -> bool:
+        return self.backup_path(kind, name).exists()
+
+    # -- step record ------------------------------------------------------------------------
+
+    def record(self, step: str, event: str, **data: Any) -> None:
+        line = json.dumps({"step": step, "event": event, "time": time.time(), **data}) + "\n"
+        fd = os.open(self.steps_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def steps(self) -> dict[str, Obj]:
+        """step -> its last event (with the data recorded with it)."""
+        result: dict[str, Obj] = {}
+        if not self.steps_file.exists():
+            return result
+        for line in self.steps_file.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill: the step is re-run, being idempotent
+            previous = result.get(entry["step"], {})
+            result[entry["step"]] = {**previous, **entry}
+        return result
