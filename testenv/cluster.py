@@ -96,6 +96,15 @@ class Env:
                 env={**os.environ, **(env or {})},
             )
         (self.pids / f"{name}.pid").write_text(f"{proc.pid}\n{argv[0]}\n")
+        # Until it has exec'd, the child still shows our own command line: wait for the switch.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0].decode() == argv[0]:
+                    break
+            except OSError:
+                break
+            time.sleep(0.005)
         return proc.pid
 
     def processes(self) -> dict[str, int | None]:
@@ -326,6 +335,10 @@ def up(bins: build_mod.Bin, env: Env) -> None:
         ],
     )
     _start_kwok(env, bins, user_kc, ports["kwok"])
+    # The CSI controller's attach half (testenv/attacher.py), once vcsim answers.
+    _wait_vcsim(env, ports["vcsim"])
+    repo = str(Path(__file__).resolve().parents[1])
+    env.start("csi-attacher", [sys.executable, "-m", "testenv.attacher", str(env.root)], env={"PYTHONPATH": repo})
     _wait_https(f"https://127.0.0.1:{ports['admin']}/readyz", env, 60, "admin-apiserver")
     _wait_https(
         f"https://127.0.0.1:{ports['kcm']}/healthz",

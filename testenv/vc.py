@@ -137,3 +137,46 @@ def register_fcd(env: cluster.Env, ds_path: str, name: str) -> str:
     url = f"https://127.0.0.1:{env.info()['vcsim_port']}/folder/{rel}?{query}"
     obj = si.RetrieveContent().vStorageObjectManager.RegisterDisk(path=url, name=name)
     return str(obj.config.id.id)
+
+
+def fcd_path(env: cluster.Env, fcd_id: str, si: Any = None) -> str | None:
+    """`[ds] path` of a First Class Disk."""
+    from pyVmomi import vim
+
+    si = si or connect(env)
+    ds = _datastore(si)
+    try:
+        obj = si.RetrieveContent().vStorageObjectManager.RetrieveVStorageObject(id=vim.vslm.ID(id=fcd_id), datastore=ds)
+    except vim.fault.NotFound:
+        return None
+    return str(obj.config.backing.filePath)
+
+
+def vm_disks(vm: Any) -> list[str]:
+    from pyVmomi import vim
+
+    return [d.backing.fileName for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+
+
+def attach_disk(si: Any, vm: Any, path: str) -> None:
+    """Attach an existing VMDK to a VM (no file operation: the disk is used as it is)."""
+    from pyVmomi import vim
+
+    devices = vm.config.hardware.device
+    controller = next(d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
+    used = {d.unitNumber for d in devices if getattr(d, "controllerKey", None) == controller.key}
+    unit = next(u for u in range(16) if u != 7 and u not in used)
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode="persistent")
+    disk = vim.vm.device.VirtualDisk(controllerKey=controller.key, unitNumber=unit, key=-1, backing=backing)
+    change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
+    _wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def detach_disk(si: Any, vm: Any, path: str) -> None:
+    """Remove the disk from the VM, keeping the file (no fileOperation "destroy")."""
+    from pyVmomi import vim
+
+    for device in vm.config.hardware.device:
+        if isinstance(device, vim.vm.device.VirtualDisk) and device.backing.fileName == path:
+            change = vim.vm.device.VirtualDeviceSpec(operation="remove", device=device)
+            _wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
