@@ -68,7 +68,7 @@ class Attacher:
     def _disk_path_or_none(self, pv_name: str) -> str | None:
         try:
             return self._disk_path(pv_name)
-        except Exception:  # noqa: BLE001 - the PV may be gone: find the disk on the VM then
+        except Exception:  # the PV is gone: nothing to detach by name
             return None
 
     # -- VolumeAttachments ----------------------------------------------------------------
@@ -114,7 +114,7 @@ class Attacher:
                 for event in stream:
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self.handle(event["object"])
-            except Exception:  # noqa: BLE001 - log, then list and watch again
+            except Exception:  # log, then list and watch again
                 log(traceback.format_exc())
                 time.sleep(0.5)
 
