@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -45,7 +46,8 @@ def env_vars(env: cluster.Env) -> dict[str, str]:
 
 @pytest.fixture
 def ns(env: cluster.Env, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name[5:30].lower()).strip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl(env, "create", "namespace", name)
     yield name
     cluster.kubectl(env, "delete", "namespace", name, "--wait=false")

@@ -1,0 +1,272 @@
+"""The migration, end to end, driven as `kubectl csi-migrate ...` on the real environment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testenv import cluster, scenario, vc
+from tests.e2e.conftest import REPO, Kubectl, run_plugin
+
+pytestmark = pytest.mark.e2e
+
+
+class PodMonitor:
+    """Watches the namespace's pods during a run and records the fewest Ready at any moment."""
+
+    def __init__(self, env: cluster.Env, namespace: str, names: set[str]) -> None:
+        from kubernetes import client, config, watch
+
+        self.api = client.CoreV1Api(config.new_client_from_config(env.info()["user_kubeconfig"]))
+        self.namespace, self.names = namespace, names
+        self.watch = watch.Watch()
+        self.min_ready = len(names)
+        self.events = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = threading.Event()
+
+    def _ready(self, pod: Any) -> bool:
+        if pod.metadata.deletion_timestamp or pod.status.phase != "Running":
+            return False
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    def _run(self) -> None:
+        listing = self.api.list_namespaced_pod(self.namespace)
+        pods = {p.metadata.name: p for p in listing.items if p.metadata.name in self.names}
+        self.started.set()
+        with contextlib.suppress(Exception):  # the watch is cut when the test stops it
+            self._follow(pods, listing.metadata.resource_version)
+
+    def _follow(self, pods: dict[str, Any], version: str) -> None:
+        for event in self.watch.stream(self.api.list_namespaced_pod, self.namespace, resource_version=version):
+            pod = event["object"]
+            if pod.metadata.name not in self.names:
+                continue
+            self.events += 1
+            if event["type"] == "DELETED":
+                pods.pop(pod.metadata.name, None)
+            else:
+                pods[pod.metadata.name] = pod
+            self.min_ready = min(self.min_ready, sum(self._ready(p) for p in pods.values()))
+
+    def __enter__(self) -> PodMonitor:
+        self.thread.start()
+        self.started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.watch.stop()
+
+
+def versions(kubectl: Kubectl, ns: str) -> dict[str, str]:
+    """resourceVersion of every object a migration could touch."""
+    result = {}
+    for kind in ("statefulset", "pod", "pvc"):
+        for obj in kubectl.get(kind, namespace=ns)["items"]:
+            result[f"{kind}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
+    for pv in kubectl.get("pv")["items"]:
+        if (pv["spec"].get("claimRef") or {}).get("namespace") != ns:
+            continue  # other tests may run beside this one
+        result[f"pv/{pv['metadata']['name']}"] = pv["metadata"]["resourceVersion"]
+    return result
+
+
+def assert_migrated(env: cluster.Env, kubectl: Kubectl, made: scenario.Scenario, sts_uid_before: str) -> None:
+    ns = made.namespace
+    sts = kubectl.get("statefulset", made.name, ns)
+    assert sts["metadata"]["uid"] != sts_uid_before, "the StatefulSet was not recreated"
+    classes = {t["metadata"]["name"]: t["spec"]["storageClassName"] for t in sts["spec"]["volumeClaimTemplates"]}
+    assert set(classes.values()) == {"standard-rwo"}
+    for volume in made.volumes:
+        pvc = kubectl.get("pvc", volume.pvc, ns)
+        assert pvc["status"]["phase"] == "Bound"
+        assert pvc["spec"]["storageClassName"] == "standard-rwo"
+        pv = kubectl.get("pv", pvc["spec"]["volumeName"])
+        assert pv["metadata"]["name"] == volume.pv, "the PV name changed"
+        assert "vsphereVolume" not in pv["spec"]
+        assert pv["spec"]["csi"]["driver"] == "csi.vsphere.vmware.com"
+        handle = pv["spec"]["csi"]["volumeHandle"]
+        assert not handle.endswith(".vmdk")
+        assert vc.fcd_path(env, handle) == volume.vmdk, "the FCD is not backed by the original disk"
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete", "reclaim policy not restored"
+        assert pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
+        assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker, "the data changed"
+    names = {f"{made.name}-{i}" for i in range(made.replicas)}
+    pods = [p for p in kubectl.get("pods", namespace=ns)["items"] if p["metadata"]["name"] in names]
+    assert len(pods) == made.replicas
+    for pod in pods:
+        owners = [o["uid"] for o in pod["metadata"].get("ownerReferences", [])]
+        assert owners == [sts["metadata"]["uid"]], f"{pod['metadata']['name']} not owned by the new StatefulSet"
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+    assert sts["status"].get("readyReplicas") == made.replicas
+
+
+def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    made = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    csi_volumes = [v for v in made.volumes if v.csi]
+    before = versions(kubectl, ns)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    workdir = tmp_path / "run"
+
+    with PodMonitor(env, ns, {"web-0", "web-1", "web-2"}) as monitor:
+        proc = run_plugin(
+            env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+            "--working-directory", str(workdir), "-o", "json",
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+
+    made.volumes = [v for v in made.volumes if not v.csi]
+    assert_migrated(env, kubectl, made, sts_uid)
+    assert monitor.events > 0
+    assert monitor.min_ready >= 2, f"{3 - monitor.min_ready} replicas were down at once"
+    after = versions(kubectl, ns)
+    for v in csi_volumes:
+        assert after[f"pvc/{v.pvc}"] == before[f"pvc/{v.pvc}"], f"{v.pvc} (already CSI) was touched"
+        assert after[f"pv/{v.pv}"] == before[f"pv/{v.pv}"], f"{v.pv} (already CSI) was touched"
+    results = {v["pvc"]: v for v in report["volumes"]}
+    assert {results[v.pvc]["result"] for v in made.volumes} == {"migrated"}
+    assert {results[v.pvc]["result"] for v in csi_volumes} == {"skip (already CSI)"}
+    for v in made.volumes:
+        assert results[v.pvc]["fcdId"] == kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"]
+    # Backups: one YAML per object, private.
+    assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    backups = sorted(p.relative_to(workdir / "backup").as_posix() for p in (workdir / "backup").rglob("*.yaml"))
+    assert "statefulset/web.yaml" in backups
+    assert {f"pod/web-{i}.yaml" for i in range(3)} <= set(backups)
+    assert {f"persistentvolume/{v.pv}.yaml" for v in made.volumes} <= set(backups)
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # A second run on the finished directory refuses, changing nothing.
+    again = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(workdir),
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "finished migration" in again.stderr
+
+
+def test_offline_migration_reuses_existing_fcd(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    made = scenario.create(env, "db", ns, replicas=2, already_fcd=True)
+    sts_uid = kubectl.get("statefulset", "db", ns)["metadata"]["uid"]
+    proc = run_plugin(
+        env_vars, "sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", "offline",
+        "--working-directory", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "scaled to 0" in proc.stdout
+    assert_migrated(env, kubectl, made, sts_uid)
+    for v in made.volumes:
+        assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id, "a second FCD was made"
+
+
+def test_dry_run_and_preflight_change_nothing(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    scenario.create(env, "web", ns, replicas=3)
+    before = versions(kubectl, ns)
+    workdir = tmp_path / "run"
+    for args in (
+        ("preflight", "web"),
+        ("preflight",),
+        ("sts", "web", "--csi-storageclass", "standard-rwo", "--dry-run"),
+        ("sts", "web", "--csi-storageclass", "standard-rwo", "--dry-run=server"),
+        ("sts", "web", "--csi-storageclass", "standard-rwo", "--dry-run=server", "-o", "json"),
+    ):
+        proc = run_plugin(env_vars, *args, "-n", ns, "--working-directory", str(workdir))
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert not workdir.exists(), f"{args} created the working directory"
+    assert versions(kubectl, ns) == before
+    plan = json.loads(proc.stdout)
+    assert plan["kind"] == "MigrationPlan" and len(plan["plan"]["volumes"]) == 3
+
+
+def test_migrating_web_leaves_web_2_alone(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    web = scenario.create(env, "web", ns, replicas=2)
+    other = scenario.create(env, "web-2", ns, replicas=2)
+    before = versions(kubectl, ns)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    proc = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert_migrated(env, kubectl, web, sts_uid)
+    after = versions(kubectl, ns)
+    untouched = [k for k in before if "web-2" in k or any(v.pv in k for v in other.volumes)]
+    assert untouched and all(after[k] == before[k] for k in untouched), "web-2's objects changed"
+    for v in other.volumes:
+        assert "vsphereVolume" in kubectl.get("pv", v.pv)["spec"]
+
+
+def test_cluster_name_through_admin_cluster_with_seed_spelling(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    made = scenario.create(env, "app", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "app", ns)["metadata"]["uid"]
+    admin = env.info()["admin_kubeconfig"]
+    user_only = {k: v for k, v in env_vars.items() if k != "KUBECONFIG"}
+    common = [
+        "--kubeconfig", admin, "--cluster-name", cluster.USER_CLUSTER, "--sts-name", "app", "--sts-namespace", ns,
+        "--intree-storageclass", "standard", "--csi-storageclass", "standard-rwo",
+    ]  # fmt: skip
+    pre = run_plugin(user_only, "preflight", *common, "--working-directory", str(tmp_path / "run"))
+    assert pre.returncode == 0, pre.stderr + pre.stdout
+    assert "can be migrated" in pre.stdout
+    proc = run_plugin(user_only, "rolling-migration", "all", *common, "--working-directory", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
+
+
+@pytest.mark.parametrize(
+    "kill_after",
+    [
+        "statefulset.apps/app deleted",  # right after the StatefulSet is gone
+        "persistentvolume/{pv} deleted",  # in the middle of a replica: PVC and PV gone, no new ones yet
+    ],
+)
+def test_killed_run_resumes(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, kill_after: str
+) -> None:
+    made = scenario.create(env, "app", ns, replicas=3)
+    sts_uid = kubectl.get("statefulset", "app", ns)["metadata"]["uid"]
+    middle = next(v for v in made.volumes if v.ordinal == 1)
+    marker = kill_after.format(pv=middle.pv)
+    args = [
+        "sts", "app", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", *args], env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, text=True
+    )
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}"
+
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "resuming the run" in resumed.stdout
+    assert_migrated(env, kubectl, made, sts_uid)
