@@ -23,6 +23,7 @@ from typing import Any
 
 from kubectl_csi_migrate.errors import (
     ConflictError,
+    CsiMigrateError,
     NotFoundError,
     PermanentError,
     TemporaryError,
@@ -129,7 +130,7 @@ class Migration:
         self.step(f"cns-release/{v.pv}", lambda: self._wait_cns_release(v))
         fcd = self.step(f"fcd/{v.pv}", lambda: self._ensure_fcd(v))
         self.step(f"create-pv/{v.pv}", lambda: self._create_pv(v, fcd["fcd_id"]))
-        self.step(f"create-pvc/{v.pvc}", lambda: self._create_pvc(v))
+        self.step(f"create-pvc/{v.pvc}", lambda: self._create_pvc(v, fcd["fcd_id"]))
         self.volume_results[v.pv] = {
             "fcd_id": fcd["fcd_id"],
             "started": started,
@@ -372,7 +373,7 @@ class Migration:
         self.kube.create(new_pv)
         self.say(f"persistentvolume/{v.pv} created (csi.vsphere.vmware.com, volumeHandle {fcd_id})")
 
-    def _create_pvc(self, v: VolumePlan) -> None:
+    def _create_pvc(self, v: VolumePlan, fcd_id: str) -> None:
         ns = self.plan.namespace
         live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
         if live is None:
@@ -388,6 +389,47 @@ class Migration:
             namespace=ns,
             field_selector=f"metadata.name={v.pvc}",
         )
+        pvc = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if pvc is not None:
+            self._event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", self._migrated_message(v, fcd_id))
+
+    def _migrated_message(self, v: VolumePlan, fcd_id: str) -> str:
+        return (
+            f"kubectl csi-migrate moved persistentvolume {v.pv} from the in-tree vSphere plugin to "
+            f"csi.vsphere.vmware.com (storageclass {self.plan.csi_class}): same disk {v.vmdk}, now first "
+            f"class disk {fcd_id}; no data copied"
+        )
+
+    def _event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
+        """Record a Kubernetes Event, readable in `kubectl describe`. Best effort: a migration
+        does not fail because an Event could not be written."""
+        meta = obj["metadata"]
+        now = _now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": api_version,
+                "kind": kind,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Normal",
+            "source": {"component": "kubectl-csi-migrate"},
+            "reportingComponent": "kubectl-csi-migrate",
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now.split(".")[0] + "Z",
+            "lastTimestamp": now.split(".")[0] + "Z",
+            "count": 1,
+        }
+        try:
+            self.kube.create(event)
+        except CsiMigrateError as exc:
+            self.say(f"warning: could not record event {reason} on {kind.lower()}/{meta['name']}: {exc}")
 
     def _recreate_pod(self, pod: str) -> None:
         ns = self.plan.namespace
@@ -433,6 +475,13 @@ class Migration:
             field_selector=f"metadata.name={name}",
         )
         self.say(f"statefulset.apps/{name} owns {replicas} Ready pods")
+        sts = self.kube.get("StatefulSet", name, ns)
+        if sts is not None:
+            for v in self.plan.to_migrate():
+                fcd_id = self.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+                self._event(
+                    "StatefulSet", "apps/v1", sts, "MigratedToCSI", f"{v.pvc}: {self._migrated_message(v, fcd_id)}"
+                )
 
     def _restore_reclaim_policy(self) -> None:
         for v in self.plan.to_migrate():
