@@ -1,9 +1,10 @@
 """Build (or find) the binaries of the test environment, cached outside the repository.
 
 One multi-call binary (testenv/kube) holds etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kubectl; kwok and vcsim are `go install`ed at pinned versions. Each lands in
-`<cache>/<name>-<key>/`, where the key changes with the pinned version (and, for our own module,
-with its sources), so a second build is a lookup. `KUBEBUILDER_ASSETS` may name a folder that
+kube-scheduler and kubectl; kwok, vcsim and krew (for the plugin's install test) are
+`go install`ed at pinned versions. Each lands in `<cache>/<name>-<key>/`, where the key changes
+with the pinned version (and, for our own module, with its sources), so a second build is a
+lookup. `KUBEBUILDER_ASSETS` may name a folder that
 already holds the control-plane binaries.
 """
 
@@ -26,6 +27,7 @@ KWOK_VERSION = "v0.8.0"
 # vcsim left the govmomi module for a nested one after v0.46, and the module proxy does not
 # serve that nested module: v0.46.0 is the newest release whose module holds vcsim.
 GOVMOMI_VERSION = "v0.46.0"
+KREW_VERSION = "v0.4.3"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
@@ -50,6 +52,7 @@ class Bin:
     kwok: Path
     kwok_stages: Path
     vcsim: Path
+    krew: Path
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -119,6 +122,9 @@ def build(verbose: bool = True) -> Bin:
                 None,
             )
         )
+    krew_dir = root / f"krew-{KREW_VERSION}"
+    if not (krew_dir / "krew").exists():
+        jobs.append(("krew", krew_dir, ["go", "install", f"sigs.k8s.io/krew/cmd/krew@{KREW_VERSION}"], None))
 
     running = []
     for name, final, command, cwd in jobs:
@@ -156,6 +162,7 @@ def build(verbose: bool = True) -> Bin:
         kwok=kwok_dir / "kwok",
         kwok_stages=_kwok_stages(),
         vcsim=vcsim_dir / "vcsim",
+        krew=krew_dir / "krew",
     )
 
 

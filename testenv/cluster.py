@@ -320,6 +320,9 @@ def up(bins: build_mod.Bin, env: Env) -> None:
             "--use-service-account-credentials=false",
             "--controllers=*",
             "--concurrent-statefulset-syncs=5",
+            # Seen here under load: a StatefulSet's status kept readyReplicas one short of its
+            # Ready pods until the next full resync (12h by default). Resync often instead.
+            "--min-resync-period=20s",
         ],
     )
     env.start(

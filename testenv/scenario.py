@@ -240,12 +240,28 @@ def create(
         )
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(docs))
     if wait:
-        wait_ready(env, name, namespace)
+        wait_ready(env, name, namespace, replicas)
+        if pdb:
+            # The disruption controller catches up a moment after the pods are Ready.
+            cluster.kubectl(
+                env,
+                "-n",
+                namespace,
+                "wait",
+                f"pdb/{name}",
+                "--for=jsonpath={.status.disruptionsAllowed}=1",
+                "--timeout=60s",
+            )
     return scenario
 
 
-def wait_ready(env: cluster.Env, name: str, namespace: str, timeout: str = "120s") -> None:
+def wait_ready(env: cluster.Env, name: str, namespace: str, replicas: int | None = None, timeout: str = "120s") -> None:
     cluster.kubectl(env, "-n", namespace, "rollout", "status", f"statefulset/{name}", f"--timeout={timeout}")
+    if replicas is not None:
+        cluster.kubectl(
+            env, "-n", namespace, "wait", f"statefulset/{name}",
+            f"--for=jsonpath={{.status.readyReplicas}}={replicas}", f"--timeout={timeout}",
+        )  # fmt: skip
 
 
 def _list(items: list[dict[str, Any]]) -> str:

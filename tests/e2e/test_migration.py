@@ -259,7 +259,11 @@ def test_killed_run_resumes(
     ]  # fmt: skip
     path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
     proc = subprocess.Popen(
-        ["kubectl", "csi-migrate", *args], env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, text=True
+        ["kubectl", "csi-migrate", *args],
+        env={**env_vars, "PATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen = []
     assert proc.stdout is not None
@@ -269,7 +273,8 @@ def test_killed_run_resumes(
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}"
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}{stderr}"
 
     resumed = run_plugin(env_vars, *args)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
