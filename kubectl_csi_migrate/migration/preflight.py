@@ -33,10 +33,12 @@ REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("delete", "StatefulSet", ""),
     ("create", "StatefulSet", ""),
     ("watch", "StatefulSet", ""),
+    ("patch", "StatefulSet", ""),
     ("list", "Pod", ""),
     ("watch", "Pod", ""),
     ("create", "Pod", ""),
     ("create", "Pod", "eviction"),
+    ("delete", "Pod", ""),
     ("list", "PersistentVolumeClaim", ""),
     ("watch", "PersistentVolumeClaim", ""),
     ("delete", "PersistentVolumeClaim", ""),
@@ -52,6 +54,9 @@ REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("get", "StorageClass", ""),
     ("create", "Lease", ""),
     ("update", "Lease", ""),
+    ("patch", "Lease", ""),
+    ("delete", "Lease", ""),
+    ("list", "PodDisruptionBudget", ""),
     ("create", "Event", ""),
 )
 
