@@ -1,0 +1,162 @@
+"""Pure logic on fixtures: the plan, wait predicates, disruption budgets, the working directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, SKIP_OTHER, Plan, Snapshot, build_plan
+from kubectl_csi_migrate.migration.run import budget_allows, describe_steps
+from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+
+
+def pv(name: str, kind: str, claim: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "1Gi"},
+        "persistentVolumeReclaimPolicy": "Delete",
+        "claimRef": {"name": claim, "namespace": "ns"},
+    }
+    if kind == "intree":
+        spec["vsphereVolume"] = {"volumePath": f"[ds] kubevols/{name}.vmdk", "fsType": "ext4"}
+    elif kind == "csi":
+        spec["csi"] = {"driver": "csi.vsphere.vmware.com", "volumeHandle": f"fcd-{name}"}
+    else:
+        spec["nfs"] = {"server": "x", "path": "/"}
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def snapshot(name: str = "web", replicas: int = 2) -> Snapshot:
+    templates = [
+        {"metadata": {"name": "data"}, "spec": {"storageClassName": "standard"}},
+        {"metadata": {"name": "logs"}, "spec": {"storageClassName": "standard-rwo"}},
+        {"metadata": {"name": "nfs"}, "spec": {"storageClassName": "nfs"}},
+    ]
+    sts = {"metadata": {"name": name, "uid": "u1"}, "spec": {"replicas": replicas, "volumeClaimTemplates": templates}}
+    pvcs, pvs = {}, {}
+    for ordinal in range(replicas):
+        for template, kind, klass in (
+            ("data", "intree", "standard"),
+            ("logs", "csi", "standard-rwo"),
+            ("nfs", "nfs", "nfs"),
+        ):
+            claim = f"{template}-{name}-{ordinal}"
+            volume = f"pv-{claim}"
+            pvcs[claim] = {"metadata": {"name": claim}, "spec": {"volumeName": volume, "storageClassName": klass}}
+            pvs[volume] = pv(volume, kind, claim)
+    return Snapshot("ns", name, sts, {}, pvcs, pvs, [])
+
+
+def test_plan_migrates_only_intree_volumes_and_orders_replicas_down() -> None:
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
+    actions = {v.pvc: v.action for v in plan.volumes}
+    assert actions == {
+        "data-web-0": MIGRATE, "data-web-1": MIGRATE,
+        "logs-web-0": SKIP_CSI, "logs-web-1": SKIP_CSI,
+        "nfs-web-0": SKIP_OTHER, "nfs-web-1": SKIP_OTHER,
+    }  # fmt: skip
+    assert plan.migrate_templates == ("data",)
+    assert plan.ordinals_descending() == [1, 0]
+    assert plan.to_migrate(1)[0].vmdk == "[ds] kubevols/pv-data-web-1.vmdk"
+    assert Plan.from_dict(plan.to_dict()) == plan
+
+
+def test_plan_with_intree_class_filter_skips_other_classes() -> None:
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", "other-class", "rolling")
+    assert plan.to_migrate() == []
+    assert plan.migrate_templates == ()
+
+
+def test_steps_describe_offline_downtime() -> None:
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "offline")
+    steps = describe_steps(plan)
+    assert any("scale statefulset.apps/web to 0" in s for s in steps)
+    assert not any(s.startswith("evict") for s in steps)
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas", "ready", "allowed"),
+    [
+        ({"maxUnavailable": 1}, 3, 3, True),
+        ({"maxUnavailable": 1}, 3, 2, False),
+        ({"minAvailable": 2}, 3, 3, True),
+        ({"minAvailable": 2}, 3, 2, False),
+        ({"maxUnavailable": "34%"}, 3, 3, True),
+        ({"minAvailable": "100%"}, 3, 3, False),
+        ({}, 1, 1, True),
+    ],
+)
+def test_budget_allows(spec: dict[str, Any], replicas: int, ready: int, allowed: bool) -> None:
+    assert budget_allows(spec, replicas, ready) is allowed
+
+
+def ready_pod(name: str, owner: str | None = None, ready: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if owner:
+        meta["ownerReferences"] = [{"uid": owner, "controller": True}]
+    status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return {"metadata": meta, "status": status}
+
+
+def test_predicates() -> None:
+    assert p.gone("a")({})
+    assert not p.gone("a")({"a": {"metadata": {"uid": "1"}}})
+    assert p.gone("a", "1")({"a": {"metadata": {"uid": "2"}}}), "a new incarnation is not the old one"
+    assert p.pod_ready("a")({"a": ready_pod("a")})
+    assert not p.pod_ready("a")({"a": ready_pod("a", ready=False)})
+    va = {"spec": {"source": {"persistentVolumeName": "pv1"}}}
+    assert not p.no_attachment("pv1")({"x": va})
+    assert p.no_attachment("pv2")({"x": va})
+    assert p.not_owned_by("u", {"a"})({"a": ready_pod("a", owner="other")})
+    assert not p.not_owned_by("u", {"a"})({"a": ready_pod("a", owner="u")})
+    pods = {"a": ready_pod("a", "u"), "b": ready_pod("b", "u")}
+    assert p.statefulset_adopted_and_ready("u", 2, {"a", "b"}, pods)
+    assert not p.statefulset_adopted_and_ready("u", 2, {"a", "b"}, {**pods, "b": ready_pod("b")})
+    bound = {"c": {"spec": {"volumeName": "v"}, "status": {"phase": "Bound"}}}
+    assert p.pvc_bound("c", "v")(bound) and not p.pvc_bound("c", "w")(bound)
+
+
+def test_workdir_accepts_new_empty_or_same_unfinished_run(tmp_path: Path) -> None:
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
+    key = ("https://k", "ns", "web")
+    assert WorkDir(tmp_path / "new").problem(key) is None
+    (tmp_path / "empty").mkdir()
+    assert WorkDir(tmp_path / "empty").problem(key) is None
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    assert "not empty" in (WorkDir(tmp_path / "used").problem(key) or "")
+
+    wd = WorkDir(tmp_path / "run")
+    wd.create(plan)
+    assert wd.problem(key) is None, "this StatefulSet's unfinished run resumes"
+    assert "holds the run of statefulset ns/web" in (wd.problem(("https://k", "ns", "db")) or "")
+    assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(wd.run_file).st_mode) == 0o600
+    wd.mark_finished({"done": True})
+    assert "finished" in (wd.problem(key) or "")
+
+
+def test_workdir_backup_is_never_overwritten_and_torn_records_are_ignored(tmp_path: Path) -> None:
+    wd = WorkDir(tmp_path / "run")
+    wd.create(build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling"))
+    original = {"kind": "Pod", "metadata": {"name": "web-0", "uid": "old"}}
+    wd.save_backup(original)
+    wd.save_backup({"kind": "Pod", "metadata": {"name": "web-0", "uid": "new"}})
+    assert wd.load_backup("Pod", "web-0")["metadata"]["uid"] == "old"
+    wd.record("a", "start")
+    wd.record("a", "done", fcd_id="x")
+    wd.record("b", "start")
+    with open(wd.steps_file, "a") as handle:
+        handle.write('{"step": "c", "ev')  # a kill in the middle of a write
+    steps = wd.steps()
+    assert steps["a"]["event"] == "done" and steps["a"]["fcd_id"] == "x"
+    assert steps["b"]["event"] == "start"
+    assert "c" not in steps
+
+
+def test_default_working_directory_name_is_safe() -> None:
+    assert default_name("gke_proj/zone:user", "ns", "web") == "csi-migrate-gke_proj_zone_user-ns-web"
