@@ -90,10 +90,11 @@ seconds = _seconds
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity < 6 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level, format="I %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname).1s %(name)s: %(message)s")
     if verbosity < 9:
-        # urllib3 logs request bodies' sizes and headers at debug; keep them out.
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        # urllib3 warns on each connection retry and logs headers at debug: the one `error:`
+        # line says what went wrong.
+        logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 
 
 def kube_from(args: argparse.Namespace, dry_run: str = "none") -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -105,6 +106,14 @@ class Kube:
         from kubernetes import config as kconfig
         from kubernetes.config.config_exception import ConfigException
 
+        if kubeconfig and not os.path.isfile(kubeconfig):
+            # kubectl's words; the client library would skip the file and say "no configuration"
+            raise PermanentError(f"cannot read kubeconfig {kubeconfig}: no such file")
+        if not kubeconfig:
+            paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+            paths = paths or [os.path.expanduser("~/.kube/config")]
+            if not any(os.path.isfile(p) for p in paths):
+                raise PermanentError(f"no kubeconfig found (tried {', '.join(paths)}); pass --kubeconfig")
         try:
             contexts, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
             chosen = active
@@ -112,7 +121,11 @@ class Kube:
                 chosen = next((c for c in contexts if c["name"] == context), None)
                 if chosen is None:
                     raise PermanentError(f'context "{context}" does not exist in the kubeconfig')
-            api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
+            configuration = _configuration()
+            kconfig.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+            )
+            api = _api_client(configuration)
         except ConfigException as exc:
             raise PermanentError(f"invalid kubeconfig: {exc}") from exc
         except OSError as exc:
@@ -135,7 +148,9 @@ class Kube:
         from kubernetes.config.config_exception import ConfigException
 
         try:
-            api = kconfig.new_client_from_config_dict(config, persist_config=False)
+            configuration = _configuration()
+            kconfig.load_kube_config_from_dict(config, client_configuration=configuration, persist_config=False)
+            api = _api_client(configuration)
         except (ConfigException, KeyError, TypeError) as exc:
             raise PermanentError(f"the kubeconfig in {label} is not usable: {exc}") from exc
         current = config.get("current-context", "")
@@ -175,6 +190,11 @@ class Kube:
                 method, url, headers=headers, body=body, _request_timeout=timeout or self.request_timeout
             )
         except ApiException as exc:  # TLS problems come back as status 0
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
+                raise PermanentError(
+                    f"the Kubernetes API server {self.info.server} presented a certificate the kubeconfig's "
+                    "certificate-authority does not verify"
+                ) from exc
             raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}") from exc
         except HTTPError as exc:
             raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}") from exc
@@ -375,6 +395,22 @@ class Kube:
             raise TemporaryError(f"watch of {kind} interrupted: {exc}") from exc
         finally:
             resp.release_conn()
+
+
+def _configuration() -> Any:
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    # One retry, not urllib3's default three: an unreachable server fails within about
+    # twice --request-timeout, with one error line.
+    configuration.retries = 1
+    return configuration
+
+
+def _api_client(configuration: Any) -> Any:
+    from kubernetes import client
+
+    return client.ApiClient(configuration)
 
 
 def _root(exc: BaseException) -> str:

@@ -158,7 +158,10 @@ def check_volumes(snap: Snapshot, plan: Plan) -> list[Check]:
     migrate = plan.to_migrate()
     skipped = [v for v in plan.volumes if v.action == SKIP_CSI]
     other = [v for v in plan.volumes if v.action not in (MIGRATE, SKIP_CSI)]
+    failing = {m.split()[0].split("/", 1)[1] for m in (c.message for c in checks)}
     for v in other:
+        if v.pvc in failing:
+            continue  # already reported as a FAIL
         checks.append(
             Check(
                 "pvc",

@@ -12,17 +12,13 @@ any point is resumed by running the same command again. Invariants kept here:
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kubectl_csi_migrate.errors import (
-    ConflictError,
     CsiMigrateError,
     NotFoundError,
     PermanentError,
@@ -30,13 +26,13 @@ from kubectl_csi_migrate.errors import (
     TooManyRequestsError,
 )
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.lock import Lease
+from kubectl_csi_migrate.kube.lock import now as _now
 from kubectl_csi_migrate.migration import translate
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
-
-LEASE_SECONDS = 60
 
 
 @dataclass
@@ -81,7 +77,6 @@ class Migration:
         self.done: dict[str, Obj] = {}
         self.volume_results: dict[str, Obj] = {}
         self.run_id = ""
-        self._lease_stop = threading.Event()
 
     # -- the two strategies -------------------------------------------------------------------
 
@@ -92,7 +87,8 @@ class Migration:
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
         else:
             self.run_id = self.workdir.create(self.plan)
-        self._acquire_lease()
+        lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id)
+        lease.acquire(f"statefulset {self.plan.namespace}/{self.plan.statefulset}")
         try:
             self.step("backup", self._backup)
             self.step("retain", self._set_retain)
@@ -110,7 +106,7 @@ class Migration:
             self.step("recreate-statefulset", self._recreate_statefulset)
             self.step("restore-reclaim-policy", self._restore_reclaim_policy)
         finally:
-            self._release_lease()
+            lease.release()
         report = self.report()
         self.workdir.mark_finished(report)
         return report
@@ -505,68 +501,6 @@ class Migration:
 
     # -- the lock --------------------------------------------------------------------------------
 
-    def _lease_name(self) -> str:
-        return f"csi-migrate-{self.plan.statefulset}"[:253]
-
-    def _acquire_lease(self) -> None:
-        ns, name = self.plan.namespace, self._lease_name()
-        holder = f"{socket.gethostname()}/{self.run_id}"
-        now = _now()
-        lease = self.kube.get("Lease", name, ns)
-        if lease is None:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": name,
-                    "namespace": ns,
-                    "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
-                },
-                "spec": {
-                    "holderIdentity": holder,
-                    "leaseDurationSeconds": LEASE_SECONDS,
-                    "acquireTime": now,
-                    "renewTime": now,
-                },
-            }
-            try:
-                self.kube.create(body)
-            except ConflictError as exc:
-                raise PermanentError(
-                    f"another csi-migrate run on statefulset {ns}/{self.plan.statefulset} just started"
-                ) from exc
-        else:
-            spec = lease.get("spec", {})
-            current = spec.get("holderIdentity", "")
-            if current and not current.endswith(f"/{self.run_id}") and not _expired(spec):
-                raise PermanentError(
-                    f"another csi-migrate run ({current}) holds lease {ns}/{name}; wait for it, or "
-                    f"delete the lease if that run is dead (it expires {LEASE_SECONDS}s after its last renewal)"
-                )
-            lease["spec"] = {
-                **spec,
-                "holderIdentity": holder,
-                "acquireTime": now,
-                "renewTime": now,
-                "leaseDurationSeconds": LEASE_SECONDS,
-            }
-            try:
-                self.kube.request("PUT", _lease_path(ns, name), None, lease)
-            except ConflictError as exc:
-                raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
-        thread = threading.Thread(target=self._renew_lease, args=(ns, name), daemon=True)
-        thread.start()
-
-    def _renew_lease(self, ns: str, name: str) -> None:
-        while not self._lease_stop.wait(LEASE_SECONDS / 4):
-            with contextlib.suppress(Exception):  # the next renewal tries again
-                self.kube.patch("Lease", name, {"spec": {"renewTime": _now()}}, ns)
-
-    def _release_lease(self) -> None:
-        self._lease_stop.set()
-        with contextlib.suppress(Exception):  # an expired lease does no harm
-            self.kube.delete("Lease", self._lease_name(), self.plan.namespace)
-
     # -- report ---------------------------------------------------------------------------------
 
     def report(self) -> Obj:
@@ -610,27 +544,6 @@ class Migration:
             "apiRequests": self.kube.requests,
             "workingDirectory": str(self.workdir.path),
         }
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _expired(spec: Obj) -> bool:
-    renew = spec.get("renewTime")
-    if not renew:
-        return True
-    try:
-        then = datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return True
-    return (datetime.now(UTC) - then).total_seconds() > int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
-
-
-def _lease_path(ns: str, name: str) -> str:
-    from kubectl_csi_migrate.kube.client import resource_path
-
-    return resource_path("Lease", ns, name)
 
 
 def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:

@@ -280,3 +280,28 @@ def test_killed_run_resumes(
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert "resuming the run" in resumed.stdout
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_second_run_is_refused_while_another_holds_the_lease(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    from kubectl_csi_migrate.kube.lock import now
+
+    scenario.create(env, "web", ns, replicas=2)
+    stamp = now()
+    kubectl.apply(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "csi-migrate-web", "namespace": ns},
+            "spec": {"holderIdentity": "elsewhere/other-run", "leaseDurationSeconds": 60, "renewTime": stamp},
+        }
+    )
+    before = versions(kubectl, ns)
+    proc = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "another csi-migrate run (elsewhere/other-run) holds lease" in proc.stderr
+    assert versions(kubectl, ns) == before, "something changed while another run held the lock"
