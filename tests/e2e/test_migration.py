@@ -305,3 +305,30 @@ def test_second_run_is_refused_while_another_holds_the_lease(
     assert proc.returncode == 1
     assert "another csi-migrate run (elsewhere/other-run) holds lease" in proc.stderr
     assert versions(kubectl, ns) == before, "something changed while another run held the lock"
+
+
+def test_terminal_shows_plan_and_a_no_changes_nothing(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    import pty
+
+    scenario.create(env, "web", ns, replicas=2)
+    before = versions(kubectl, ns)
+    primary, secondary = pty.openpty()
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo",
+         "--working-directory", str(tmp_path / "run")],
+        env={**env_vars, "PATH": path}, stdin=secondary, stdout=subprocess.PIPE, stderr=secondary, text=True,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    while b"Proceed? [y/N]" not in screen:
+        screen += os.read(primary, 4096)
+    os.write(primary, b"n\n")
+    assert proc.wait(timeout=60) == 1
+    os.close(primary)
+    text = screen.decode()
+    assert "Plan: statefulset" in text and "data-web-1" in text and "rolling" in text
+    assert versions(kubectl, ns) == before
+    assert not (tmp_path / "run").exists()
