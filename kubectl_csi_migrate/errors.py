@@ -62,3 +62,7 @@ class VCenterNotFound(NotFoundError, VCenterError):
 
 class TooManyRequestsError(TemporaryError):
     """429: for an eviction, a PodDisruptionBudget does not allow it yet."""
+
+
+class UsageError(CsiMigrateError):
+    """The command line contradicts itself (exit 2, as argparse's own errors)."""

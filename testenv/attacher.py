@@ -1,4 +1,5 @@
-"""The attach half of the vSphere CSI controller, for the test environment.
+"""The attach half of the vSphere CSI controller and its syncer's migration bookkeeping, for the
+test environment.
 
 On a real cluster the CSI driver's controller (external-attacher + vSphere CSI) answers each
 VolumeAttachment: it attaches the disk to the node's VM, sets `status.attached`, and on
@@ -6,6 +7,10 @@ deletion detaches the disk and removes its finalizer. The attach/detach controll
 that; without it every attach hangs until its 2-minute timeout and blocks the next detach.
 This process does the same against vcsim: the disk is really attached to (and detached from)
 the node's VM, so "is the VMDK still attached to a VM" can be checked for real.
+
+Like the CSI syncer, it also drops the CnsVSphereVolumeMigration record of an in-tree PV once
+that PV is deleted (after a short delay, as the syncer's own loop has), so the tool's wait for
+that release is exercised.
 
 Run by `scripts/testenv up` as its own process (`python -m testenv.attacher STATE_DIR`).
 """
@@ -98,8 +103,38 @@ class Attacher:
         self.storage.patch_volume_attachment_status(name, {"status": {"attached": True}})
         log(f"volumeattachment {name}: {pv_name} attached to {node}")
 
+    def sync_migrations(self) -> None:
+        from kubernetes import client, watch
+
+        custom = client.CustomObjectsApi(self.core.api_client)
+        group, version, plural = "cns.vmware.com", "v1alpha1", "cnsvspherevolumemigrations"
+        while True:
+            try:
+                listing = self.core.list_persistent_volume()
+                for event in watch.Watch().stream(
+                    self.core.list_persistent_volume,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=300,
+                ):
+                    pv = event["object"]
+                    if event["type"] != "DELETED" or pv.spec.vsphere_volume is None:
+                        continue
+                    path = pv.spec.vsphere_volume.volume_path
+                    time.sleep(1)
+                    for item in custom.list_cluster_custom_object(group, version, plural)["items"]:
+                        if item.get("spec", {}).get("volumepath") == path:
+                            custom.delete_cluster_custom_object(group, version, plural, item["metadata"]["name"])
+                            log(f"cnsvspherevolumemigration {item['metadata']['name']} released ({path})")
+            except Exception:  # log, then list and watch again
+                log(traceback.format_exc())
+                time.sleep(0.5)
+
     def run(self) -> None:
+        import threading
+
         from kubernetes import watch
+
+        threading.Thread(target=self.sync_migrations, daemon=True).start()
 
         while True:
             try:

@@ -323,6 +323,9 @@ def up(bins: build_mod.Bin, env: Env) -> None:
             # Seen here under load: a StatefulSet's status kept readyReplicas one short of its
             # Ready pods until the next full resync (12h by default). Resync often instead.
             "--min-resync-period=20s",
+            # kwok heartbeats nodes every 20-25 s; on a loaded 2-core machine a late heartbeat
+            # must not mark nodes (and with them every pod) NotReady in the middle of a test.
+            "--node-monitor-grace-period=2m",
         ],
     )
     env.start(
@@ -418,6 +421,7 @@ def _start_kwok(env: Env, bins: build_mod.Bin, kubeconfig: str, port: int) -> No
             *stages,
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{port}",
+            "--node-lease-duration-seconds=40",
             "--node-ip=10.0.0.1",
         ],
     )

@@ -15,6 +15,47 @@ CSI_DRIVER = "csi.vsphere.vmware.com"
 INTREE_PROVISIONER = "kubernetes.io/vsphere-volume"
 
 
+# The vSphere CSI driver's bookkeeping of migrated in-tree volumes (path -> FCD id), cut down to
+# the fields the tool reads.
+CNS_MIGRATION_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "cnsvspherevolumemigrations.cns.vmware.com"},
+    "spec": {
+        "group": "cns.vmware.com",
+        "scope": "Cluster",
+        "names": {
+            "kind": "CnsVSphereVolumeMigration",
+            "listKind": "CnsVSphereVolumeMigrationList",
+            "plural": "cnsvspherevolumemigrations",
+            "singular": "cnsvspherevolumemigration",
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def cns_migration(fcd_id: str, volume_path: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "cns.vmware.com/v1alpha1",
+        "kind": "CnsVSphereVolumeMigration",
+        "metadata": {"name": fcd_id},
+        "spec": {"volumepath": volume_path, "volumeid": fcd_id},
+    }
+
+
 def csi_vsphere_conf(port: int) -> str:
     """The vSphere CSI driver's csi-vsphere.conf (gcfg: quoted values), for the simulator."""
     return (
@@ -66,6 +107,7 @@ def user_cluster_objects(vcsim_port: int, vm_uuids: dict[str, str]) -> list[dict
             }
         )
     docs += [
+        CNS_MIGRATION_CRD,
         {
             "apiVersion": "storage.k8s.io/v1",
             "kind": "CSIDriver",

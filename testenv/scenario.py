@@ -185,6 +185,7 @@ def create(
     driver does on a migrated cluster) and records the CnsVSphereVolumeMigration mapping."""
     scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
     claims: list[dict[str, Any]] = []
+    cns_records: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
         cluster.kubectl(env, "create", "namespace", namespace)
@@ -199,6 +200,7 @@ def create(
             volume = Volume(template, ordinal, pvc, pv, vmdk, marker)
             if already_fcd:
                 volume.fcd_id = vc.register_fcd(env, vmdk, pv)
+                cns_records.append(objects.cns_migration(volume.fcd_id, vmdk))
             volumes.append(in_tree_pv(pv, vmdk, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER))
             scenario.volumes.append(volume)
@@ -212,6 +214,8 @@ def create(
             volumes.append(csi_pv(pv, fcd_id, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard-rwo", objects.CSI_DRIVER))
             scenario.volumes.append(Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True))
+    if cns_records:
+        cluster.kubectl(env, "create", "-f", "-", stdin=_list(cns_records))
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
     listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
     uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}

@@ -52,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     common.setup_logging(args.verbosity)
-    from kubectl_csi_migrate.errors import CsiMigrateError
+    from kubectl_csi_migrate.errors import CsiMigrateError, UsageError
 
     try:
         return int(args.run(args))
+    except UsageError as exc:
+        printers.error(str(exc))
+        return EXIT_USAGE
     except CsiMigrateError as exc:
         printers.error(str(exc))
         return EXIT_FAILED

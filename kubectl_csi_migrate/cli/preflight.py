@@ -30,7 +30,7 @@ def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool) -> 
         "--strategy", choices=("rolling", "offline"), default="rolling",
         help="rolling: one replica at a time, no downtime (default); offline: scale to zero, faster",
     )  # fmt: skip
-    group.add_argument("--sts-name", help=argparse.SUPPRESS)
+    group.add_argument("--sts-name", metavar="STS_NAME", help="the StatefulSet (the seed tool's spelling of STS_NAME)")
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -50,13 +50,15 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def sts_name(args: argparse.Namespace) -> str | None:
     if args.name and args.sts_name and args.name != args.sts_name:
-        raise SystemExit(2)
+        from kubectl_csi_migrate.errors import UsageError
+
+        raise UsageError(f"STS_NAME {args.name!r} and --sts-name {args.sts_name!r} disagree")
     return args.name or args.sts_name
 
 
 def run(args: argparse.Namespace) -> int:
-    kube = common.kube_from(args)
     name = sts_name(args)
+    kube = common.kube_from(args)
     if name is None:
         return survey(args, kube)
     checks, plan = check_one(args, kube, name)

@@ -177,6 +177,13 @@ def test_offline_migration_reuses_existing_fcd(
     assert_migrated(env, kubectl, made, sts_uid)
     for v in made.volumes:
         assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id, "a second FCD was made"
+    # The CSI syncer's records of the in-tree volumes were released before the new PVs were made.
+    records = kubectl.get("cnsvspherevolumemigrations")["items"]
+    assert not {r["metadata"]["name"] for r in records} & {v.fcd_id for v in made.volumes}
+    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    order = [s["step"] for s in steps if s["event"] == "done"]
+    for v in made.volumes:
+        assert order.index(f"cns-release/{v.pv}") < order.index(f"create-pv/{v.pv}")
 
 
 def test_dry_run_and_preflight_change_nothing(
