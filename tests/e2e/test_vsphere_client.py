@@ -158,7 +158,8 @@ def test_register_scenario_vmdk_is_idempotent_and_keeps_data(env: cluster.Env, n
 
     assert vcenter.disk_exists(volume.vmdk, None)
     assert vcenter.find_fcd(volume.vmdk, None) is None
-    assert vcenter.attached_vms(volume.vmdk) == []
+    # The pod runs, so the CSI attacher (testenv/attacher.py) has attached its disk to the node's VM.
+    assert len(vcenter.attached_vms(volume.vmdk)) == 1
 
     fcd_id = vcenter.register_fcd(volume.vmdk, volume.pv, None)
     assert fcd_id
