@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
     if workdir.has_run() and workdir.problem((kube.info.server, ns, name)) is None:
         plan = Plan.from_dict(workdir.load_run()["plan"])
         resuming = True
+        if (plan.csi_class, plan.strategy) != (args.csi_storageclass, args.strategy):
+            from kubectl_csi_migrate.errors import UsageError
+
+            raise UsageError(
+                f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}); "
+                "resume it with the same --csi-storageclass and --strategy, or choose another --working-directory"
+            )
     else:
         checks, plan = check_one(args, kube, name)
         if preflight.failed(checks) or plan is None:
