@@ -181,6 +181,13 @@ class Migration:
                 if obj is None:
                     raise NotFoundError(f"{kind.lower()} {name} disappeared before the backup")
                 objects.append((kind, "v1", obj))
+        if self.kube.has_resource("CnsVSphereVolumeMigration"):
+            # The CSI driver's path -> FCD id records: kept as the quickest way to the FCD id,
+            # since the driver deletes them once the in-tree PV is gone.
+            disks = {v.vmdk for v in self.plan.to_migrate()}
+            for record in self.kube.items("CnsVSphereVolumeMigration"):
+                if record.get("spec", {}).get("volumepath") in disks:
+                    objects.append(("CnsVSphereVolumeMigration", "cns.vmware.com/v1alpha1", record))
         for kind, api_version, obj in objects:
             obj.setdefault("kind", kind)
             obj.setdefault("apiVersion", api_version)
@@ -345,9 +352,24 @@ class Migration:
         )
 
     def _ensure_fcd(self, v: VolumePlan) -> Obj:
-        fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, self.settings.datacenter))
+        """The disk's FCD id: the one the CSI driver recorded (checked against vCenter), else
+        register_fcd, which reuses an existing FCD or registers the disk."""
+        dc = self.settings.datacenter
+        hint = self._recorded_fcd(v.vmdk)
+        if hint and self._vcenter(lambda: self.vc.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
+            self.say(f"disk {v.vmdk} is already first class disk {hint} (recorded by the CSI driver)")
+            return {"fcd_id": hint}
+        fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, dc))
         self.say(f"disk {v.vmdk} is first class disk {fcd_id}")
         return {"fcd_id": fcd_id}
+
+    def _recorded_fcd(self, vmdk: str) -> str | None:
+        folder = self.workdir.backup_dir / "cnsvspherevolumemigration"
+        for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
+            record = self.workdir.load_backup("CnsVSphereVolumeMigration", path.stem)
+            if record.get("spec", {}).get("volumepath") == vmdk:
+                return str(record["metadata"]["name"])
+        return None
 
     def _create_pv(self, v: VolumePlan, fcd_id: str) -> None:
         backup_pv = self.workdir.load_backup("PersistentVolume", v.pv)

@@ -174,6 +174,7 @@ def test_offline_migration_reuses_existing_fcd(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "scaled to 0" in proc.stdout
+    assert proc.stdout.count("(recorded by the CSI driver)") == len(made.volumes)
     assert_migrated(env, kubectl, made, sts_uid)
     for v in made.volumes:
         assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id, "a second FCD was made"
