@@ -636,3 +636,53 @@ def test_unknown_user_cluster(
         assert proc.stdout == "", show(proc)
     assert not workdir.exists()
     assert_unchanged(env, kubectl, ns, before)
+
+
+def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A user who may read everything the preflight reads, but change nothing: preflight runs,
+    and its rbac check names the verbs the migration would need."""
+    _, before = prepare(env, kubectl, ns)
+    read = {"verbs": ["get", "list", "watch"]}
+    role = f"csi-migrate-reader-{ns}"
+    cluster_rules = [
+        {"apiGroups": [""], "resources": ["persistentvolumes", "nodes"], **read},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses", "csidrivers", "csinodes"], **read},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]
+    ns_rules = [
+        {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims"], **read},
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], **read},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], **read},
+    ]
+    subject = [{"kind": "User", "name": "viewer", "apiGroup": "rbac.authorization.k8s.io"}]
+    rbac = "rbac.authorization.k8s.io"
+
+    def bound(kind: str, rules: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:
+        meta: dict[str, Any] = {"name": role, **({"namespace": namespace} if namespace else {})}
+        binding = "RoleBinding" if kind == "Role" else "ClusterRoleBinding"
+        return [
+            {"apiVersion": f"{rbac}/v1", "kind": kind, "metadata": meta, "rules": rules},
+            {
+                "apiVersion": f"{rbac}/v1", "kind": binding, "metadata": meta, "subjects": subject,
+                "roleRef": {"apiGroup": rbac, "kind": kind, "name": role},
+            },
+        ]  # fmt: skip
+
+    docs = bound("ClusterRole", cluster_rules, None) + bound("Role", ns_rules, ns)
+    for doc in docs:
+        kubectl.apply(doc)
+    try:
+        token = env.info()["tokens"]["viewer"]
+        kubeconfig = write_kubeconfig(tmp_path / "reader.conf", env.info()["user_kubeconfig"], token=token)
+        workdir = tmp_path / "wd"
+        proc = plugin(env_vars, *preflight_args(ns, workdir, "--kubeconfig", kubeconfig, "-o", "json"))
+        assert proc.returncode == 1, show(proc)
+        messages = failing(preflight_report(proc), "rbac")
+        assert any("delete statefulsets" in m and "create persistentvolumes" in m for m in messages), messages
+        assert not workdir.exists()
+        assert_unchanged(env, kubectl, ns, before)
+    finally:
+        kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
