@@ -170,11 +170,16 @@ def test_offline_migration_reuses_existing_fcd(
     sts_uid = kubectl.get("statefulset", "db", ns)["metadata"]["uid"]
     proc = run_plugin(
         env_vars, "sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", "offline",
-        "--working-directory", str(tmp_path / "run"),
+        "--working-directory", str(tmp_path / "run"), "-o", "name",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "scaled to 0" in proc.stdout
-    assert proc.stdout.count("(recorded by the CSI driver)") == len(made.volumes)
+    # -o name: the migrated objects on stdout, the actions on stderr.
+    expected = {f"persistentvolume/{v.pv}" for v in made.volumes} | {
+        f"persistentvolumeclaim/{v.pvc}" for v in made.volumes
+    }
+    assert set(proc.stdout.split()) == expected | {"statefulset.apps/db"}
+    assert "scaled to 0" in proc.stderr
+    assert proc.stderr.count("(recorded by the CSI driver)") == len(made.volumes)
     assert_migrated(env, kubectl, made, sts_uid)
     for v in made.volumes:
         assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id, "a second FCD was made"
