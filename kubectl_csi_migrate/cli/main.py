@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         printers.error("interrupted")
         return 130
+    except OSError as exc:  # the machine's side: a full disk, a file we may not write...
+        printers.error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return EXIT_FAILED
     except Exception as exc:  # a bug: still one error line, the traceback only on request
         if args.verbosity >= 6:
             raise

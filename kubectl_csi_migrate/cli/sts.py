@@ -64,15 +64,18 @@ def run(args: argparse.Namespace) -> int:
         info.flush()
 
     resuming = False
-    if workdir.has_run() and workdir.problem((kube.info.server, ns, name)) is None:
-        plan = Plan.from_dict(workdir.load_run()["plan"])
+    if workdir.backed_up() and workdir.problem((kube.info.server, ns, name)) is None:
+        run = workdir.load_run()
+        plan = Plan.from_dict(run["plan"])
         resuming = True
-        if (plan.csi_class, plan.strategy) != (args.csi_storageclass, args.strategy):
+        recorded = (plan.csi_class, plan.strategy, bool(run.get("options", {}).get("keep_retain")))
+        if recorded != (args.csi_storageclass, args.strategy, args.keep_retain):
             from kubectl_csi_migrate.errors import UsageError
 
             raise UsageError(
-                f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}); "
-                "resume it with the same --csi-storageclass and --strategy, or choose another --working-directory"
+                f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}"
+                f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass, "
+                "--strategy and --keep-retain, or choose another --working-directory"
             )
     else:
         checks, plan = check_one(args, kube, name)
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         from kubectl_csi_migrate.errors import CsiMigrateError
 
-        if isinstance(exc, CsiMigrateError):
+        if isinstance(exc, (CsiMigrateError, OSError)):
             printers.error(str(exc))
             printers.error(
                 f"the run is recorded in {workdir.path}; fix the problem and run the same command again to resume"

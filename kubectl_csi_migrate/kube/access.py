@@ -3,7 +3,8 @@
 Without `--cluster-name` the kubeconfig's cluster (current context, or `--context`) is the
 target. With `--cluster-name USER_CLUSTER` the kubeconfig is a GKE on VMware ADMIN cluster's:
 the user cluster's kubeconfig is read from a Secret there (known places tried in order, or the
-one named by `--user-kubeconfig-secret NAMESPACE/NAME[:KEY]`) and kept in memory only.
+one named by `--user-kubeconfig-secret NAMESPACE/NAME[:KEY]`) and not saved: its embedded
+credentials live only in the client's private temporary folder while the command runs.
 """
 
 from __future__ import annotations

@@ -123,7 +123,11 @@ class Kube:
                     raise PermanentError(f'context "{context}" does not exist in the kubeconfig')
             configuration = _configuration()
             kconfig.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+                temp_file_path=_private_temp_dir(),
             )
             api = _api_client(configuration)
         except ConfigException as exc:
@@ -143,13 +147,16 @@ class Kube:
         cls, config: Obj, label: str, dry_run: str = "none", request_timeout: float | None = None
     ) -> Kube:
         """A kubeconfig held in memory (the user cluster's, read from the admin cluster): it is
-        never written to disk."""
+        never saved; its embedded credentials go to a private temporary folder for the command's
+        lifetime (see _private_temp_dir)."""
         from kubernetes import config as kconfig
         from kubernetes.config.config_exception import ConfigException
 
         try:
             configuration = _configuration()
-            kconfig.load_kube_config_from_dict(config, client_configuration=configuration, persist_config=False)
+            kconfig.load_kube_config_from_dict(
+                config, client_configuration=configuration, persist_config=False, temp_file_path=_private_temp_dir()
+            )
             api = _api_client(configuration)
         except (ConfigException, KeyError, TypeError) as exc:
             raise PermanentError(f"the kubeconfig in {label} is not usable: {exc}") from exc
@@ -395,6 +402,23 @@ class Kube:
             raise TemporaryError(f"watch of {kind} interrupted: {exc}") from exc
         finally:
             resp.release_conn()
+
+
+_TEMP_DIR: list[str] = []
+
+
+def _private_temp_dir() -> str:
+    """The client library writes embedded certificates and keys to files, which urllib3 reads
+    when it connects: keep them in one folder only we can read, removed when the command ends."""
+    if not _TEMP_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="kubectl-csi-migrate-")  # created 0700
+        atexit.register(shutil.rmtree, path, True)
+        _TEMP_DIR.append(path)
+    return _TEMP_DIR[0]
 
 
 def _configuration() -> Any:

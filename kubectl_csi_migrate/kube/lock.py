@@ -8,6 +8,7 @@ holder's lease expires (60 s after its last renewal; a background thread renews 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from datetime import UTC, datetime
@@ -38,7 +39,8 @@ class Lease:
     def __init__(self, kube: Kube, namespace: str, name: str, run_id: str) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name[:253]
         self.run_id = run_id
-        self.holder = f"{socket.gethostname()}/{run_id}"
+        self.host = socket.gethostname()
+        self.holder = f"{self.host}/{run_id}/{os.getpid()}"
         self._stop = threading.Event()
 
     def acquire(self, what: str) -> None:
@@ -67,7 +69,7 @@ class Lease:
                 raise PermanentError(f"another csi-migrate run on {what} just started") from exc
         else:
             current = lease.get("spec", {}).get("holderIdentity", "")
-            if current and not current.endswith(f"/{self.run_id}") and not expired(lease.get("spec", {})):
+            if current and not self._may_take_over(current) and not expired(lease.get("spec", {})):
                 raise PermanentError(
                     f"another csi-migrate run ({current}) holds lease {ns}/{name} on {what}; wait for it, or "
                     f"delete the lease if that run is dead (it expires {LEASE_SECONDS}s after its last renewal)"
@@ -79,12 +81,30 @@ class Lease:
                 raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
         threading.Thread(target=self._renew, daemon=True).start()
 
+    def _may_take_over(self, current: str) -> bool:
+        """Our own run (same working directory) on this host whose process is gone: it was
+        killed, and this is its resume. A live process of the same run keeps the lease."""
+        host, _, rest = current.partition("/")
+        run_id, _, pid = rest.partition("/")
+        if host != self.host or run_id != self.run_id or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return int(pid) == os.getpid()
+
     def _renew(self) -> None:
         while not self._stop.wait(LEASE_SECONDS / 4):
             with contextlib.suppress(Exception):  # the next renewal tries again
                 self.kube.patch("Lease", self.name, {"spec": {"renewTime": now()}}, self.namespace)
 
     def release(self) -> None:
+        """Give the lease back, if it is still ours (an expired one may have been taken)."""
         self._stop.set()
         with contextlib.suppress(Exception):  # an expired lease does no harm
-            self.kube.delete("Lease", self.name, self.namespace)
+            lease = self.kube.get("Lease", self.name, self.namespace)
+            if lease is not None and lease.get("spec", {}).get("holderIdentity") == self.holder:
+                self.kube.delete("Lease", self.name, self.namespace, uid=lease["metadata"]["uid"])

@@ -97,3 +97,25 @@ def statefulset_ready(replicas: int) -> Predicate:
         return False
 
     return check
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a pod's labels. An empty
+    selector matches nothing here, as for a PodDisruptionBudget in policy/v1."""
+    match = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not match and not expressions:
+        return False
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for expr in expressions:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True

@@ -325,8 +325,7 @@ def check_disruption_budget(kube: Any, snap: Snapshot, strategy: str) -> Check:
         )
     labels = snap.statefulset["spec"]["template"]["metadata"].get("labels", {})
     for pdb in kube.items("PodDisruptionBudget", snap.namespace):
-        match = pdb["spec"].get("selector", {}).get("matchLabels", {})
-        if match and all(labels.get(k) == v for k, v in match.items()):
+        if p.selector_matches(pdb["spec"].get("selector") or {}, labels):
             allowed = pdb.get("status", {}).get("disruptionsAllowed", 0)
             name = pdb["metadata"]["name"]
             if allowed < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,14 +82,17 @@ class Migration:
     # -- the two strategies -------------------------------------------------------------------
 
     def run(self) -> Obj:
-        if self.workdir.has_run():
+        resuming = self.workdir.backed_up()
+        if resuming:
             self.run_id = self.workdir.load_run()["run_id"]
             self.done = {k: v for k, v in self.workdir.steps().items() if v["event"] == "done"}
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
         else:
-            self.run_id = self.workdir.create(self.plan)
+            self.run_id = uuid.uuid4().hex
         lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id)
         lease.acquire(f"statefulset {self.plan.namespace}/{self.plan.statefulset}")
+        if not resuming:  # nothing was changed yet: (re)start the record
+            self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
         try:
             self.step("backup", self._backup)
             self.step("retain", self._set_retain)
@@ -207,7 +211,12 @@ class Migration:
         ns, name = self.plan.namespace, self.plan.statefulset
         sts = self.kube.get("StatefulSet", name, ns)
         if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
-            self.kube.patch("StatefulSet", name, {"spec": {"replicas": 0}}, ns)
+            # With persistentVolumeClaimRetentionPolicy.whenScaled: Delete, scaling to zero
+            # would delete every claim, the skipped ones too: keep them (the backup has the
+            # original policy, which the recreated StatefulSet gets back).
+            self._refresh_backups(sts)
+            patch = {"spec": {"replicas": 0, "persistentVolumeClaimRetentionPolicy": RETAIN_CLAIMS}}
+            self.kube.patch("StatefulSet", name, patch, ns)
             self.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
         pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
         self.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
@@ -216,6 +225,13 @@ class Migration:
         ns, name = self.plan.namespace, self.plan.statefulset
         sts = self.kube.get("StatefulSet", name, ns)
         if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
+            if self.plan.strategy == "rolling":  # offline: refreshed before our own scale-down
+                self._refresh_backups(sts)
+            policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+            if any(policy.get(k) == "Delete" for k in ("whenDeleted", "whenScaled")):
+                patch = {"spec": {"persistentVolumeClaimRetentionPolicy": RETAIN_CLAIMS}}
+                self.kube.patch("StatefulSet", name, patch, ns)
+                self.say(f"statefulset.apps/{name} claim retention set to Retain for the migration")
             self.kube.delete("StatefulSet", name, ns, uid=self.plan.uid, propagation="Orphan")
             self.say(f"statefulset.apps/{name} deleted (orphan: pods, PVCs and PVs kept)")
         self.wait(
@@ -232,6 +248,38 @@ class Migration:
             "the garbage collector to orphan the pods",
             namespace=ns,
         )
+
+    def _refresh_backups(self, sts: Obj) -> None:
+        """A run resumed before the StatefulSet was deleted may find it changed since the
+        backup (a rollout, a replaced pod). Nothing is deleted yet: back up the current
+        StatefulSet and pods again, so that what is recreated is what ran last."""
+        backup = self.workdir.load_backup("StatefulSet", self.plan.statefulset)
+        if self.plan.strategy == "offline" and sts["spec"].get("replicas") == 0:
+            return  # our own scale-down, interrupted before it was recorded: the backup stands
+        if int(sts["spec"].get("replicas", 1)) != self.plan.replicas and self.plan.strategy == "rolling":
+            raise PermanentError(
+                f"statefulset {self.plan.namespace}/{self.plan.statefulset} was scaled since it was planned; "
+                "nothing was deleted: start again with a new --working-directory"
+            )
+        changed = sts["metadata"].get("generation") != backup["metadata"].get("generation")
+        pods = []
+        for ordinal in range(self.plan.replicas):
+            pod = self.kube.get("Pod", self.plan.pod_name(ordinal), self.plan.namespace)
+            if pod is None:
+                continue
+            pods.append(pod)
+            if not self.workdir.has_backup("Pod", pod["metadata"]["name"]):
+                changed = True
+            else:
+                old = self.workdir.load_backup("Pod", pod["metadata"]["name"])
+                changed = changed or old["metadata"]["uid"] != pod["metadata"]["uid"]
+        if not changed:
+            return
+        for kind, api_version, obj in [("StatefulSet", "apps/v1", sts)] + [("Pod", "v1", x) for x in pods]:
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", api_version)
+            self.workdir.save_backup(obj, overwrite=True)
+        self.say("the StatefulSet or its pods changed since the backup: backed them up again")
 
     def _evict(self, pod: str) -> None:
         ns = self.plan.namespace
@@ -281,8 +329,7 @@ class Migration:
         )
         verdicts = []
         for pdb in self.kube.items("PodDisruptionBudget", self.plan.namespace):
-            match = pdb["spec"].get("selector", {}).get("matchLabels", {})
-            if not match or any(labels.get(k) != v for k, v in match.items()):
+            if not p.selector_matches(pdb["spec"].get("selector") or {}, labels):
                 continue
             if pdb.get("status", {}).get("expectedPods", 0) != 0:
                 return None
@@ -313,6 +360,7 @@ class Migration:
         if live is not None and live["metadata"]["uid"] != uid:
             raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect")
         if live is not None:
+            self._ensure_retained(v)
             self.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
             self.say(f"persistentvolumeclaim/{v.pvc} deleted")
         self.wait(
@@ -322,6 +370,21 @@ class Migration:
             namespace=ns,
             field_selector=f"metadata.name={v.pvc}",
         )
+
+    def _ensure_retained(self, v: VolumePlan) -> None:
+        """Invariant 2, checked at the last moment: once the claim is gone, a PV on Delete
+        would take the disk with it. Something (GitOps, a person) may have reverted it since
+        the retain step."""
+        backup = self.workdir.load_backup("PersistentVolume", v.pv)
+        pv = self.kube.get("PersistentVolume", v.pv)
+        if pv is None or pv["metadata"]["uid"] != backup["metadata"]["uid"]:
+            raise PermanentError(f"persistentvolume {v.pv} is not the one backed up; stop and inspect")
+        if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+            self.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+            self.say(f"persistentvolume/{v.pv} reclaim policy was changed back by someone: set to Retain again")
+            pv = self.kube.get("PersistentVolume", v.pv)
+            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                raise PermanentError(f"persistentvolume {v.pv} does not stay Retain; its claim was not deleted")
 
     def _delete_pv(self, v: VolumePlan) -> None:
         backup = self.workdir.load_backup("PersistentVolume", v.pv)
@@ -377,7 +440,7 @@ class Migration:
         for other in self.kube.items("PersistentVolume"):
             spec = other.get("spec", {})
             names_disk = (
-                spec.get("vsphereVolume", {}).get("volumePath") == v.vmdk
+                disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == disk_key(v.vmdk)
                 or spec.get("csi", {}).get("volumeHandle") == fcd_id
             )
             if names_disk:
@@ -566,6 +629,18 @@ class Migration:
             "apiRequests": self.kube.requests,
             "workingDirectory": str(self.workdir.path),
         }
+
+
+RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+
+
+def disk_key(path: str) -> str:
+    """`[folder/ds]  dir/x.vmdk` and `[ds] dir/x.vmdk` name the same disk."""
+    try:
+        bracket, rel = translate.parse_datastore_path(path.strip())
+    except ValueError:
+        return " ".join(path.split())
+    return f"[{translate.datastore_name(bracket)}] {rel.strip()}"
 
 
 def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:

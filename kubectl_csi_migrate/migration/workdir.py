@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -97,19 +98,29 @@ class WorkDir:
 
     # -- run --------------------------------------------------------------------------------
 
-    def create(self, plan: Plan) -> str:
+    def create(self, plan: Plan, run_id: str | None = None, options: Obj | None = None) -> str:
+        """Start (or restart, when no step changed anything yet) the record of a run."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
-        self.backup_dir.mkdir(mode=0o700, exist_ok=True)
-        run_id = uuid.uuid4().hex
+        # A record that never finished its backup changed nothing: start it afresh.
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        self.steps_file.unlink(missing_ok=True)
+        self.backup_dir.mkdir(mode=0o700)
+        _fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
+        run_id = run_id or uuid.uuid4().hex
         record = {
             "run_id": run_id,
             "started": time.time(),
             "plan": plan.to_dict(),
+            "options": options or {},
             "finished": False,
         }
         write_private(self.run_file, json.dumps(record, indent=1).encode())
         return run_id
+
+    def backed_up(self) -> bool:
+        """Whether a recorded run got as far as its backup: from then on it resumes."""
+        return self.has_run() and self.steps().get("backup", {}).get("event") == "done"
 
     def load_run(self) -> Obj:
         return json.loads(self.run_file.read_text())
@@ -125,11 +136,13 @@ class WorkDir:
     def backup_path(self, kind: str, name: str) -> Path:
         return self.backup_dir / kind.lower() / f"{name}.yaml"
 
-    def save_backup(self, obj: Obj) -> Path:
+    def save_backup(self, obj: Obj, overwrite: bool = False) -> Path:
         path = self.backup_path(obj["kind"], obj["metadata"]["name"])
-        if path.exists():
+        if path.exists() and not overwrite:
             return path  # the first backup is the original; never overwrite it on resume
-        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700)
+            _fsync_dir(path.parent.parent)
         write_private(path, yaml.safe_dump(obj, sort_keys=False).encode())
         return path
 
@@ -146,12 +159,15 @@ class WorkDir:
 
     def record(self, step: str, event: str, **data: Any) -> None:
         line = json.dumps({"step": step, "event": event, "time": time.time(), **data}) + "\n"
+        new = not self.steps_file.exists()
         fd = os.open(self.steps_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        if new:
+            _fsync_dir(self.path)
 
     def steps(self) -> dict[str, Obj]:
         """step -> its last event (with the data recorded with it)."""

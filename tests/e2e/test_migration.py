@@ -345,3 +345,64 @@ def test_terminal_shows_plan_and_a_no_changes_nothing(
     assert "Plan: statefulset" in text and "data-web-1" in text and "rolling" in text
     assert versions(kubectl, ns) == before
     assert not (tmp_path / "run").exists()
+
+
+def test_offline_keeps_skipped_claims_despite_delete_retention_policy(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """whenScaled: Delete would make scaling to zero delete every claim, the already-CSI ones
+    too; the migration must keep them, and the StatefulSet gets its policy back."""
+    made = scenario.create(env, "db", ns, replicas=2, csi_templates=("logs",), pdb=False)
+    policy = {"whenDeleted": "Retain", "whenScaled": "Delete"}
+    kubectl(
+        "-n",
+        ns,
+        "patch",
+        "sts",
+        "db",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"persistentVolumeClaimRetentionPolicy": policy}}),
+    )
+    csi = [v for v in made.volumes if v.csi]
+    uids = {v.pvc: kubectl.get("pvc", v.pvc, ns)["metadata"]["uid"] for v in csi}
+    proc = run_plugin(
+        env_vars, "sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", "offline",
+        "--working-directory", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for v in csi:
+        assert kubectl.get("pvc", v.pvc, ns)["metadata"]["uid"] == uids[v.pvc], f"{v.pvc} was deleted and recreated"
+        assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker
+    assert kubectl.get("statefulset", "db", ns)["spec"]["persistentVolumeClaimRetentionPolicy"] == policy
+
+
+def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    made = scenario.create(env, "app", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "app", ns)["metadata"]["uid"]
+    args = [
+        "sts", "app", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", *args],
+        env={**env_vars, "PATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "statefulset.apps/app deleted" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    for v in made.volumes:  # someone (GitOps, a person) reverts the policy while the run is stopped
+        kubectl("patch", "pv", v.pv, "-p", '{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}')
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("changed back by someone: set to Retain again") == len(made.volumes)
+    assert_migrated(env, kubectl, made, sts_uid)

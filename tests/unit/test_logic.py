@@ -160,3 +160,32 @@ def test_workdir_backup_is_never_overwritten_and_torn_records_are_ignored(tmp_pa
 
 def test_default_working_directory_name_is_safe() -> None:
     assert default_name("gke_proj/zone:user", "ns", "web") == "csi-migrate-gke_proj_zone_user-ns-web"
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ({"matchLabels": {"app": "web"}}, {"app": "web"}, True),
+        ({"matchLabels": {"app": "web"}}, {"app": "web-2"}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "db"]}]}, {"app": "db"}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}, {"app": "web"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {"app": "web"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {"app": "web"}, True),
+        (
+            {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+            {"app": "web"},
+            False,
+        ),
+        ({}, {"app": "web"}, False),
+    ],
+)
+def test_selector_matches(selector: dict[str, Any], labels: dict[str, str], matches: bool) -> None:
+    assert p.selector_matches(selector, labels) is matches
+
+
+def test_disk_key_names_the_same_disk_the_same_way() -> None:
+    from kubectl_csi_migrate.migration.run import disk_key
+
+    assert disk_key("[ds]  kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
+    assert disk_key("[folder/ds] kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
+    assert disk_key("[ds] kubevols/a.vmdk") != disk_key("[ds] kubevols/b.vmdk")
