@@ -86,6 +86,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def plan_for(args: argparse.Namespace, kube: Any, snap: Any) -> Any:
+    from kubectl_csi_migrate.migration.plan import build_plan
+
+    return build_plan(
+        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, args.strategy
+    )
+
+
 def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any], Any]:
     """Gather, plan and check one StatefulSet; a missing StatefulSet is a FAIL check."""
     from kubectl_csi_migrate.errors import NotFoundError
@@ -98,14 +106,7 @@ def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any]
         snap = plan_mod.gather(kube, ns, name)
     except NotFoundError as exc:
         return [preflight.Check("statefulset", preflight.FAIL, str(exc))], None
-    plan = plan_mod.build_plan(
-        snap,
-        kube.info.context,
-        kube.info.server,
-        args.csi_storageclass,
-        args.intree_storageclass,
-        args.strategy,
-    )
+    plan = plan_for(args, kube, snap)
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
     connect = common.vcenter_factory(args, kube)
     checks = preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
@@ -119,14 +120,7 @@ def survey(args: argparse.Namespace, kube: Any) -> int:
     namespace = None if args.all_namespaces else common.namespace_of(args, kube)
     rows = []
     for snap in plan_mod.gather_all(kube, namespace):
-        plan = plan_mod.build_plan(
-            snap,
-            kube.info.context,
-            kube.info.server,
-            args.csi_storageclass,
-            args.intree_storageclass,
-            args.strategy,
-        )
+        plan = plan_for(args, kube, snap)
         row = survey_row(snap, plan)
         if row["inTreeVolumes"]:
             rows.append(row)

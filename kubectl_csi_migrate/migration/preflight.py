@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from kubectl_csi_migrate.errors import CsiMigrateError
@@ -421,10 +420,3 @@ def survey_row(snap: Snapshot, plan: Plan) -> Obj:
         "migratable": migrate > 0 and not problems,
         "problems": problems,
     }
-
-
-def unused(_: Path) -> None:  # pragma: no cover - keeps Path imported for type readers
-    pass
-
-
-__all__ = ["FAIL", "PASS", "WARN", "Check", "failed", "p", "run_checks", "survey_row"]

@@ -67,6 +67,25 @@ class PodMonitor:
         self.watch.stop()
 
 
+def kill_at(env_vars: dict[str, str], args: list[str], marker: str) -> None:
+    """Run `kubectl csi-migrate ARGS` and SIGKILL it as soon as it prints `marker`."""
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", *args],
+        env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}{stderr}"
+
+
 def versions(kubectl: Kubectl, ns: str) -> dict[str, str]:
     """resourceVersion of every object a migration could touch."""
     result = {}
@@ -270,24 +289,7 @@ def test_killed_run_resumes(
         "sts", "app", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
         "--working-directory", str(tmp_path / "run"),
     ]  # fmt: skip
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
-    proc = subprocess.Popen(
-        ["kubectl", "csi-migrate", *args],
-        env={**env_vars, "PATH": path},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}{stderr}"
+    kill_at(env_vars, args, marker)
 
     resumed = run_plugin(env_vars, *args)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
@@ -386,20 +388,7 @@ def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
         "sts", "app", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
         "--working-directory", str(tmp_path / "run"),
     ]  # fmt: skip
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
-    proc = subprocess.Popen(
-        ["kubectl", "csi-migrate", *args],
-        env={**env_vars, "PATH": path},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "statefulset.apps/app deleted" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
+    kill_at(env_vars, args, "statefulset.apps/app deleted")
     for v in made.volumes:  # someone (GitOps, a person) reverts the policy while the run is stopped
         kubectl("patch", "pv", v.pv, "-p", '{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}')
     resumed = run_plugin(env_vars, *args)
