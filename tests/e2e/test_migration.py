@@ -395,3 +395,33 @@ def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("changed back by someone: set to Retain again") == len(made.volumes)
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_terminal_yes_migrates_with_a_progress_line_per_replica(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    import pty
+
+    made = scenario.create(env, "web", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    primary, secondary = pty.openpty()
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo",
+         "--working-directory", str(tmp_path / "run")],
+        env={**env_vars, "PATH": path}, stdin=secondary, stdout=subprocess.PIPE, stderr=secondary, text=True,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    while b"Proceed? [y/N]" not in screen:
+        screen += os.read(primary, 4096)
+    os.write(primary, b"y\n")
+    out, _ = proc.communicate(timeout=300)
+    with contextlib.suppress(OSError):  # the terminal closes with the process
+        while chunk := os.read(primary, 4096):
+            screen += chunk
+    os.close(primary)
+    assert proc.returncode == 0, screen.decode() + out
+    text = screen.decode()
+    assert "--- replica 1/2: web-1" in text and "--- replica 2/2: web-0" in text
+    assert_migrated(env, kubectl, made, sts_uid)
