@@ -322,13 +322,12 @@ def test_second_run_is_refused_while_another_holds_the_lease(
     assert versions(kubectl, ns) == before, "something changed while another run held the lock"
 
 
-def test_terminal_shows_plan_and_a_no_changes_nothing(
-    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
-) -> None:
+def answer_prompt_on_terminal(
+    env_vars: dict[str, str], ns: str, tmp_path: Path
+) -> tuple[subprocess.Popen[str], int, bytes]:
+    """Start `sts web` with stdin and stderr on a pseudo-terminal; return once it asks."""
     import pty
 
-    scenario.create(env, "web", ns, replicas=2)
-    before = versions(kubectl, ns)
     primary, secondary = pty.openpty()
     path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
     proc = subprocess.Popen(
@@ -340,6 +339,15 @@ def test_terminal_shows_plan_and_a_no_changes_nothing(
     screen = b""
     while b"Proceed? [y/N]" not in screen:
         screen += os.read(primary, 4096)
+    return proc, primary, screen
+
+
+def test_terminal_shows_plan_and_a_no_changes_nothing(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    scenario.create(env, "web", ns, replicas=2)
+    before = versions(kubectl, ns)
+    proc, primary, screen = answer_prompt_on_terminal(env_vars, ns, tmp_path)
     os.write(primary, b"n\n")
     assert proc.wait(timeout=60) == 1
     os.close(primary)
@@ -400,21 +408,9 @@ def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
 def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
-    import pty
-
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
-    primary, secondary = pty.openpty()
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
-    proc = subprocess.Popen(
-        ["kubectl", "csi-migrate", "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo",
-         "--working-directory", str(tmp_path / "run")],
-        env={**env_vars, "PATH": path}, stdin=secondary, stdout=subprocess.PIPE, stderr=secondary, text=True,
-    )  # fmt: skip
-    os.close(secondary)
-    screen = b""
-    while b"Proceed? [y/N]" not in screen:
-        screen += os.read(primary, 4096)
+    proc, primary, screen = answer_prompt_on_terminal(env_vars, ns, tmp_path)
     os.write(primary, b"y\n")
     out, _ = proc.communicate(timeout=300)
     with contextlib.suppress(OSError):  # the terminal closes with the process
