@@ -1,4 +1,4 @@
-"""scripts/testenv: build | up | env | scenario | status | down."""
+"""scripts/testenv: build | up | env | scenario | status | logs | down."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the clusters, kwok nodes and vcsim")
     sub.add_parser("env", help="print export lines for a shell to eval")
     sub.add_parser("status", help="show the processes and their memory")
+    logs = sub.add_parser("logs", help="print a component's log (without NAME: list them)")
+    logs.add_argument("name", nargs="?")
+    logs.add_argument("--tail", type=int, default=0, help="only the last N lines")
     sub.add_parser("down", help="stop every process started by `up` and remove the state")
     scen = sub.add_parser("scenario", help="create a StatefulSet on in-tree vSphere volumes")
     scen.add_argument("name")
@@ -24,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     scen.add_argument("--replicas", type=int, default=3)
     scen.add_argument("--template", action="append", help="in-tree volumeClaimTemplate (default: data)")
     scen.add_argument("--csi-template", action="append", default=[], help="a template already on CSI")
-    scen.add_argument("--already-fcd", action="store_true", help="register the in-tree VMDKs as FCDs first")
     scen.add_argument("--no-pdb", action="store_true")
     scen.add_argument("-o", "--output", choices=["json"], help="print what was created")
     args = parser.parse_args(argv)
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.print_exports(env)
     elif args.command == "status":
         return cluster.status(env)
+    elif args.command == "logs":
+        return cluster.print_log(env, args.name, args.tail)
     elif args.command == "down":
         cluster.down(env)
     elif args.command == "scenario":
@@ -55,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             args.replicas,
             tuple(args.template or ["data"]),
             tuple(args.csi_template),
-            already_fcd=args.already_fcd,
             pdb=not args.no_pdb,
         )
         if args.output == "json":

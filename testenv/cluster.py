@@ -1,9 +1,10 @@
 """Start, describe and stop the test environment on loopback.
 
 USER cluster: etcd, kube-apiserver, kube-controller-manager (all default controllers),
-kube-scheduler, kwok driving 3 fake nodes. ADMIN cluster: a second kube-apiserver on the same
-etcd under another prefix, holding the user cluster's kubeconfig as GKE on VMware does. vCenter:
-vcsim over TLS. Every process is started in its own session, its pid written to the state
+kube-scheduler, kwok driving 3 fake nodes, and the vSphere CSI driver's controller, syncer and
+sidecars (testenv/csidriver.py). ADMIN cluster: a second kube-apiserver on the same etcd under
+another prefix, holding the user cluster's kubeconfig as GKE on VMware does. vCenter: our vcsim
+(testenv/vcsim) over TLS. Every process is started in its own session, its pid written to the state
 folder, its output to `logs/`; `down` stops exactly those pids.
 """
 
@@ -29,8 +30,8 @@ from testenv import pki
 
 USER_CLUSTER = "user-cluster-1"
 NODES = ("node-0", "node-1", "node-2")
-# vcsim rejects any login whose user name holds "@" (as in administrator@vsphere.local).
-VC_USER = "csi-migrate"
+# The CSI driver refuses a user name without a domain (user@domain or DOMAIN\\user).
+VC_USER = "csi-migrate@vsphere.local"
 VC_PASSWORD = "testenv-Passw0rd!"
 DATACENTER = "DC0"
 DATASTORE = "LocalDS_0"
@@ -151,7 +152,7 @@ def _wait_https(url: str, env: Env, timeout: float, name: str, client_cert: bool
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        _check_alive(env, name)
+        check_alive(env, name)
         try:
             with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
                 if resp.status == 200:
@@ -162,7 +163,7 @@ def _wait_https(url: str, env: Env, timeout: float, name: str, client_cert: bool
     raise SystemExit(f"testenv: {name} not ready at {url} after {timeout:.0f}s: {last}")
 
 
-def _check_alive(env: Env, name: str) -> None:
+def check_alive(env: Env, name: str) -> None:
     if env.processes().get(name) is None:
         log = env.logs / f"{name}.log"
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-25:]) if log.exists() else ""
@@ -195,7 +196,7 @@ def _kubeconfig(env: Env, port: int, cluster: str, user_cert: bool = True) -> di
     }
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -250,7 +251,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     started = time.monotonic()
     pki.make(env.pki)
     tokens = [f"{secrets_token()},{u},{u}-uid" for u in LIMITED_TOKEN_USERS]
-    _write_private(env.pki / "tokens.csv", "\n".join(tokens) + "\n")
+    write_private(env.pki / "tokens.csv", "\n".join(tokens) + "\n")
 
     ports = {name: free_port() for name in ("etcd", "etcd_peer", "user", "admin", "kcm", "sched", "kwok", "vcsim")}
     bin_dir = bins.folder
@@ -264,7 +265,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
         "ports": ports,
         "tokens": {u: t.split(",")[0] for u, t in zip(LIMITED_TOKEN_USERS, tokens, strict=True)},
     }
-    _write_private(env.info_file, json.dumps(info, indent=1))
+    write_private(env.info_file, json.dumps(info, indent=1))
 
     # vcsim first: it is independent and its start overlaps with etcd's.
     _start_vcsim(env, bins, ports["vcsim"])
@@ -301,7 +302,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     )
     for name, port in (("user.kubeconfig", ports["user"]), ("admin.kubeconfig", ports["admin"])):
         cluster = USER_CLUSTER if name.startswith("user") else "admin-cluster"
-        _write_private(env.root / name, json.dumps(_kubeconfig(env, port, cluster), indent=1))
+        write_private(env.root / name, json.dumps(_kubeconfig(env, port, cluster), indent=1))
     _wait_https(f"https://127.0.0.1:{ports['user']}/readyz", env, 90, "kube-apiserver")
 
     user_kc = info["user_kubeconfig"]
@@ -341,10 +342,6 @@ def up(bins: build_mod.Bin, env: Env) -> None:
         ],
     )
     _start_kwok(env, bins, user_kc, ports["kwok"])
-    # The CSI controller's attach half (testenv/attacher.py), once vcsim answers.
-    _wait_vcsim(env, ports["vcsim"])
-    repo = str(Path(__file__).resolve().parents[1])
-    env.start("csi-attacher", [sys.executable, "-m", "testenv.attacher", str(env.root)], env={"PYTHONPATH": repo})
     _wait_https(f"https://127.0.0.1:{ports['admin']}/readyz", env, 60, "admin-apiserver")
     _wait_https(
         f"https://127.0.0.1:{ports['kcm']}/healthz",
@@ -356,9 +353,11 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     _wait_https(f"https://127.0.0.1:{ports['sched']}/healthz", env, 60, "kube-scheduler", client_cert=False)
     _wait_vcsim(env, ports["vcsim"])
 
-    from testenv import objects
+    from testenv import csidriver, objects
 
-    objects.populate(env)
+    objects.populate(env, bins)
+    csidriver.start(env, bins)
+    csidriver.wait_ready(env)
     print(f"testenv: up in {time.monotonic() - started:.1f}s (state {env.root})", flush=True)
 
 
@@ -371,7 +370,7 @@ def secrets_token() -> str:
 def _wait_http(url: str, env: Env, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _check_alive(env, name)
+        check_alive(env, name)
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -450,6 +449,21 @@ def status(env: Env) -> int:
     total = sum(_rss_mib(p) for p in procs.values() if p)
     print(f"{'total':26} {'':22} {total:7.0f} MiB")
     return 0 if all(procs.values()) else 1
+
+
+def print_log(env: Env, name: str | None, tail: int = 0) -> int:
+    """`scripts/testenv logs [NAME]`: a component's log, or the names there are."""
+    names = sorted(p.stem for p in env.logs.glob("*.log")) if env.logs.exists() else []
+    if not name:
+        print("\n".join(names) if names else "testenv: no logs (not up?)")
+        return 0 if names else 1
+    if name not in names:
+        print(f"testenv: no log named {name!r}; there are: {', '.join(names) or 'none'}", file=sys.stderr)
+        return 1
+    with open(env.logs / f"{name}.log", errors="replace") as handle:
+        lines = handle.readlines()
+    sys.stdout.writelines(lines[-tail:] if tail else lines)
+    return 0
 
 
 def _rss_mib(pid: int) -> float:

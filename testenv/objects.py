@@ -9,66 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from testenv import cluster
+from testenv import build, cluster, csidriver
 
 CSI_DRIVER = "csi.vsphere.vmware.com"
 INTREE_PROVISIONER = "kubernetes.io/vsphere-volume"
-
-
-# The vSphere CSI driver's bookkeeping of migrated in-tree volumes (path -> FCD id), cut down to
-# the fields the tool reads.
-CNS_MIGRATION_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "cnsvspherevolumemigrations.cns.vmware.com"},
-    "spec": {
-        "group": "cns.vmware.com",
-        "scope": "Cluster",
-        "names": {
-            "kind": "CnsVSphereVolumeMigration",
-            "listKind": "CnsVSphereVolumeMigrationList",
-            "plural": "cnsvspherevolumemigrations",
-            "singular": "cnsvspherevolumemigration",
-        },
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
-
-
-def cns_migration(fcd_id: str, volume_path: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "cns.vmware.com/v1alpha1",
-        "kind": "CnsVSphereVolumeMigration",
-        "metadata": {"name": fcd_id},
-        "spec": {"volumepath": volume_path, "volumeid": fcd_id},
-    }
-
-
-def csi_vsphere_conf(port: int) -> str:
-    """The vSphere CSI driver's csi-vsphere.conf (gcfg: quoted values), for the simulator."""
-    return (
-        "[Global]\n"
-        f'cluster-id = "{cluster.USER_CLUSTER}"\n'
-        "\n"
-        '[VirtualCenter "127.0.0.1"]\n'
-        'insecure-flag = "true"\n'
-        f'user = "{cluster.VC_USER}"\n'
-        f'password = "{cluster.VC_PASSWORD}"\n'
-        f'port = "{port}"\n'
-        f'datacenters = "{cluster.DATACENTER}"\n'
-    )
+# The driver's limit of volumes per node VM (a PVSCSI node VM: 4 controllers x 15 targets, one
+# taken by the boot disk).
+MAX_VOLUMES_PER_NODE = 59
 
 
 def user_cluster_objects(vcsim_port: int, vm_uuids: dict[str, str]) -> list[dict[str, Any]]:
@@ -103,17 +50,21 @@ def user_cluster_objects(vcsim_port: int, vm_uuids: dict[str, str]) -> list[dict
                     "name": node,
                     "annotations": {"storage.alpha.kubernetes.io/migrated-plugins": INTREE_PROVISIONER},
                 },
-                "spec": {"drivers": [{"name": CSI_DRIVER, "nodeID": node, "topologyKeys": None}]},
+                # What the driver's node plugin would register: the node VM's UUID as the node ID
+                # (the controller looks the VM up by it) and the driver's volume limit.
+                "spec": {
+                    "drivers": [
+                        {
+                            "name": CSI_DRIVER,
+                            "nodeID": vm_uuids.get(node, node),
+                            "topologyKeys": None,
+                            "allocatable": {"count": MAX_VOLUMES_PER_NODE},
+                        }
+                    ]
+                },
             }
         )
     docs += [
-        CNS_MIGRATION_CRD,
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "CSIDriver",
-            "metadata": {"name": CSI_DRIVER},
-            "spec": {"attachRequired": True, "podInfoOnMount": False},
-        },
         {
             "apiVersion": "storage.k8s.io/v1",
             "kind": "StorageClass",
@@ -135,22 +86,31 @@ def user_cluster_objects(vcsim_port: int, vm_uuids: dict[str, str]) -> list[dict
             "volumeBindingMode": "Immediate",
             "allowVolumeExpansion": True,
         },
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmware-system-csi"}},
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotClass",
+            "metadata": {"name": "vsphere-snapshots"},
+            "driver": CSI_DRIVER,
+            "deletionPolicy": "Delete",
+        },
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "vsphere-config-secret", "namespace": "vmware-system-csi"},
-            "stringData": {"csi-vsphere.conf": csi_vsphere_conf(vcsim_port)},
+            "metadata": {"name": "vsphere-config-secret", "namespace": csidriver.NAMESPACE},
+            "stringData": {"csi-vsphere.conf": csidriver.csi_vsphere_conf(vcsim_port)},
         },
     ]
     return docs
 
 
-def populate(env: cluster.Env) -> None:
+def populate(env: cluster.Env, bins: build.Bin) -> None:
     info = env.info()
     from testenv import vc
 
     uuids = vc.vm_uuids(env)
+    # The driver's own install first: its namespace and the snapshot CRDs come with it.
+    _apply(env, csidriver.install_objects(bins))
+    cluster.kubectl(env, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     docs = user_cluster_objects(info["vcsim_port"], {n: uuids[i] for i, n in enumerate(cluster.NODES)})
     _apply(env, docs)
     cluster.kubectl(env, "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")

@@ -9,6 +9,7 @@ templates on CSI get an FCD and a static CSI PV. Then the StatefulSet, and a wai
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,16 +177,15 @@ def create(
     replicas: int = 3,
     intree_templates: tuple[str, ...] = ("data",),
     csi_templates: tuple[str, ...] = (),
-    already_fcd: bool = False,
     pdb: bool = True,
     size: str = "1Gi",
     wait: bool = True,
 ) -> Scenario:
-    """Build the scenario; `already_fcd` registers the in-tree VMDKs as FCDs first (as the CSI
-    driver does on a migrated cluster) and records the CnsVSphereVolumeMigration mapping."""
+    """Build the scenario. With `wait`, also wait until the CSI driver's syncer has registered
+    every in-tree disk as a First Class Disk (its CnsVSphereVolumeMigration record), as on any
+    cluster where CSI migration is on, and note each FCD id."""
     scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
     claims: list[dict[str, Any]] = []
-    cns_records: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
         cluster.kubectl(env, "create", "namespace", namespace)
@@ -198,9 +198,6 @@ def create(
             marker = marker_for(namespace, pvc)
             vc.create_vmdk(env, vmdk, size_mib, marker)
             volume = Volume(template, ordinal, pvc, pv, vmdk, marker)
-            if already_fcd:
-                volume.fcd_id = vc.register_fcd(env, vmdk, pv)
-                cns_records.append(objects.cns_migration(volume.fcd_id, vmdk))
             volumes.append(in_tree_pv(pv, vmdk, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER))
             scenario.volumes.append(volume)
@@ -214,8 +211,6 @@ def create(
             volumes.append(csi_pv(pv, fcd_id, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard-rwo", objects.CSI_DRIVER))
             scenario.volumes.append(Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True))
-    if cns_records:
-        cluster.kubectl(env, "create", "-f", "-", stdin=_list(cns_records))
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
     listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
     uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
@@ -244,6 +239,7 @@ def create(
         )
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(docs))
     if wait:
+        wait_registered(env, [v for v in scenario.volumes if not v.csi])
         wait_ready(env, name, namespace, replicas)
         if pdb:
             # The disruption controller catches up a moment after the pods are Ready.
@@ -257,6 +253,22 @@ def create(
                 "--timeout=60s",
             )
     return scenario
+
+
+def wait_registered(env: cluster.Env, volumes: list[Volume], timeout: float = 120) -> None:
+    """Until the CSI syncer has recorded each in-tree disk's FCD id; fill in `fcd_id`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = json.loads(cluster.kubectl(env, "get", "cnsvspherevolumemigrations", "-o", "json"))
+        ids = {r["spec"]["volumepath"]: r["spec"]["volumeid"] for r in listed["items"]}
+        for v in volumes:
+            v.fcd_id = ids.get(v.vmdk, "")
+        missing = [v.vmdk for v in volumes if not v.fcd_id]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the CSI syncer did not register {missing} in {timeout:.0f}s")
+        time.sleep(0.2)
 
 
 def wait_ready(env: cluster.Env, name: str, namespace: str, replicas: int | None = None, timeout: str = "120s") -> None:

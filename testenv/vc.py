@@ -180,3 +180,52 @@ def detach_disk(si: Any, vm: Any, path: str) -> None:
         if isinstance(device, vim.vm.device.VirtualDisk) and device.backing.fileName == path:
             change = vim.vm.device.VirtualDeviceSpec(operation="remove", device=device)
             _wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def cns_volumes(env: cluster.Env, volume_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What vCenter's Cloud Native Storage knows of these volumes (CnsQueryVolume on the `/vsan`
+    endpoint, where the CSI driver registers them): id -> name, capacity, backing disk id and
+    the Kubernetes entities (kind, namespace/name) in its metadata."""
+    import ssl
+
+    from pyVmomi import SoapStubAdapter, vim
+
+    si = connect(env)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stub = SoapStubAdapter(
+        host="127.0.0.1",
+        port=env.info()["vcsim_port"],
+        path="/vsan",
+        version="vsan.version.version11",
+        sslContext=context,
+    )
+    stub.cookie = si._stub.cookie
+    manager = vim.cns.VolumeManager("cns-volume-manager", stub)
+    result = manager.Query(filter=vim.cns.QueryFilter(volumeIds=[vim.cns.VolumeId(id=i) for i in volume_ids]))
+    found: dict[str, dict[str, Any]] = {}
+    for volume in result.volumes or []:
+        backing = volume.backingObjectDetails
+        entities = [
+            {"type": e.entityType, "name": e.entityName, "namespace": e.namespace or ""}
+            for e in (volume.metadata.entityMetadata or [])
+        ]
+        found[volume.volumeId.id] = {
+            "name": volume.name,
+            "type": volume.volumeType,
+            "capacity_mb": getattr(backing, "capacityInMb", None),
+            "backing_disk_id": getattr(backing, "backingDiskId", None),
+            "entities": entities,
+        }
+    return found
+
+
+def fcd_capacity_mb(env: cluster.Env, fcd_id: str) -> int:
+    from pyVmomi import vim
+
+    si = connect(env)
+    obj = si.RetrieveContent().vStorageObjectManager.RetrieveVStorageObject(
+        id=vim.vslm.ID(id=fcd_id), datastore=_datastore(si)
+    )
+    return int(obj.config.capacityInMB)

@@ -185,7 +185,7 @@ def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
 def test_offline_migration_reuses_existing_fcd(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
-    made = scenario.create(env, "db", ns, replicas=2, already_fcd=True)
+    made = scenario.create(env, "db", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "db", ns)["metadata"]["uid"]
     proc = run_plugin(
         env_vars, "sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", "offline",
