@@ -183,42 +183,62 @@ def detach_disk(si: Any, vm: Any, path: str) -> None:
 
 
 def cns_volumes(env: cluster.Env, volume_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """What vCenter's Cloud Native Storage knows of these volumes (CnsQueryVolume on the `/vsan`
-    endpoint, where the CSI driver registers them): id -> name, capacity, backing disk id and
-    the Kubernetes entities (kind, namespace/name) in its metadata."""
-    import ssl
+    """What vCenter's Cloud Native Storage knows of these volumes (CnsQueryVolume on the
+    `/vsanHealth` endpoint, where the CSI driver registers them): id -> name, capacity, backing
+    disk id and the Kubernetes entities (type, namespace, name) in its metadata.
 
-    from pyVmomi import SoapStubAdapter, vim
+    The request is written by hand: pyVmomi leaves out the filter's xsi:type, and the simulator
+    then decodes no filter at all."""
+    import ssl
+    import urllib.request
+    import xml.etree.ElementTree as ET
+    from xml.sax.saxutils import escape
 
     si = connect(env)
+    ids = "".join(f"<volumeIds><id>{escape(i)}</id></volumeIds>" for i in volume_ids)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+        ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns="urn:vsan"><soapenv:Body>'
+        '<CnsQueryVolume><_this type="CnsVolumeManager">cns-volume-manager</_this>'
+        f'<filter xsi:type="CnsQueryFilter">{ids}</filter></CnsQueryVolume>'
+        "</soapenv:Body></soapenv:Envelope>"
+    )
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{env.info()['vcsim_port']}/vsanHealth",
+        data=body.encode(),
+        headers={"Content-Type": "text/xml", "SOAPAction": "urn:vsan/8.0.3.0", "Cookie": si._stub.cookie},
+    )
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    stub = SoapStubAdapter(
-        host="127.0.0.1",
-        port=env.info()["vcsim_port"],
-        path="/vsan",
-        version="vsan.version.version11",
-        sslContext=context,
-    )
-    stub.cookie = si._stub.cookie
-    manager = vim.cns.VolumeManager("cns-volume-manager", stub)
-    result = manager.Query(filter=vim.cns.QueryFilter(volumeIds=[vim.cns.VolumeId(id=i) for i in volume_ids]))
-    found: dict[str, dict[str, Any]] = {}
-    for volume in result.volumes or []:
-        backing = volume.backingObjectDetails
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        tree = ET.fromstring(response.read())
+
+    def text(node: ET.Element, tag: str) -> str | None:
+        found = node.find(f".//{{urn:vsan}}{tag}")
+        return found.text if found is not None else None
+
+    result: dict[str, dict[str, Any]] = {}
+    for volume in tree.iter("{urn:vsan}volumes"):
+        volume_id = volume.find("{urn:vsan}volumeId/{urn:vsan}id")
+        backing = volume.find("{urn:vsan}backingObjectDetails")
         entities = [
-            {"type": e.entityType, "name": e.entityName, "namespace": e.namespace or ""}
-            for e in (volume.metadata.entityMetadata or [])
+            {
+                "type": text(entity, "entityType"),
+                "name": text(entity, "entityName"),
+                "namespace": text(entity, "namespace") or "",
+            }
+            for entity in volume.iterfind("{urn:vsan}metadata/{urn:vsan}entityMetadata")
         ]
-        found[volume.volumeId.id] = {
-            "name": volume.name,
-            "type": volume.volumeType,
-            "capacity_mb": getattr(backing, "capacityInMb", None),
-            "backing_disk_id": getattr(backing, "backingDiskId", None),
+        capacity = text(backing, "capacityInMb") if backing is not None else None
+        result[volume_id.text if volume_id is not None and volume_id.text else ""] = {
+            "name": text(volume, "name"),
+            "capacity_mb": int(capacity) if capacity else None,
+            "backing_disk_id": text(backing, "backingDiskId") if backing is not None else None,
             "entities": entities,
         }
-    return found
+    return result
 
 
 def fcd_capacity_mb(env: cluster.Env, fcd_id: str) -> int:

@@ -118,10 +118,11 @@ def test_retained_pv_is_released_and_prebound_pair_binds(env: cluster.Env, ns: s
     assert kubectl.get("pv", volume.pv)["status"]["phase"] == "Released"
 
 
-def test_pyvmomi_registers_scenario_vmdk_as_fcd_with_secret_credentials(
+def test_pyvmomi_with_secret_credentials_finds_the_fcd_the_syncer_registered(
     env: cluster.Env, ns: str, kubectl: Kubectl
 ) -> None:
     from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim, vmodl
 
     made = scenario.create(env, "fcd", ns, replicas=1, pdb=False)
     volume = made.volumes[0]
@@ -137,11 +138,17 @@ def test_pyvmomi_registers_scenario_vmdk_as_fcd_with_secret_credentials(
         disableSslCertValidation=values["insecure-flag"] == "true",
     )  # fmt: skip
     try:
+        manager = si.RetrieveContent().vStorageObjectManager
+        datacenter = next(c for c in si.content.rootFolder.childEntity if c.name == values["datacenters"])
+        datastore = next(d for d in datacenter.datastore if d.name == cluster.DATASTORE)
+        obj = manager.RetrieveVStorageObject(id=vim.vslm.ID(id=volume.fcd_id), datastore=datastore)
+        assert obj.config.backing.filePath == volume.vmdk
+        # Registered as vCenter 8.0u3 registers a CNS volume: kept when a VM holding it is deleted.
+        assert obj.config.keepAfterDeleteVm
         ds_name, rel = volume.vmdk[1:].split("] ", 1)
         url = f"https://{host}/folder/{rel}?dcPath={values['datacenters']}&dsName={ds_name}"
-        obj = si.RetrieveContent().vStorageObjectManager.RegisterDisk(path=url, name=volume.pv)
-        assert obj.config.id.id
-        assert obj.config.backing.filePath == volume.vmdk
+        with pytest.raises((vim.fault.AlreadyExists, vmodl.fault.InvalidArgument)):
+            manager.RegisterDisk(path=url, name=volume.pv)
     finally:
         Disconnect(si)
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker

@@ -135,6 +135,8 @@ def assert_sts_refuses(proc: subprocess.CompletedProcess[str], names: tuple[str,
 class Before:
     objects: dict[str, Any]
     vmdks: list[str]
+    records: dict[str, str]
+    """The CSI syncer's CnsVSphereVolumeMigration records of the disks: name -> resourceVersion."""
 
 
 def snapshot(kubectl: Kubectl, ns: str) -> dict[str, Any]:
@@ -210,8 +212,17 @@ def prepare(
 ) -> tuple[scenario.Scenario, Before]:
     made = scenario.create(env, STS, ns, replicas=replicas, **kwargs)
     vmdks = [v.vmdk for v in made.volumes if not v.csi]
-    assert not set(vmdks) & fcd_paths(env), "a new in-tree VMDK is already a first class disk"
-    return made, Before(settled(kubectl, ns), vmdks)
+    # The CSI syncer registered each in-tree disk (as on any cluster with CSI migration on).
+    assert set(vmdks) <= fcd_paths(env)
+    return made, Before(settled(kubectl, ns), vmdks, migration_records(kubectl, vmdks))
+
+
+def migration_records(kubectl: Kubectl, vmdks: list[str]) -> dict[str, str]:
+    return {
+        r["metadata"]["name"]: r["metadata"]["resourceVersion"]
+        for r in kubectl.get("cnsvspherevolumemigrations")["items"]
+        if r["spec"]["volumepath"] in vmdks
+    }
 
 
 def assert_unchanged(env: cluster.Env, kubectl: Kubectl, ns: str, before: Before) -> None:
@@ -223,8 +234,10 @@ def assert_unchanged(env: cluster.Env, kubectl: Kubectl, ns: str, before: Before
         if old.get(key) != new.get(key)
     }
     assert not changed, f"objects changed: {json.dumps(changed, indent=1)}"
-    registered = set(before.vmdks) & fcd_paths(env)
-    assert not registered, f"disks registered as first class disks: {sorted(registered)}"
+    assert set(before.vmdks) <= fcd_paths(env), "a disk is no longer a first class disk"
+    # The syncer drops a disk's record when its in-tree PV is deleted: unchanged records say no
+    # PV went away, not even for a moment.
+    assert migration_records(kubectl, before.vmdks) == before.records
 
 
 def write_kubeconfig(path: Path, base: str, server: str | None = None, token: str | None = None) -> str:
@@ -324,7 +337,7 @@ def test_pending_claim_and_unready_replica(
         assert time.monotonic() < deadline, "the third replica's claim and pod did not settle as Pending"
         time.sleep(0.3)
     vmdks = [v.vmdk for v in made.volumes]
-    before = Before(settled(kubectl, ns), vmdks)
+    before = Before(settled(kubectl, ns), vmdks, migration_records(kubectl, vmdks))
     workdir = tmp_path / "wd"
     secrets = secrets_of(env, env_vars)
 

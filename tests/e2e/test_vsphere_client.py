@@ -157,16 +157,15 @@ def test_register_scenario_vmdk_is_idempotent_and_keeps_data(env: cluster.Env, n
     volume = made.volumes[0]
 
     assert vcenter.disk_exists(volume.vmdk, None)
-    assert vcenter.find_fcd(volume.vmdk, None) is None
-    # The pod runs, so the CSI attacher (testenv/attacher.py) has attached its disk to the node's VM.
+    # The CSI syncer registered the in-tree disk when its claim was bound: the same FCD is found.
+    assert volume.fcd_id
+    assert vcenter.find_fcd(volume.vmdk, None) == volume.fcd_id
+    # The pod runs, so the CSI driver has attached its disk to the node's VM.
     assert len(vcenter.attached_vms(volume.vmdk)) == 1
 
-    fcd_id = vcenter.register_fcd(volume.vmdk, volume.pv, None)
-    assert fcd_id
-    assert vcenter.fcd_file_path(fcd_id, volume.vmdk, cluster.DATACENTER) == volume.vmdk
-    assert vcenter.find_fcd(volume.vmdk, cluster.DATACENTER) == fcd_id
-    assert vcenter.register_fcd(volume.vmdk, volume.pv, None) == fcd_id
-    assert vcenter.register_fcd(volume.vmdk, "another-name", cluster.DATACENTER) == fcd_id
+    assert vcenter.register_fcd(volume.vmdk, volume.pv, None) == volume.fcd_id
+    assert vcenter.fcd_file_path(volume.fcd_id, volume.vmdk, cluster.DATACENTER) == volume.vmdk
+    assert vcenter.register_fcd(volume.vmdk, "another-name", cluster.DATACENTER) == volume.fcd_id
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
     assert vcenter.disk_exists(volume.vmdk, None)
 
