@@ -194,6 +194,44 @@ def _quantity(text: str) -> float:
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
+def check_disk_owners(kube: Any, plan: Plan) -> list[Check]:
+    """No other PV may name a disk to migrate, bound or not: by its in-tree path, or (as a CSI PV)
+    by the FCD id the CSI driver recorded for that path. The run would otherwise find it only
+    when creating the new PV, with the old PV and claim already deleted."""
+    migrate = plan.to_migrate()
+    if not migrate:
+        return []
+    ours = {v.pv for v in migrate}
+    by_disk = {translate.disk_key(v.vmdk): v for v in migrate}
+    fcd_of: dict[str, str] = {}
+    if kube.has_resource("CnsVSphereVolumeMigration"):
+        for record in kube.items("CnsVSphereVolumeMigration"):
+            spec = record.get("spec", {})
+            if translate.disk_key(spec.get("volumepath", "")) in by_disk and spec.get("volumeid"):
+                fcd_of[spec["volumeid"]] = translate.disk_key(spec["volumepath"])
+    checks = []
+    for pv in kube.items("PersistentVolume"):
+        name = pv["metadata"]["name"]
+        if name in ours:
+            continue
+        spec = pv.get("spec", {})
+        path = (spec.get("vsphereVolume") or {}).get("volumePath")
+        handle = (spec.get("csi") or {}).get("volumeHandle")
+        disk = translate.disk_key(path) if path else fcd_of.get(handle or "")
+        if disk in by_disk:
+            v = by_disk[disk]
+            how = f"first class disk {handle}" if not path else "its path"
+            checks.append(
+                Check(
+                    "disk-owners",
+                    FAIL,
+                    f"persistentvolume/{name} also names {v.vmdk} (by {how}), the disk of "
+                    f"persistentvolumeclaim/{v.pvc}; two PVs must never share a disk: remove or fix {name} first",
+                )
+            )
+    return checks or [Check("disk-owners", PASS, "no other PersistentVolume names the disks to migrate")]
+
+
 def check_storage_classes(kube: Any, csi_class: str, intree_class: str | None) -> list[Check]:
     checks = []
     csi = kube.get("StorageClass", csi_class)
@@ -316,24 +354,39 @@ def check_disruption_budget(kube: Any, snap: Snapshot, strategy: str) -> Check:
             WARN,
             "offline strategy: the StatefulSet is scaled to zero; the application is down during the migration",
         )
+    labels = snap.statefulset["spec"]["template"]["metadata"].get("labels", {})
+    budgets = [
+        pdb
+        for pdb in kube.items("PodDisruptionBudget", snap.namespace)
+        if p.selector_matches(pdb["spec"].get("selector") or {}, labels)
+    ]
+    if len(budgets) > 1:
+        # The Eviction API answers 500 "This pod has more than one PodDisruptionBudget, which the
+        # eviction subresource does not support" for every such pod: the run could not evict
+        # one, and would find out with the StatefulSet already deleted.
+        names = ", ".join(f"poddisruptionbudget/{b['metadata']['name']}" for b in budgets)
+        return Check(
+            "disruption",
+            FAIL,
+            f"the pods are selected by {len(budgets)} PodDisruptionBudgets ({names}); the Eviction API "
+            "refuses to evict a pod with more than one: keep one budget for these pods",
+        )
     if snap.replicas == 1:
         return Check(
             "disruption",
             WARN,
             "a single replica: its pod is down while its volumes move (downtime)",
         )
-    labels = snap.statefulset["spec"]["template"]["metadata"].get("labels", {})
-    for pdb in kube.items("PodDisruptionBudget", snap.namespace):
-        if p.selector_matches(pdb["spec"].get("selector") or {}, labels):
-            allowed = pdb.get("status", {}).get("disruptionsAllowed", 0)
-            name = pdb["metadata"]["name"]
-            if allowed < 1:
-                return Check(
-                    "disruption",
-                    FAIL,
-                    f"poddisruptionbudget/{name} allows no disruption now; the migration could not evict a pod",
-                )
-            return Check("disruption", PASS, f"poddisruptionbudget/{name} allows {allowed} pod(s) down")
+    for pdb in budgets:
+        allowed = pdb.get("status", {}).get("disruptionsAllowed", 0)
+        name = pdb["metadata"]["name"]
+        if allowed < 1:
+            return Check(
+                "disruption",
+                FAIL,
+                f"poddisruptionbudget/{name} allows no disruption now; the migration could not evict a pod",
+            )
+        return Check("disruption", PASS, f"poddisruptionbudget/{name} allows {allowed} pod(s) down")
     return Check("disruption", PASS, "no PodDisruptionBudget; one pod at a time will be evicted")
 
 
@@ -391,6 +444,7 @@ def run_checks(
     """Every check for one StatefulSet. Reads only."""
     checks = [check_version(kube), check_statefulset(snap)]
     checks += check_volumes(snap, plan)
+    checks += check_disk_owners(kube, plan)
     checks += check_storage_classes(kube, plan.csi_class, intree_class)
     checks += check_csi_driver(kube, snap)
     checks.append(check_other_users(kube, snap))

@@ -440,7 +440,7 @@ class Migration:
         for other in self.kube.items("PersistentVolume"):
             spec = other.get("spec", {})
             names_disk = (
-                disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == disk_key(v.vmdk)
+                translate.disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == translate.disk_key(v.vmdk)
                 or spec.get("csi", {}).get("volumeHandle") == fcd_id
             )
             if names_disk:
@@ -632,15 +632,6 @@ class Migration:
 
 
 RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
-
-
-def disk_key(path: str) -> str:
-    """`[folder/ds]  dir/x.vmdk` and `[ds] dir/x.vmdk` name the same disk."""
-    try:
-        bracket, rel = translate.parse_datastore_path(path.strip())
-    except ValueError:
-        return " ".join(path.split())
-    return f"[{translate.datastore_name(bracket)}] {rel.strip()}"
 
 
 def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:

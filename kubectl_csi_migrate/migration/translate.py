@@ -368,3 +368,12 @@ def storage_class_of_template(template: KubeObject) -> str | None:
         return str(annotations[BETA_STORAGE_CLASS_ANNOTATION])
     class_name = _spec(template).get("storageClassName")
     return None if class_name is None else str(class_name)
+
+
+def disk_key(path: str) -> str:
+    """`[folder/ds]  dir/x.vmdk` and `[ds] dir/x.vmdk` name the same disk."""
+    try:
+        bracket, rel = parse_datastore_path(path.strip())
+    except ValueError:
+        return " ".join(path.split())
+    return f"[{datastore_name(bracket)}] {rel.strip()}"

@@ -165,3 +165,21 @@ def test_admin_cluster_secret_reaches_user_cluster(env: cluster.Env, tmp_path: P
     # ... and it is the user cluster, not the admin one: only the user cluster has the CSI secret.
     assert via_admin.exists("secret", "vsphere-config-secret", "vmware-system-csi")
     assert not admin.exists("namespace", "vmware-system-csi")
+
+
+def test_nodes_hold_as_many_volumes_as_the_driver_allows(env: cluster.Env, kubectl: Kubectl) -> None:
+    """Each CSINode says what the driver's node plugin would: the node VM's UUID as node ID and
+    the driver's limit of 59 volumes, and each node VM has the SCSI targets to hold them."""
+    from pyVmomi import vim
+
+    si = vc.connect(env)
+    for node in cluster.NODES:
+        (driver,) = kubectl.get("csinode", node)["spec"]["drivers"]
+        assert driver["name"] == "csi.vsphere.vmware.com"
+        assert driver["allocatable"]["count"] == 59
+        vm = si.content.searchIndex.FindByUuid(uuid=driver["nodeID"], vmSearch=True)
+        assert vm is not None, f"{node}'s node ID is no VM"
+        controllers = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualSCSIController)]
+        # 15 targets per controller (7 is the controller's own), one taken by the boot disk. That
+        # 59 disks really attach is proven in testenv/vcsim's own test.
+        assert 15 * len(controllers) - 1 >= 59

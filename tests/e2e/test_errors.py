@@ -354,6 +354,79 @@ def test_pending_claim_and_unready_replica(
     assert kubectl.get("pvc", new_claim, ns)["status"]["phase"] == "Pending"
 
 
+# -- preconditions found before the point of no return (issue 9) ----------------------------
+
+
+def test_item_1_two_disruption_budgets_fail_preflight_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The Eviction API refuses (500) to evict a pod that two budgets select. Found by preflight,
+    not by the run with the StatefulSet already deleted."""
+    _, before = prepare(env, kubectl, ns)
+    kubectl.apply(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "second", "namespace": ns},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": STS}}},
+        }
+    )
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+
+    proc = plugin(env_vars, *preflight_args(ns, workdir))
+    (message,) = assert_preflight_fails(proc, "disruption", secrets, "2 PodDisruptionBudgets")
+    assert f"poddisruptionbudget/{STS}" in message and "poddisruptionbudget/second" in message
+
+    refused = plugin(env_vars, *sts_args(ns, workdir))
+    assert_sts_refuses(refused, ("disruption", "2 PodDisruptionBudgets"), secrets)
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
+
+
+def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A second PV for a disk to migrate, by its in-tree path or (as a CSI PV) by the FCD id the
+    driver recorded: found by preflight, not when the run creates the new PV after deleting the
+    old one."""
+    made, before = prepare(env, kubectl, ns)
+    first, second = sorted((v for v in made.volumes if not v.csi), key=lambda v: v.ordinal)
+    stray_path, stray_handle = f"stray-{ns}", f"stray-csi-{ns}"
+    unbound = {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": ""}
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": stray_path},
+            "spec": {**unbound, "vsphereVolume": {"volumePath": first.vmdk, "fsType": "ext4"}},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": stray_handle},
+            "spec": {**unbound, "csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": second.fcd_id}},
+        },
+    ]
+    for doc in docs:
+        kubectl.apply(doc)
+    before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
+    try:
+        workdir = tmp_path / "wd"
+        secrets = secrets_of(env, env_vars)
+        proc = plugin(env_vars, *preflight_args(ns, workdir))
+        messages = assert_preflight_fails(proc, "disk-owners", secrets, "two PVs must never share a disk")
+        assert any(stray_path in m and first.vmdk in m for m in messages), messages
+        assert any(stray_handle in m and second.fcd_id in m for m in messages), messages
+
+        refused = plugin(env_vars, *sts_args(ns, workdir))
+        assert_sts_refuses(refused, ("disk-owners", stray_path, stray_handle), secrets)
+        assert not workdir.exists()
+        assert_unchanged(env, kubectl, ns, before)
+    finally:
+        kubectl("delete", "pv", stray_path, stray_handle, "--wait=false")
+
+
 # -- 4: no CSIDriver -------------------------------------------------------------------------
 
 
@@ -687,6 +760,7 @@ def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
     docs = bound("ClusterRole", cluster_rules, None) + bound("Role", ns_rules, ns)
     for doc in docs:
         kubectl.apply(doc)
+    before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
     try:
         token = env.info()["tokens"]["viewer"]
         kubeconfig = write_kubeconfig(tmp_path / "reader.conf", env.info()["user_kubeconfig"], token=token)

@@ -184,7 +184,7 @@ def test_selector_matches(selector: dict[str, Any], labels: dict[str, str], matc
 
 
 def test_disk_key_names_the_same_disk_the_same_way() -> None:
-    from kubectl_csi_migrate.migration.run import disk_key
+    from kubectl_csi_migrate.migration.translate import disk_key
 
     assert disk_key("[ds]  kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
     assert disk_key("[folder/ds] kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
