@@ -216,14 +216,18 @@ def _conf_fields(text: str, source: str, host: str | None = None) -> tuple[dict[
     section: dict[str, str] = {}
     if host is not None:
         matching = [(h, v) for h, v in centers if _same_host(h, host)]
+        # The legacy [Workspace] server names the vCenter its [Global] credentials belong to.
+        elsewhere = [h for h, _ in centers] or [w for w in (workspace.get("server"),) if w and not _same_host(w, host)]
         if matching:
             chosen_host, section = matching[0]
-        elif centers:
+        elif elsewhere:
             notes.append(
                 f"{source} has no [VirtualCenter] section for {host} (it has "
-                f"{', '.join(h for h, _ in centers)}); its vCenter credentials were not used"
+                f"{', '.join(elsewhere)}); its vCenter credentials were not used"
             )
             global_values = {}
+        elif workspace.get("server"):
+            chosen_host = workspace["server"]
     elif centers:
         chosen_host, section = centers[0]
         if len(centers) > 1:

@@ -427,6 +427,34 @@ def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
         kubectl("delete", "pv", stray_path, stray_handle, "--wait=false")
 
 
+def test_item_12_credentials_of_another_vcenter_are_not_sent(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A legacy csi-vsphere.conf: [Global] user/password with [Workspace] server = another
+    vCenter. With --vsphere-server naming this vCenter (as `localhost`, so neither GOVC_URL nor
+    the cluster's Secret, written for 127.0.0.1, applies), the file's password must not be sent
+    here: no password, one error line, nothing changed."""
+    _, before = prepare(env, kubectl, ns)
+    conf = tmp_path / "legacy.conf"
+    conf.write_text(
+        f'[Global]\nuser = "{cluster.VC_USER}"\npassword = "{cluster.VC_PASSWORD}"\n'
+        '[Workspace]\nserver = "vc-old.example.com"\ndatacenter = "DC0"\n'
+    )
+    conf.chmod(0o600)
+    environ = {k: v for k, v in env_vars.items() if not k.startswith("GOVC_")}
+    port = str(env.info()["vcsim_port"])
+    flags = ("--vsphere-server", "localhost", "--vsphere-port", port, "--vsphere-insecure")
+    flags += ("--vsphere-user", cluster.VC_USER, "--vsphere-config", str(conf))
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+
+    proc = plugin(environ, *preflight_args(ns, workdir, *flags))
+    messages = assert_preflight_fails(proc, "vcenter", secrets, "no vCenter password for localhost")
+    assert len(messages) == 1
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
+
+
 # -- 4: no CSIDriver -------------------------------------------------------------------------
 
 

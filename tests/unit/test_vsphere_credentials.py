@@ -94,6 +94,16 @@ def test_csi_conf_old_cloud_provider_workspace() -> None:
     assert (config.host, config.datacenters) == ("vc.old", ("DC",))
 
 
+def test_workspace_credentials_stay_with_their_own_vcenter() -> None:
+    """[Global] credentials of a legacy file belong to its [Workspace] server: never sent to
+    another vCenter chosen elsewhere (issue 9, item 12)."""
+    text = '[Global]\nuser = "u"\npassword = "p"\n[Workspace]\nserver = "vc.old"\n'
+    with pytest.raises(CredentialsError, match="no vCenter password"):
+        resolve({}, None, {"GOVC_URL": "https://vc.new/sdk", "GOVC_USERNAME": "someone"}, lambda: (text, "s"))
+    same = resolve({}, None, {"GOVC_URL": "https://vc.old/sdk"}, lambda: (text, "s"))
+    assert (same.host, same.user, same.password) == ("vc.old", "u", "p")
+
+
 @pytest.mark.parametrize(
     ("text", "missing"),
     [
