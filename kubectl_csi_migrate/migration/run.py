@@ -42,6 +42,9 @@ class Settings:
     """Leave the new PVs on Retain instead of restoring the original policy."""
     timeout: float = 600.0
     """Longest wait for any one thing (a pod gone, a PVC Bound...)."""
+    release_timeout: float = 300.0
+    """Longest wait for the CSI syncer to release an in-tree disk (it does so in the PV's delete
+    event, within seconds; longer means the syncer is down or missed the event)."""
     datacenter: str | None = None
 
 
@@ -150,10 +153,12 @@ class Migration:
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def wait(self, kind: str, predicate: p.Predicate, what: str, **selectors: Any) -> dict[str, Obj]:
+    def wait(
+        self, kind: str, predicate: p.Predicate, what: str, timeout: float | None = None, **selectors: Any
+    ) -> dict[str, Obj]:
         started = time.monotonic()
         try:
-            return self.kube.watch_until(kind, predicate, what, self.settings.timeout, **selectors)
+            return self.kube.watch_until(kind, predicate, what, timeout or self.settings.timeout, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started
 
@@ -405,14 +410,35 @@ class Migration:
     def _wait_cns_release(self, v: VolumePlan) -> None:
         """Where the CSI driver keeps CnsVSphereVolumeMigration objects, wait until it has
         dropped the one for this disk: it unregisters the old volume from CNS, and a new
-        registration made before that could be removed with it."""
+        registration made before that could be removed with it. Bounded: the syncer does this
+        in the PV's delete event; past the bound it is down or missed the event, and a person
+        must look (the message says where, and what is safe to do)."""
         if not self.kube.has_resource("CnsVSphereVolumeMigration"):
             return
-        self.wait(
-            "CnsVSphereVolumeMigration",
-            lambda objs: not any(o.get("spec", {}).get("volumepath") == v.vmdk for o in objs.values()),
-            f"the CSI driver to release {v.vmdk}",
-        )
+        timeout = min(self.settings.timeout, self.settings.release_timeout)
+
+        def released(objs: dict[str, Obj]) -> bool:
+            return not any(o.get("spec", {}).get("volumepath") == v.vmdk for o in objs.values())
+
+        try:
+            self.wait("CnsVSphereVolumeMigration", released, f"the CSI driver to release {v.vmdk}", timeout)
+        except TemporaryError as exc:
+            left = [
+                o["metadata"]["name"]
+                for o in self.kube.items("CnsVSphereVolumeMigration")
+                if o.get("spec", {}).get("volumepath") == v.vmdk
+            ]
+            record = f"cnsvspherevolumemigration/{left[0]}" if left else "its CnsVSphereVolumeMigration record"
+            raise PermanentError(
+                f"the vSphere CSI driver's syncer has not released {v.vmdk} {timeout:.0f}s after "
+                f"persistentvolume/{v.pv} was deleted ({record} still exists). Look at the syncer: "
+                "is it running and reaching vCenter (kubectl -n vmware-system-csi logs "
+                "deploy/vsphere-csi-controller -c vsphere-syncer)? Nothing is lost: the disk is kept "
+                f"(Retain) and recorded in {self.workdir.path}. Once the syncer runs it releases the "
+                "disk by itself: then run the same command again. If the syncer is healthy and the "
+                f"record stays, no PersistentVolume names {v.vmdk} any more, so deleting {record} is "
+                "safe; then run the same command again"
+            ) from exc
 
     def _ensure_fcd(self, v: VolumePlan) -> Obj:
         """The disk's FCD id: the one the CSI driver recorded (checked against vCenter), else

@@ -421,3 +421,35 @@ def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     text = screen.decode()
     assert "--- replica 1/2: web-1" in text and "--- replica 2/2: web-0" in text
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_item_4_a_syncer_that_does_not_release_a_disk_stops_the_run_with_what_to_do(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The real CSI syncer paused (SIGSTOP) while the run deletes an in-tree PV: its
+    CnsVSphereVolumeMigration record stays. The run stops within its bound, saying what to look
+    at and what is safe; once the syncer runs again, the same command finishes."""
+    made = scenario.create(env, "db", ns, replicas=1, pdb=False)
+    (volume,) = made.volumes
+    workdir = tmp_path / "run"
+    args = ["sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--working-directory", str(workdir)]
+    syncer = env.processes()["vsphere-syncer"]
+    assert syncer
+    os.kill(syncer, signal.SIGSTOP)
+    try:
+        stopped = run_plugin(env_vars, *args, "--timeout", "20s")
+        assert stopped.returncode == 1, stopped.stderr
+        errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+        error = errors[0]  # then the generic "the run is recorded in DIR" line
+        assert f"has not released {volume.vmdk}" in error
+        assert f"cnsvspherevolumemigration/{volume.fcd_id} still exists" in error
+        assert "vsphere-syncer" in error and "Nothing is lost" in error and "run the same command again" in error
+        assert not kubectl.exists("pv", volume.pv), "the run stopped before deleting the PV"
+    finally:
+        os.kill(syncer, signal.SIGCONT)
+    assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    pv = kubectl.get("pv", volume.pv)
+    assert pv["spec"]["csi"]["volumeHandle"] == volume.fcd_id
+    assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
