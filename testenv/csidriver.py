@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -157,12 +158,26 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
             # These sidecars are newer than the ones the manifest names: on Kubernetes 1.34+ they
             # use VolumeAttributesClasses, which the manifest's ClusterRole does not grant.
             args.append("--feature-gates=VolumeAttributesClass=false")
-        env.start(name, [str(folders[folder] / binary), *args], env=environ)
+        env.start(name, restarted(name, [str(folders[folder] / binary), *args]), env=environ)
     setup = _docs(bins.snapshot_controller_deploy / "setup-snapshot-controller.yaml")
     deploy = next(d for d in setup if d["kind"] == "Deployment")
     args = [a for a in deploy["spec"]["template"]["spec"]["containers"][0]["args"] if "leader-election" not in a]
     snapshot_kc = _service_account_kubeconfig(env, "kube-system", "snapshot-controller")
-    env.start("snapshot-controller", [str(bins.sidecars / "snapshot-controller"), *args, f"--kubeconfig={snapshot_kc}"])
+    argv = [str(bins.sidecars / "snapshot-controller"), *args, f"--kubeconfig={snapshot_kc}"]
+    env.start("snapshot-controller", restarted("snapshot-controller", argv))
+
+
+def restarted(name: str, argv: list[str]) -> list[str]:
+    """`argv` under a shell loop that starts it again when it exits, as the kubelet restarts the
+    containers of the driver's Deployment (restartPolicy Always). Each exit is logged: a crash of
+    the real driver shows in `scripts/testenv logs NAME` and does not take the environment down
+    for every later test."""
+    loop = (
+        f"while true; do {shlex.join(argv)}; code=$?; "
+        f'echo "testenv: {name} exited with status $code; restarting it in 1s, as the kubelet would"; '
+        "sleep 1; done"
+    )
+    return ["/bin/sh", "-c", loop]
 
 
 def wait_ready(env: cluster.Env, timeout: float = 120) -> None:

@@ -105,6 +105,9 @@ class Migration:
             ordinals = self.plan.ordinals_descending()
             for index, ordinal in enumerate(ordinals, 1):
                 self.progress(f"replica {index}/{len(ordinals)}: {self.plan.pod_name(ordinal)}")
+                self._stop_if_recreated_elsewhere(
+                    self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
+                )
                 if self.plan.strategy == "rolling":
                     self._migrate_replica(ordinal)
                 else:
@@ -252,6 +255,27 @@ class Migration:
             p.not_owned_by(self.plan.uid, pods),
             "the garbage collector to orphan the pods",
             namespace=ns,
+        )
+
+    def _stop_if_recreated_elsewhere(self, live: Obj | None) -> None:
+        """Once the tool has deleted the StatefulSet, the only one of that name it accepts is the
+        one it creates itself (annotated with the old uid). Any other was put back by someone
+        else, with the in-tree templates: adopting it would end the run "migrated" with the
+        application still asking for in-tree volumes, and it would recreate pods under the run."""
+        if live is None or live["metadata"]["uid"] == self.plan.uid:
+            return
+        if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == self.plan.uid:
+            return
+        ns, name = self.plan.namespace, self.plan.statefulset
+        fields = live["metadata"].get("managedFields") or [{}]
+        writer = f", written by {fields[0]['manager']}" if fields[0].get("manager") else ""
+        raise PermanentError(
+            f"statefulset {ns}/{name} was created again by someone else while the migration ran "
+            f"(uid {live['metadata']['uid']}{writer}), not by this run: something manages it (Argo CD, "
+            "Flux, a Helm release, an operator?) and puts the in-tree templates back. Nothing is lost: "
+            f"migrated volumes are on CSI, the rest untouched, all recorded in {self.workdir.path}. Pause "
+            f"that manager, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan`, and run "
+            "the same command again"
         )
 
     def _refresh_backups(self, sts: Obj) -> None:
@@ -557,8 +581,10 @@ class Migration:
         ns, name = self.plan.namespace, self.plan.statefulset
         backup = self.workdir.load_backup("StatefulSet", name)
         live = self.kube.get("StatefulSet", name, ns)
+        self._stop_if_recreated_elsewhere(live)
         if live is None:
             new = translate.statefulset_for_recreate(backup, self.plan.csi_class, set(self.plan.migrate_templates))
+            new["metadata"].setdefault("annotations", {})[RECREATED_FROM] = self.plan.uid
             live = self.kube.create(new)
             self.say(f"statefulset.apps/{name} created (volumeClaimTemplates on {self.plan.csi_class})")
         elif live["metadata"]["uid"] == self.plan.uid:
@@ -658,6 +684,9 @@ class Migration:
 
 
 RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+# On the StatefulSet the tool recreates: the uid of the one it replaced. It tells the tool's own
+# StatefulSet from one put back by someone else.
+RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
 
 
 def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:

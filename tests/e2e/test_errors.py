@@ -405,7 +405,13 @@ def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
             "apiVersion": "v1",
             "kind": "PersistentVolume",
             "metadata": {"name": stray_handle},
-            "spec": {**unbound, "csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": second.fcd_id}},
+            # With a claimRef: deleting a CSI PV without one crashes the CSI syncer and controller
+            # (v3.7.3, k8sorchestrator pvDeleted reads spec.claimRef.namespace).
+            "spec": {
+                **unbound,
+                "claimRef": {"namespace": ns, "name": "no-such-claim"},
+                "csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": second.fcd_id},
+            },
         },
     ]
     for doc in docs:

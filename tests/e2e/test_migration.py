@@ -433,9 +433,9 @@ def test_item_4_a_syncer_that_does_not_release_a_disk_stops_the_run_with_what_to
     (volume,) = made.volumes
     workdir = tmp_path / "run"
     args = ["sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--working-directory", str(workdir)]
-    syncer = env.processes()["vsphere-syncer"]
+    syncer = env.processes()["vsphere-syncer"]  # leads the process group of the syncer
     assert syncer
-    os.kill(syncer, signal.SIGSTOP)
+    os.killpg(syncer, signal.SIGSTOP)
     try:
         stopped = run_plugin(env_vars, *args, "--timeout", "20s")
         assert stopped.returncode == 1, stopped.stderr
@@ -446,10 +446,47 @@ def test_item_4_a_syncer_that_does_not_release_a_disk_stops_the_run_with_what_to
         assert "vsphere-syncer" in error and "Nothing is lost" in error and "run the same command again" in error
         assert not kubectl.exists("pv", volume.pv), "the run stopped before deleting the PV"
     finally:
-        os.kill(syncer, signal.SIGCONT)
+        os.killpg(syncer, signal.SIGCONT)
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
     resumed = run_plugin(env_vars, *args)
     assert resumed.returncode == 0, resumed.stderr
     pv = kubectl.get("pv", volume.pv)
     assert pv["spec"]["csi"]["volumeHandle"] == volume.fcd_id
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
+
+
+def test_item_5_a_statefulset_put_back_by_someone_else_stops_the_run(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """While the run has the StatefulSet deleted, a GitOps controller applies its manifest
+    again (in-tree templates). The resumed run must not adopt it as its own and end "migrated";
+    it stops, says what to do, and after that the same command finishes."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    args = [
+        "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    kill_at(env_vars, args, "pod/web-0 created")
+    kubectl("-n", ns, "wait", "--for=delete", "statefulset/web", "--timeout=60s")
+    kubectl.apply(scenario.statefulset("web", ns, 2, {"data": "standard"}, "1Gi"))
+    foreign = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert f"created again by someone else while the migration ran (uid {foreign}" in resumed.stderr
+    assert "--cascade=orphan" in resumed.stderr
+    sts = kubectl.get("statefulset", "web", ns)
+    assert sts["metadata"]["uid"] == foreign, "the tool replaced someone else's StatefulSet"
+    assert "csi-migrate.kubectl.io/recreated-from" not in (sts["metadata"].get("annotations") or {})
+    for v in made.volumes:
+        assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker
+
+    # What the message says to do, then the same command.
+    kubectl("-n", ns, "delete", "statefulset", "web", "--cascade=orphan", "--wait=true")
+    finished = run_plugin(env_vars, *args)
+    assert finished.returncode == 0, finished.stderr
+    sts = kubectl.get("statefulset", "web", ns)
+    assert {t["spec"]["storageClassName"] for t in sts["spec"]["volumeClaimTemplates"]} == {"standard-rwo"}
+    for v in made.volumes:
+        assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id
+        assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker
