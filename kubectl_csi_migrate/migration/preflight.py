@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kubectl_csi_migrate.errors import CsiMigrateError
+from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import translate
 from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, Plan, Snapshot
@@ -57,6 +57,10 @@ REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("delete", "Lease", ""),
     ("list", "PodDisruptionBudget", ""),
     ("create", "Event", ""),
+    # The CSI driver's records of migrated in-tree disks: backed up, read for the FCD ids, and
+    # watched until the driver releases each disk.
+    ("list", "CnsVSphereVolumeMigration", ""),
+    ("watch", "CnsVSphereVolumeMigration", ""),
 )
 
 
@@ -204,8 +208,13 @@ def check_disk_owners(kube: Any, plan: Plan) -> list[Check]:
     ours = {v.pv for v in migrate}
     by_disk = {translate.disk_key(v.vmdk): v for v in migrate}
     fcd_of: dict[str, str] = {}
+    records: list[Obj] = []
     if kube.has_resource("CnsVSphereVolumeMigration"):
-        for record in kube.items("CnsVSphereVolumeMigration"):
+        try:
+            records = kube.items("CnsVSphereVolumeMigration")
+        except PermanentError:
+            records = []  # not allowed to list them: the rbac check says so
+        for record in records:
             spec = record.get("spec", {})
             if translate.disk_key(spec.get("volumepath", "")) in by_disk and spec.get("volumeid"):
                 fcd_of[spec["volumeid"]] = translate.disk_key(spec["volumepath"])
@@ -325,6 +334,39 @@ def check_csi_driver(kube: Any, snap: Snapshot) -> list[Check]:
             f"CSIDriver {translate.CSI_DRIVER} registered on all {len(nodes)} nodes",
         )
     ]
+
+
+# Labels and annotations by which GitOps tools and Helm mark what they manage.
+_MANAGERS: tuple[tuple[str, str, str], ...] = (
+    ("label", "argocd.argoproj.io/instance", "Argo CD application {}"),
+    ("annotation", "argocd.argoproj.io/tracking-id", "Argo CD (tracking id {})"),
+    ("label", "kustomize.toolkit.fluxcd.io/name", "Flux Kustomization {}"),
+    ("label", "helm.toolkit.fluxcd.io/name", "Flux HelmRelease {}"),
+    ("annotation", "meta.helm.sh/release-name", "Helm release {}"),
+    ("label", "app.kubernetes.io/managed-by", "{} (app.kubernetes.io/managed-by)"),
+)
+
+
+def check_managers(snap: Snapshot, csi_class: str) -> Check:
+    """Something that would put the StatefulSet back with its in-tree templates while the run
+    has it deleted (or right after): an owner, a GitOps tool, a Helm release."""
+    meta = snap.statefulset["metadata"]
+    found = [f"{ref.get('kind')}/{ref.get('name')} (owner)" for ref in meta.get("ownerReferences") or []]
+    for where, key, text in _MANAGERS:
+        value = (meta.get("labels" if where == "label" else "annotations") or {}).get(key)
+        said = " ".join(found).lower()
+        if value and not (key == "app.kubernetes.io/managed-by" and value.lower() in said):
+            found.append(text.format(value))
+    if not found:
+        return Check("managed-by", PASS, "no owner, GitOps tool or Helm release manages the StatefulSet")
+    return Check(
+        "managed-by",
+        WARN,
+        f"statefulset/{snap.name} is managed by {', '.join(found)}: pause its sync for the migration "
+        "(it would put the StatefulSet back with in-tree volumeClaimTemplates while the run has it "
+        f"deleted; the run then stops), and change its manifest's storageClassName to {csi_class} "
+        "before resuming it",
+    )
 
 
 def check_other_users(kube: Any, snap: Snapshot) -> Check:
@@ -448,6 +490,7 @@ def run_checks(
     checks += check_storage_classes(kube, plan.csi_class, intree_class)
     checks += check_csi_driver(kube, snap)
     checks.append(check_other_users(kube, snap))
+    checks.append(check_managers(snap, plan.csi_class))
     checks.append(check_disruption_budget(kube, snap, plan.strategy))
     checks.append(check_rbac(kube, snap.namespace))
     if plan.to_migrate():

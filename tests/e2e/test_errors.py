@@ -803,7 +803,28 @@ def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
         assert proc.returncode == 1, show(proc)
         messages = failing(preflight_report(proc), "rbac")
         assert any("delete statefulsets" in m and "create persistentvolumes" in m for m in messages), messages
+        # The CSI driver's records, which the run backs up and watches, are asked for too.
+        assert any("list cnsvspherevolumemigrations" in m for m in messages), messages
         assert not workdir.exists()
         assert_unchanged(env, kubectl, ns, before)
     finally:
         kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
+
+
+def test_item_5_a_managed_statefulset_is_named_by_preflight(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A StatefulSet from a Helm release that Argo CD syncs: preflight WARNs, naming both, so
+    the user pauses them before the run deletes the StatefulSet."""
+    prepare(env, kubectl, ns)
+    kubectl(
+        "-n", ns, "label", "statefulset", STS, "app.kubernetes.io/managed-by=Helm", "argocd.argoproj.io/instance=shop"
+    )
+    kubectl("-n", ns, "annotate", "statefulset", STS, "meta.helm.sh/release-name=shop-db")
+    proc = plugin(env_vars, *preflight_args(ns, tmp_path / "wd"))
+    assert proc.returncode == 0, show(proc)
+    (check,) = [c for c in json.loads(proc.stdout)["checks"] if c["name"] == "managed-by"]
+    assert check["status"] == "WARN"
+    assert "Argo CD application shop" in check["message"] and "Helm release shop-db" in check["message"]
+    assert "(app.kubernetes.io/managed-by)" not in check["message"]
+    assert "standard-rwo" in check["message"]
