@@ -136,13 +136,7 @@ func sessionObject(ctx *simulator.Context, ref types.ManagedObjectReference) mo.
 type listView struct{ *simulator.ListView }
 
 func (v *listView) ModifyListView(ctx *simulator.Context, req *types.ModifyListView) soap.HasFault {
-	var unresolved []types.ManagedObjectReference
-	for _, ref := range req.Add {
-		if ctx.Session.Get(ref) == nil {
-			unresolved = append(unresolved, ref)
-		}
-		v.View = append(v.View, ref)
-	}
+	unresolved := v.add(ctx, req.Add)
 	for _, ref := range req.Remove {
 		simulator.RemoveReference(&v.View, ref)
 	}
@@ -154,15 +148,21 @@ func (v *listView) ModifyListView(ctx *simulator.Context, req *types.ModifyListV
 
 func (v *listView) ResetListView(ctx *simulator.Context, req *types.ResetListView) soap.HasFault {
 	v.View = nil
+	unresolved := v.add(ctx, req.Obj)
+	v.changed(ctx)
+	return &methods.ResetListViewBody{Res: &types.ResetListViewResponse{Returnval: unresolved}}
+}
+
+// add appends refs to the view, as upstream does, and returns those no object answers to.
+func (v *listView) add(ctx *simulator.Context, refs []types.ManagedObjectReference) []types.ManagedObjectReference {
 	var unresolved []types.ManagedObjectReference
-	for _, ref := range req.Obj {
+	for _, ref := range refs {
 		if ctx.Session.Get(ref) == nil {
 			unresolved = append(unresolved, ref)
 		}
 		v.View = append(v.View, ref)
 	}
-	v.changed(ctx)
-	return &methods.ResetListViewBody{Res: &types.ResetListViewResponse{Returnval: unresolved}}
+	return unresolved
 }
 
 // changed notifies the filters (no property change to apply: the view is already changed) from
