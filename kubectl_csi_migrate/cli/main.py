@@ -5,6 +5,7 @@ so `--help` and `--version` stay instant."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from kubectl_csi_migrate import __version__
@@ -45,12 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM or SIGHUP: unwound like an interrupt, so that `finally` blocks (the Lease) and
+    exit handlers (the private folder holding kubeconfig keys) run, as they do for Ctrl-C."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            signal.signal(signum, _terminate)
     common.setup_logging(args.verbosity)
     from kubectl_csi_migrate.errors import CsiMigrateError, UsageError
 
@@ -65,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         printers.error("interrupted")
         return 130
+    except Terminated as exc:
+        printers.error(f"terminated ({exc}); a run is resumed by the same command")
+        return 143
     except OSError as exc:  # the machine's side: a full disk, a file we may not write...
         printers.error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return EXIT_FAILED

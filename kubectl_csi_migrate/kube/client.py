@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -409,16 +410,42 @@ _TEMP_DIR: list[str] = []
 
 def _private_temp_dir() -> str:
     """The client library writes embedded certificates and keys to files, which urllib3 reads
-    when it connects: keep them in one folder only we can read, removed when the command ends."""
+    when it connects: keep them in one folder only we can read, removed when the command ends
+    (normally, on an error, Ctrl-C, SIGTERM or SIGHUP; see cli/main.py). A process killed
+    outright cannot clean up: the next command removes the folders of our own dead processes."""
     if not _TEMP_DIR:
         import atexit
         import shutil
         import tempfile
 
-        path = tempfile.mkdtemp(prefix="kubectl-csi-migrate-")  # created 0700
+        _remove_dead_temp_dirs(tempfile.gettempdir())
+        path = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-")  # created 0700
         atexit.register(shutil.rmtree, path, True)
         _TEMP_DIR.append(path)
     return _TEMP_DIR[0]
+
+
+_TEMP_PREFIX = "kubectl-csi-migrate-"
+
+
+def _remove_dead_temp_dirs(root: str) -> None:
+    """Remove `kubectl-csi-migrate-<pid>-*` folders of ours whose process is gone."""
+    import shutil
+
+    for entry in Path(root).glob(f"{_TEMP_PREFIX}*"):
+        try:
+            pid = int(entry.name[len(_TEMP_PREFIX) :].split("-", 1)[0])
+            if entry.stat().st_uid != os.getuid() or not entry.is_dir():
+                continue
+        except (ValueError, OSError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's process of that pid
 
 
 def _configuration() -> Any:

@@ -490,3 +490,69 @@ def test_item_5_a_statefulset_put_back_by_someone_else_stops_the_run(
     for v in made.volumes:
         assert kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] == v.fcd_id
         assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker
+
+
+def signal_at(env_vars: dict[str, str], args: list[str], marker: str, signum: int) -> int:
+    """Run `kubectl csi-migrate ARGS`, send `signum` as soon as it prints `marker`; its exit code."""
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", *args],
+        env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            os.kill(proc.pid, signum)
+            break
+    else:
+        raise AssertionError(f"the run ended before {marker!r}: {''.join(seen)}")
+    proc.stdout.read()
+    proc.wait(timeout=60)
+    return proc.returncode
+
+
+def test_item_11_no_kubeconfig_key_is_left_behind_after_a_signal_or_a_kill(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """With --cluster-name the user cluster's admin.conf (with its client key) is written to a
+    private folder for the client library. SIGTERM, SIGHUP and SIGINT remove it; after a SIGKILL
+    the next command removes the dead run's folder."""
+    import base64
+
+    made = scenario.create(env, "app", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "app", ns)["metadata"]["uid"]
+    user = json.loads(Path(env.info()["user_kubeconfig"]).read_text())
+    key = base64.b64decode(user["users"][0]["user"]["client-key-data"])
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    environ = {k: v for k, v in env_vars.items() if k != "KUBECONFIG"} | {"TMPDIR": str(tmp)}
+    common = [
+        "--kubeconfig", env.info()["admin_kubeconfig"], "--cluster-name", cluster.USER_CLUSTER,
+        "--sts-name", "app", "--sts-namespace", ns, "--csi-storageclass", "standard-rwo",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    run = ["rolling-migration", "all", *common]
+
+    def keys_left() -> list[Path]:
+        return [p for p in tmp.rglob("*") if p.is_file() and key in p.read_bytes()]
+
+    for signum, marker in (
+        (signal.SIGTERM, "statefulset.apps/app deleted"),
+        (signal.SIGHUP, "persistentvolumeclaim/data-app-1 deleted"),
+        (signal.SIGINT, "persistentvolumeclaim/data-app-0 deleted"),
+    ):
+        code = signal_at(environ, run, marker, signum)
+        assert code in (130, 143), f"{signum.name}: exit {code}"
+        assert not keys_left(), f"{signum.name} left the client key in {keys_left()}"
+    code = signal_at(environ, run, "statefulset.apps/app created", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert keys_left(), "a SIGKILLed run cannot clean up; this test expects its folder"
+    pre = run_plugin(environ, "preflight", *common)
+    assert pre.returncode in (0, 1), pre.stderr
+    assert not keys_left(), "the next command did not remove the dead run's folder"
+    finished = run_plugin(environ, *run)
+    assert finished.returncode == 0, finished.stderr
+    assert not keys_left()
+    assert_migrated(env, kubectl, made, sts_uid)

@@ -189,3 +189,21 @@ def test_disk_key_names_the_same_disk_the_same_way() -> None:
     assert disk_key("[ds]  kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
     assert disk_key("[folder/ds] kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
     assert disk_key("[ds] kubevols/a.vmdk") != disk_key("[ds] kubevols/b.vmdk")
+
+
+def test_private_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kubectl_csi_migrate.kube import client
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f"kubectl-csi-migrate-{int(dead.stdout)}-abc"
+    alive = tmp_path / f"kubectl-csi-migrate-{os.getpid()}-def"
+    other = tmp_path / "kubectl-csi-migrate-notapid"
+    for folder in (gone, alive, other):
+        folder.mkdir()
+        (folder / "key").write_text("secret")
+    client._remove_dead_temp_dirs(str(tmp_path))
+    assert not gone.exists()
+    assert alive.exists() and other.exists()
