@@ -159,6 +159,20 @@ def check_volumes(snap: Snapshot, plan: Plan) -> list[Check]:
                 )
             )
     migrate = plan.to_migrate()
+    for v in migrate:
+        modes = set(snap.pvs.get(v.pv, {}).get("spec", {}).get("accessModes") or [])
+        modes |= set(snap.pvcs.get(v.pvc, {}).get("spec", {}).get("accessModes") or [])
+        shared = sorted(modes & translate.FILE_VOLUME_ACCESS_MODES)
+        if shared:
+            checks.append(
+                Check(
+                    "pvc",
+                    FAIL,
+                    f"persistentvolumeclaim/{v.pvc} (persistentvolume/{v.pv}) asks for {', '.join(shared)}: the "
+                    "vSphere CSI driver serves such volumes as vSAN file shares, so its disk cannot become "
+                    "one; a vSphere disk attaches to one node: fix the access modes to ReadWriteOnce first",
+                )
+            )
     skipped = [v for v in plan.volumes if v.action == SKIP_CSI]
     other = [v for v in plan.volumes if v.action not in (MIGRATE, SKIP_CSI)]
     failing = {m.split()[0].split("/", 1)[1] for m in (c.message for c in checks)}

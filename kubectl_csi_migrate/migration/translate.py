@@ -162,6 +162,11 @@ def datastore_url(host: str, datacenter_path: str, datastore_path: str) -> str:
     return f"https://{host}/folder/{quote(inner, safe='/')}?{query}"
 
 
+# Access modes the vSphere CSI driver serves as file volumes (vSAN file shares), never as block
+# disks: an in-tree VMDK with them cannot be migrated.
+FILE_VOLUME_ACCESS_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})
+
+
 def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObject) -> KubeObject:
     """Return the static CSI PV that replaces the in-tree PV pv, for the same disk.
 
@@ -210,12 +215,17 @@ def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObj
         "namespace": claim_namespace,
         "name": claim_name,
     }
+    shared = sorted(set(old_spec.get("accessModes") or []) & FILE_VOLUME_ACCESS_MODES)
+    if shared:
+        raise ValueError(f"PersistentVolume {metadata['name']} asks for {', '.join(shared)}: not a block volume")
     spec["csi"] = {
         "driver": CSI_DRIVER,
         "volumeHandle": fcd_id,
         "fsType": old_spec["vsphereVolume"].get("fsType") or DEFAULT_FS_TYPE,
         "volumeAttributes": {"type": CNS_BLOCK_VOLUME_TYPE},
     }
+    if spec["volumeMode"] == "Block":
+        del spec["csi"]["fsType"]  # a raw block device has no filesystem (the driver sets none)
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}
 
 

@@ -461,6 +461,28 @@ def test_item_12_credentials_of_another_vcenter_are_not_sent(
     assert_unchanged(env, kubectl, ns, before)
 
 
+def test_item_10_a_shared_access_mode_fails_preflight_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """An in-tree PV listing ReadWriteMany: the CSI driver would serve the new PV as a vSAN file
+    share, not the disk. Refused by preflight, not by the run after the old PV is gone."""
+    made, before = prepare(env, kubectl, ns)
+    first = min((v for v in made.volumes if not v.csi), key=lambda v: v.ordinal)
+    patch = '[{"op": "replace", "path": "/spec/accessModes", "value": ["ReadWriteOnce", "ReadWriteMany"]}]'
+    kubectl("patch", "pv", first.pv, "--type=json", "-p", patch)
+    before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+
+    proc = plugin(env_vars, *preflight_args(ns, workdir))
+    (message,) = assert_preflight_fails(proc, "pvc", secrets, "ReadWriteMany")
+    assert first.pvc in message and "file shares" in message
+    refused = plugin(env_vars, *sts_args(ns, workdir))
+    assert_sts_refuses(refused, ("pvc", "ReadWriteMany"), secrets)
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
+
+
 # -- 4: no CSIDriver -------------------------------------------------------------------------
 
 

@@ -562,6 +562,14 @@ def test_csi_pv_copies_optional_fields_when_present(intree_pv: Obj, pvc: Obj) ->
     assert new["spec"]["nodeAffinity"] == affinity
     assert new["spec"]["mountOptions"] == ["noatime"]
     assert new["spec"]["volumeMode"] == "Block"
+    assert "fsType" not in new["spec"]["csi"], "a raw block volume has no filesystem"
+
+
+@pytest.mark.parametrize("mode", ["ReadWriteMany", "ReadOnlyMany"])
+def test_csi_pv_refuses_file_volume_access_modes(intree_pv: Obj, pvc: Obj, mode: str) -> None:
+    intree_pv["spec"]["accessModes"] = ["ReadWriteOnce", mode]
+    with pytest.raises(ValueError, match=mode):
+        csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc)
 
 
 def test_csi_pv_defaults_and_omissions(intree_pv: Obj, pvc: Obj) -> None:
