@@ -278,6 +278,16 @@ class Migration:
             "the same command again"
         )
 
+    @staticmethod
+    def _own_retention_patch(live: Obj, backup: Obj) -> Obj | None:
+        """The user's claim retention policy (from the backup) when the live StatefulSet carries
+        the tool's own (RETAIN_CLAIMS) in its place, else None."""
+        original = backup["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        current = live["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if current == RETAIN_CLAIMS and any(original.get(k) == "Delete" for k in RETAIN_CLAIMS):
+            return dict(original)
+        return None
+
     def _refresh_backups(self, sts: Obj) -> None:
         """A run resumed before the StatefulSet was deleted may find it changed since the
         backup (a rollout, a replaced pod). Nothing is deleted yet: back up the current
@@ -290,7 +300,15 @@ class Migration:
                 f"statefulset {self.plan.namespace}/{self.plan.statefulset} was scaled since it was planned; "
                 "nothing was deleted: start again with a new --working-directory"
             )
-        changed = sts["metadata"].get("generation") != backup["metadata"].get("generation")
+        if sts["metadata"].get("deletionTimestamp"):
+            return  # our own orphan delete, interrupted before it was recorded: the backup stands
+        ours = self._own_retention_patch(sts, backup)
+        if ours:
+            # Our own patch (claims kept for the migration) bumped the generation: recreate with
+            # the user's policy, not ours.
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"] = ours
+        generation = int(sts["metadata"].get("generation") or 0) - (1 if ours else 0)
+        changed = generation != backup["metadata"].get("generation")
         pods = []
         for ordinal in range(self.plan.replicas):
             pod = self.kube.get("Pod", self.plan.pod_name(ordinal), self.plan.namespace)

@@ -556,3 +556,34 @@ def test_item_11_no_kubeconfig_key_is_left_behind_after_a_signal_or_a_kill(
     assert finished.returncode == 0, finished.stderr
     assert not keys_left()
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_item_6_a_resume_recreates_the_users_claim_retention_policy(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The run sets the StatefulSet's claim retention to Retain for the migration (that bumps its
+    generation). Killed right after, the resumed run must still recreate the StatefulSet with the
+    user's policy, not take its own patch for a change by someone else."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    policy = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    kubectl(
+        "-n",
+        ns,
+        "patch",
+        "statefulset",
+        "web",
+        "-p",
+        json.dumps({"spec": {"persistentVolumeClaimRetentionPolicy": policy}}),
+    )
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    args = [
+        "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    kill_at(env_vars, args, "claim retention set to Retain")
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
+    sts = kubectl.get("statefulset", "web", ns)
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == policy
+    assert not sts["metadata"].get("finalizers")
