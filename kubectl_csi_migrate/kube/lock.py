@@ -82,11 +82,12 @@ class Lease:
         threading.Thread(target=self._renew, daemon=True).start()
 
     def _may_take_over(self, current: str) -> bool:
-        """Our own run (same working directory) on this host whose process is gone: it was
-        killed, and this is its resume. A live process of the same run keeps the lease."""
+        """A run on this host whose process is gone: it was killed, and nothing runs for it any
+        more (this is its resume, or a new start with another working directory). A live
+        process keeps the lease; a holder on another host keeps it until it expires."""
         host, _, rest = current.partition("/")
-        run_id, _, pid = rest.partition("/")
-        if host != self.host or run_id != self.run_id or not pid.isdigit():
+        _run_id, _, pid = rest.partition("/")
+        if host != self.host or not pid.isdigit():
             return False
         try:
             os.kill(int(pid), 0)

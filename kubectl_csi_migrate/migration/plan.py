@@ -173,7 +173,7 @@ def build_plan(
             if pv is None:
                 volumes.append(VolumePlan(**common, action=SKIP_OTHER))
                 continue
-            common["reclaim_policy"] = pv["spec"].get("persistentVolumeReclaimPolicy", "Delete")
+            common["reclaim_policy"] = translate.reclaim_policy_of(pv)
             common["capacity"] = pv["spec"].get("capacity", {}).get("storage", "")
             if translate.is_csi_vsphere_pv(pv):
                 volumes.append(VolumePlan(**common, action=SKIP_CSI, fcd_id=pv["spec"]["csi"]["volumeHandle"]))

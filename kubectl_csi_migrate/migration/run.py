@@ -212,7 +212,11 @@ class Migration:
             pv = self.kube.get("PersistentVolume", v.pv)
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
                 continue
-            self.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+            patch = {
+                "metadata": {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: v.reclaim_policy}},
+                "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+            }
+            self.kube.patch("PersistentVolume", v.pv, patch)
             self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
 
     def _scale_down(self) -> None:
@@ -649,9 +653,13 @@ class Migration:
         for v in self.plan.to_migrate():
             target = "Retain" if self.settings.keep_retain else v.reclaim_policy
             pv = self.kube.get("PersistentVolume", v.pv)
-            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == target:
+            noted = translate.ORIGINAL_RECLAIM_POLICY in (pv or {}).get("metadata", {}).get("annotations", {})
+            if pv is None or (pv["spec"].get("persistentVolumeReclaimPolicy") == target and not noted):
                 continue
-            self.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": target}})
+            patch: Obj = {"spec": {"persistentVolumeReclaimPolicy": target}}
+            if noted:
+                patch["metadata"] = {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: None}}
+            self.kube.patch("PersistentVolume", v.pv, patch)
             self.say(f"persistentvolume/{v.pv} reclaim policy restored to {target}")
 
     # -- the lock --------------------------------------------------------------------------------

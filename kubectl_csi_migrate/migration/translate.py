@@ -72,6 +72,17 @@ def _spec(obj: KubeObject) -> dict[str, Any]:
     return obj.get("spec") or {}
 
 
+# Set on a PV with the tool's Retain patch: the policy the user had. A plan made later (a new
+# working directory, a lost one) reads it there, so the user's policy is restored in the end.
+ORIGINAL_RECLAIM_POLICY = "csi-migrate.kubectl.io/original-reclaim-policy"
+
+
+def reclaim_policy_of(pv: KubeObject) -> str:
+    """The user's reclaim policy of pv: the one the tool noted before setting Retain, else its own."""
+    noted = (_metadata(pv).get("annotations") or {}).get(ORIGINAL_RECLAIM_POLICY)
+    return str(noted or _spec(pv).get("persistentVolumeReclaimPolicy") or "Delete")
+
+
 def _kept_annotations(obj: KubeObject) -> dict[str, str]:
     """Return a copy of obj's annotations without the in-tree and binding bookkeeping ones."""
     dropped = DROPPED_ANNOTATIONS | {BETA_STORAGE_CLASS_ANNOTATION}

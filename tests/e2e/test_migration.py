@@ -587,3 +587,23 @@ def test_item_6_a_resume_recreates_the_users_claim_retention_policy(
     sts = kubectl.get("statefulset", "web", ns)
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == policy
     assert not sts["metadata"].get("finalizers")
+
+
+def test_item_7_the_users_reclaim_policy_survives_a_new_working_directory(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A run killed after setting a PV to Retain, then started again with a new working
+    directory (the old one lost, or the advice after a refused resume): the new plan must record
+    the user's policy (Delete), not the tool's Retain, and restore it at the end."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    common = ["sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes"]
+    kill_at(env_vars, [*common, "--working-directory", str(tmp_path / "first")], "reclaim policy set to Retain")
+    assert "Retain" in {kubectl.get("pv", v.pv)["spec"]["persistentVolumeReclaimPolicy"] for v in made.volumes}
+    again = run_plugin(env_vars, *common, "--working-directory", str(tmp_path / "second"))
+    assert again.returncode == 0, again.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
+    for v in made.volumes:
+        pv = kubectl.get("pv", v.pv)
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete", v.pv
+        assert "csi-migrate.kubectl.io/original-reclaim-policy" not in (pv["metadata"].get("annotations") or {})
