@@ -158,30 +158,6 @@ def vm_disks(vm: Any) -> list[str]:
     return [d.backing.fileName for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
 
 
-def attach_disk(si: Any, vm: Any, path: str) -> None:
-    """Attach an existing VMDK to a VM (no file operation: the disk is used as it is)."""
-    from pyVmomi import vim
-
-    devices = vm.config.hardware.device
-    controller = next(d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
-    used = {d.unitNumber for d in devices if getattr(d, "controllerKey", None) == controller.key}
-    unit = next(u for u in range(16) if u != 7 and u not in used)
-    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode="persistent")
-    disk = vim.vm.device.VirtualDisk(controllerKey=controller.key, unitNumber=unit, key=-1, backing=backing)
-    change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
-    _wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
-
-
-def detach_disk(si: Any, vm: Any, path: str) -> None:
-    """Remove the disk from the VM, keeping the file (no fileOperation "destroy")."""
-    from pyVmomi import vim
-
-    for device in vm.config.hardware.device:
-        if isinstance(device, vim.vm.device.VirtualDisk) and device.backing.fileName == path:
-            change = vim.vm.device.VirtualDeviceSpec(operation="remove", device=device)
-            _wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
-
-
 def cns_volumes(env: cluster.Env, volume_ids: list[str]) -> dict[str, dict[str, Any]]:
     """What vCenter's Cloud Native Storage knows of these volumes (CnsQueryVolume on the
     `/vsanHealth` endpoint, where the CSI driver registers them): id -> name, capacity, backing

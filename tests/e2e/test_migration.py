@@ -69,21 +69,7 @@ class PodMonitor:
 
 def kill_at(env_vars: dict[str, str], args: list[str], marker: str) -> None:
     """Run `kubectl csi-migrate ARGS` and SIGKILL it as soon as it prints `marker`."""
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
-    proc = subprocess.Popen(
-        ["kubectl", "csi-migrate", *args],
-        env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}: {''.join(seen)}{stderr}"
+    assert signal_at(env_vars, args, marker, signal.SIGKILL) == -signal.SIGKILL
 
 
 def versions(kubectl: Kubectl, ns: str) -> dict[str, str]:
