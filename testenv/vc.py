@@ -152,6 +152,21 @@ def fcd_path(env: cluster.Env, fcd_id: str, si: Any = None) -> str | None:
     return str(obj.config.backing.filePath)
 
 
+def keep_after_delete_vm(env: cluster.Env, fcd_id: str, value: bool | None = None) -> bool:
+    """The FCD's keepAfterDeleteVm control flag; with `value`, set or clear it first (as a
+    disk registered by RegisterDisk, or by a vCenter before 8.0u3, lacks it)."""
+    from pyVmomi import vim
+
+    si = connect(env)
+    vsom = si.RetrieveContent().vStorageObjectManager
+    ds, disk_id = _datastore(si), vim.vslm.ID(id=fcd_id)
+    if value is True:
+        vsom.SetVStorageObjectControlFlags(id=disk_id, datastore=ds, controlFlags=["keepAfterDeleteVm"])
+    elif value is False:
+        vsom.ClearVStorageObjectControlFlags(id=disk_id, datastore=ds, controlFlags=["keepAfterDeleteVm"])
+    return bool(vsom.RetrieveVStorageObject(id=disk_id, datastore=ds).config.keepAfterDeleteVm)
+
+
 def vm_disks(vm: Any) -> list[str]:
     from pyVmomi import vim
 

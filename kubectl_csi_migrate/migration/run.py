@@ -493,10 +493,19 @@ class Migration:
         hint = self._recorded_fcd(v.vmdk)
         if hint and self._vcenter(lambda: self.vc.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
             self.say(f"disk {v.vmdk} is already first class disk {hint} (recorded by the CSI driver)")
-            return {"fcd_id": hint}
-        fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, dc))
-        self.say(f"disk {v.vmdk} is first class disk {fcd_id}")
-        return {"fcd_id": fcd_id}
+            fcd_id = hint
+        else:
+            fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, dc))
+            self.say(f"disk {v.vmdk} is first class disk {fcd_id}")
+        # A disk without keepAfterDeleteVm is deleted with a node VM it is attached to; the CSI
+        # driver protects the disks it manages, and RegisterDisk (or a vCenter before 8.0u3)
+        # does not set the flag.
+        if not self._vcenter(lambda: self.vc.protect_fcd(fcd_id, v.vmdk, dc)):
+            raise PermanentError(
+                f"vCenter did not keep the keepAfterDeleteVm flag on first class disk {fcd_id} "
+                f"({v.vmdk}); without it the disk is deleted with a node VM it is attached to"
+            )
+        return {"fcd_id": fcd_id, "keep_after_delete_vm": True}
 
     def _recorded_fcd(self, vmdk: str) -> str | None:
         folder = self.workdir.backup_dir / "cnsvspherevolumemigration"
@@ -684,6 +693,7 @@ class Migration:
                     {
                         "newPV": v.pv,
                         "fcdId": fcd.get("fcd_id", ""),
+                        "keepAfterDeleteVm": bool(fcd.get("keep_after_delete_vm")),
                         "storageClass": self.plan.csi_class,
                     }
                 )

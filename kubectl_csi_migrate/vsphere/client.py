@@ -505,6 +505,20 @@ class VCenter:
                 return None
             return str(obj.config.backing.filePath)
 
+    def protect_fcd(self, fcd_id: str, datastore_path: str, datacenter: str | None) -> bool:
+        """Make sure FCD `fcd_id` carries the keepAfterDeleteVm control flag, so that deleting a
+        node VM it is attached to (node repair, cluster upgrade) keeps the disk, as the CSI
+        driver does for the disks it manages. Returns the flag as read back from vCenter."""
+        from pyVmomi import vim
+
+        with self._calls(f"protect First Class Disk {fcd_id} from VM deletion"):
+            _, _, ds, _ = self._locate(datastore_path, datacenter)
+            vsom = self._vsom()
+            disk_id = vim.vslm.ID(id=fcd_id)
+            if not vsom.RetrieveVStorageObject(id=disk_id, datastore=ds).config.keepAfterDeleteVm:
+                vsom.SetVStorageObjectControlFlags(id=disk_id, datastore=ds, controlFlags=["keepAfterDeleteVm"])
+            return bool(vsom.RetrieveVStorageObject(id=disk_id, datastore=ds).config.keepAfterDeleteVm)
+
     def _wait_task(self, task: Any, timeout: float = 120) -> Any:
         """Wait for a task reading only info.state/error/result (vcsim's full TaskInfo trips
         pyVmomi); return its result or raise its fault."""

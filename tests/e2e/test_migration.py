@@ -593,3 +593,28 @@ def test_item_7_the_users_reclaim_policy_survives_a_new_working_directory(
         pv = kubectl.get("pv", v.pv)
         assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete", v.pv
         assert "csi-migrate.kubectl.io/original-reclaim-policy" not in (pv["metadata"].get("annotations") or {})
+
+
+def test_item_9_every_migrated_disk_is_kept_when_its_node_vm_is_deleted(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A First Class Disk without keepAfterDeleteVm is deleted with a node VM it is attached to.
+    The syncer of a vCenter before 8.0u3 (and RegisterDisk on any) leaves the flag unset: here
+    it is cleared after the syncer registered each disk. After the migration every FCD has it,
+    and the report says so."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    for v in made.volumes:
+        assert v.fcd_id, "the syncer registered every bound in-tree disk"
+        assert vc.keep_after_delete_vm(env, v.fcd_id, value=False) is False
+    proc = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"), "-o", "json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
+    report = {v["pvc"]: v for v in json.loads(proc.stdout)["volumes"]}
+    for v in made.volumes:
+        handle = kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"]
+        assert vc.keep_after_delete_vm(env, handle) is True, f"{v.pv}: FCD {handle} lacks keepAfterDeleteVm"
+        assert report[v.pvc]["keepAfterDeleteVm"] is True
