@@ -180,10 +180,12 @@ def create(
     pdb: bool = True,
     size: str = "1Gi",
     wait: bool = True,
+    pv_labels: dict[str, str] | None = None,
+    storage_policy: str = "",
 ) -> Scenario:
-    """Build the scenario. With `wait`, also wait until the CSI driver's syncer has registered
-    every in-tree disk as a First Class Disk (its CnsVSphereVolumeMigration record), as on any
-    cluster where CSI migration is on, and note each FCD id."""
+    """Build the scenario (`pv_labels` and `storage_policy` on each in-tree PV). With `wait`,
+    also wait until the CSI driver's syncer has registered every in-tree disk as a First Class
+    Disk (its CnsVSphereVolumeMigration record), as on any cluster where CSI migration is on, and note each FCD id."""
     scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
     claims: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
@@ -198,7 +200,12 @@ def create(
             marker = marker_for(namespace, pvc)
             vc.create_vmdk(env, vmdk, size_mib, marker)
             volume = Volume(template, ordinal, pvc, pv, vmdk, marker)
-            volumes.append(in_tree_pv(pv, vmdk, namespace, pvc, size))
+            doc = in_tree_pv(pv, vmdk, namespace, pvc, size)
+            if pv_labels:  # as the in-tree provisioner labels a PV with its zone and region
+                doc["metadata"]["labels"] = dict(pv_labels)
+            if storage_policy:
+                doc["spec"]["vsphereVolume"]["storagePolicyName"] = storage_policy
+            volumes.append(doc)
             claims.append(pvc_for(pvc, namespace, name, size, "standard", objects.INTREE_PROVISIONER))
             scenario.volumes.append(volume)
         for template in csi_templates:

@@ -86,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def plan_for(args: argparse.Namespace, kube: Any, snap: Any) -> Any:
+def plan_for(args: argparse.Namespace, kube: Any, snap: Any, keys: tuple[str, ...] = ()) -> Any:
+    """The plan for one StatefulSet; `keys`: the CSI driver's topology keys (a survey, which
+    creates no PV, passes none)."""
     from kubectl_csi_migrate.migration.plan import build_plan
 
     return build_plan(
-        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, args.strategy
+        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, args.strategy, keys
     )
 
 
@@ -98,7 +100,7 @@ def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any]
     """Gather, plan and check one StatefulSet; a missing StatefulSet is a FAIL check."""
     from kubectl_csi_migrate.errors import NotFoundError
     from kubectl_csi_migrate.migration import plan as plan_mod
-    from kubectl_csi_migrate.migration import preflight
+    from kubectl_csi_migrate.migration import preflight, translate
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
     ns = common.namespace_of(args, kube)
@@ -106,7 +108,7 @@ def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any]
         snap = plan_mod.gather(kube, ns, name)
     except NotFoundError as exc:
         return [preflight.Check("statefulset", preflight.FAIL, str(exc))], None
-    plan = plan_for(args, kube, snap)
+    plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items("CSINode")))
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
     connect = common.vcenter_factory(args, kube)
     checks = preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)

@@ -62,6 +62,8 @@ class Plan:
     csi_class: str
     migrate_templates: tuple[str, ...]
     volumes: tuple[VolumePlan, ...] = field(default_factory=tuple)
+    topology_keys: tuple[str, ...] = ()
+    """The zone/region keys the CSI driver reports (CSINode); the new PVs' node affinity uses them."""
 
     def to_migrate(self, ordinal: int | None = None) -> list[VolumePlan]:
         return [v for v in self.volumes if v.action == MIGRATE and (ordinal is None or v.ordinal == ordinal)]
@@ -80,6 +82,7 @@ class Plan:
         volumes = tuple(VolumePlan(**v) for v in data.get("volumes", []))
         fields = {k: v for k, v in data.items() if k != "volumes"}
         fields["migrate_templates"] = tuple(fields.get("migrate_templates", ()))
+        fields["topology_keys"] = tuple(fields.get("topology_keys", ()))
         return cls(**fields, volumes=volumes)
 
 
@@ -147,6 +150,7 @@ def build_plan(
     csi_class: str,
     intree_class: str | None,
     strategy: str,
+    topology_keys: tuple[str, ...] = (),
 ) -> Plan:
     """Decide, per PVC, whether it is migrated or left alone."""
     volumes: list[VolumePlan] = []
@@ -196,6 +200,7 @@ def build_plan(
         csi_class=csi_class,
         migrate_templates=tuple(migrate_templates),
         volumes=tuple(volumes),
+        topology_keys=topology_keys,
     )
 
 

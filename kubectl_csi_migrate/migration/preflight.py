@@ -306,6 +306,31 @@ def check_storage_classes(kube: Any, csi_class: str, intree_class: str | None) -
     return checks
 
 
+def check_storage_policy(kube: Any, snap: Snapshot, plan: Plan) -> list[Check]:
+    """Registration keeps a disk's current SPBM policy: a CSI class naming another one does not
+    move the disk, and later expansions and snapshots run under the policy the disk has."""
+    csi = kube.get("StorageClass", plan.csi_class) or {}
+    params = {k.lower(): v for k, v in (csi.get("parameters") or {}).items()}
+    wanted = params.get(translate.STORAGE_POLICY_ATTRIBUTE, "")
+    differ = [
+        (v, translate.storage_policy_of(snap.pvs[v.pv]))
+        for v in plan.to_migrate()
+        if v.pv in snap.pvs and translate.storage_policy_of(snap.pvs[v.pv]) != wanted
+    ]
+    if not differ:
+        return [] if not wanted else [Check("storage-policy", PASS, f"every disk has storage policy {wanted}")]
+    disks = ", ".join(f"persistentvolume/{v.pv} ({policy or 'no policy'})" for v, policy in differ)
+    return [
+        Check(
+            "storage-policy",
+            WARN,
+            f"storageclass/{plan.csi_class} names storage policy {wanted or '(none)'} but {disks}: the "
+            "migration keeps each disk where it is with the policy it has; change a disk's policy in "
+            "vCenter if it must follow the class",
+        )
+    ]
+
+
 def check_csi_driver(kube: Any, snap: Snapshot) -> list[Check]:
     if kube.get("CSIDriver", translate.CSI_DRIVER) is None:
         return [
@@ -502,6 +527,7 @@ def run_checks(
     checks += check_volumes(snap, plan)
     checks += check_disk_owners(kube, plan)
     checks += check_storage_classes(kube, plan.csi_class, intree_class)
+    checks += check_storage_policy(kube, snap, plan)
     checks += check_csi_driver(kube, snap)
     checks.append(check_other_users(kube, snap))
     checks.append(check_managers(snap, plan.csi_class))

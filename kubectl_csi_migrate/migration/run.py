@@ -531,7 +531,9 @@ class Migration:
                     f"persistentvolume {other['metadata']['name']} still refers to {v.vmdk}; "
                     "refusing to create a second PV for the same disk"
                 )
-        new_pv = translate.csi_pv_from_intree(backup_pv, fcd_id, self.plan.csi_class, backup_pvc)
+        new_pv = translate.csi_pv_from_intree(
+            backup_pv, fcd_id, self.plan.csi_class, backup_pvc, self.plan.topology_keys
+        )
         self.kube.create(new_pv)
         self.say(f"persistentvolume/{v.pv} created (csi.vsphere.vmware.com, volumeHandle {fcd_id})")
 

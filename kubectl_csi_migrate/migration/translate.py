@@ -178,16 +178,91 @@ def datastore_url(host: str, datacenter_path: str, datastore_path: str) -> str:
 FILE_VOLUME_ACCESS_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})
 
 
-def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObject) -> KubeObject:
+# Zone and region, as in-tree vSphere PVs carry them: node affinity or labels, GA or beta keys.
+ZONE_KEYS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
+REGION_KEYS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
+STORAGE_POLICY_ATTRIBUTE = "storagepolicyname"
+"""The CSI volume attribute (and StorageClass parameter) naming the SPBM policy."""
+
+
+def driver_topology_keys(csinodes: list[KubeObject]) -> tuple[str, ...]:
+    """The topology keys the vSphere CSI node plugin reports in CSINode objects (sorted), empty
+    when the driver runs without topology."""
+    keys: set[str] = set()
+    for node in csinodes:
+        for driver in _spec(node).get("drivers") or []:
+            if driver.get("name") == CSI_DRIVER:
+                keys.update(driver.get("topologyKeys") or [])
+    return tuple(sorted(keys))
+
+
+def _topology_values(pv: KubeObject, keys: tuple[str, ...]) -> list[str]:
+    """Values of the first of `keys` found in pv's node affinity, else in its labels."""
+    terms = ((_spec(pv).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms") or []
+    for key in keys:
+        values = sorted(
+            {
+                v
+                for t in terms
+                for e in t.get("matchExpressions") or []
+                if e.get("key") == key
+                for v in e.get("values") or []
+            }
+        )
+        if values:
+            return values
+    for key in keys:
+        label = (_metadata(pv).get("labels") or {}).get(key, "").strip()
+        if label:
+            return sorted(set(label.split("__")))  # several zones are joined by "__" in a label
+    return []
+
+
+def csi_node_affinity(pv: KubeObject, topology_keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The CSI PV's nodeAffinity for in-tree pv.
+
+    When the driver reports no topology keys, pv's node affinity as it is (the nodes keep the
+    labels it names). Otherwise the in-tree zone and region (node affinity or labels, GA or beta
+    keys) are written with the driver's own zone and region keys, as the driver sets them on the
+    volumes it provisions; other expressions are kept."""
+    original = copy.deepcopy(_spec(pv).get("nodeAffinity")) or None
+    wanted = {}
+    for kind, keys in (("zone", ZONE_KEYS), ("region", REGION_KEYS)):
+        driver_key = next((k for k in topology_keys if k.rsplit("/", 1)[-1].endswith(kind)), None)
+        values = _topology_values(pv, keys)
+        if driver_key and values:
+            wanted[driver_key] = (keys, values)
+    if not wanted:
+        return original
+    terms = ((original or {}).get("required") or {}).get("nodeSelectorTerms") or [{}]
+    replaced_keys = {k for keys, _ in wanted.values() for k in keys} | set(wanted)
+    new_terms = []
+    for term in terms:
+        kept = [e for e in term.get("matchExpressions") or [] if e.get("key") not in replaced_keys]
+        added = [{"key": k, "operator": "In", "values": values} for k, (_, values) in sorted(wanted.items())]
+        new_terms.append({**term, "matchExpressions": kept + added})
+    return {"required": {"nodeSelectorTerms": new_terms}}
+
+
+def storage_policy_of(pv: KubeObject) -> str:
+    """The SPBM storage policy name an in-tree vSphere PV was provisioned with ("" if none)."""
+    return str((_spec(pv).get("vsphereVolume") or {}).get("storagePolicyName") or "")
+
+
+def csi_pv_from_intree(
+    pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObject, topology_keys: tuple[str, ...] = ()
+) -> KubeObject:
     """Return the static CSI PV that replaces the in-tree PV pv, for the same disk.
 
-    The new PV keeps pv's name, labels, capacity, access modes, volume mode, mount options and
-    node affinity, drops the in-tree annotations and claims pvc by namespace/name only: the PVC
-    is recreated too, so the old uid and resourceVersion would point at a claim that is gone.
-    Its reclaim policy is Retain whatever pv had (the migration restores the original at the
-    end), and finalizers are not copied (the API server adds kubernetes.io/pv-protection).
-    Raises ValueError when pv is not in-tree vSphere, fcd_id is empty or a .vmdk path (a CSI
-    volumeHandle is the First Class Disk id), csi_class is empty, or pvc has no name/namespace.
+    The new PV keeps pv's name, labels, capacity, access modes, volume mode, mount options, storage
+    policy (volume attribute `storagepolicyname`) and node affinity (zone and region written with
+    the driver's `topology_keys` when it has some: csi_node_affinity), drops the in-tree annotations
+    and claims pvc by namespace/name only: the PVC is recreated too, so the old uid and
+    resourceVersion would point at a claim that is gone. Its reclaim policy is Retain whatever pv
+    had (the migration restores the original at the end), and finalizers are not copied (the API
+    server adds kubernetes.io/pv-protection). Raises ValueError when pv is not in-tree vSphere,
+    fcd_id is empty or a .vmdk path (a CSI volumeHandle is the First Class Disk id), csi_class is
+    empty, or pvc has no name/namespace.
     """
     if not is_intree_vsphere_pv(pv):
         name = _metadata(pv).get("name", "<unnamed>")
@@ -215,9 +290,11 @@ def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObj
         "accessModes": copy.deepcopy(old_spec.get("accessModes")),
         "volumeMode": old_spec.get("volumeMode") or "Filesystem",
     }
-    for optional in ("mountOptions", "nodeAffinity"):
-        if old_spec.get(optional):
-            spec[optional] = copy.deepcopy(old_spec[optional])
+    if old_spec.get("mountOptions"):
+        spec["mountOptions"] = copy.deepcopy(old_spec["mountOptions"])
+    affinity = csi_node_affinity(pv, topology_keys)
+    if affinity:
+        spec["nodeAffinity"] = affinity
     spec["persistentVolumeReclaimPolicy"] = "Retain"
     spec["storageClassName"] = csi_class
     spec["claimRef"] = {
@@ -235,6 +312,9 @@ def csi_pv_from_intree(pv: KubeObject, fcd_id: str, csi_class: str, pvc: KubeObj
         "fsType": old_spec["vsphereVolume"].get("fsType") or DEFAULT_FS_TYPE,
         "volumeAttributes": {"type": CNS_BLOCK_VOLUME_TYPE},
     }
+    if storage_policy_of(pv):
+        # As Kubernetes' own translation of this PV for the driver carries it.
+        spec["csi"]["volumeAttributes"][STORAGE_POLICY_ATTRIBUTE] = storage_policy_of(pv)
     if spec["volumeMode"] == "Block":
         del spec["csi"]["fsType"]  # a raw block device has no filesystem (the driver sets none)
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}

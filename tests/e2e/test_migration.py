@@ -618,3 +618,55 @@ def test_item_9_every_migrated_disk_is_kept_when_its_node_vm_is_deleted(
         handle = kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"]
         assert vc.keep_after_delete_vm(env, handle) is True, f"{v.pv}: FCD {handle} lacks keepAfterDeleteVm"
         assert report[v.pvc]["keepAfterDeleteVm"] is True
+
+
+def test_item_10_zone_and_storage_policy_are_carried_to_the_csi_volume(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """In-tree PVs labelled with their zone and region (beta keys, as the in-tree provisioner
+    wrote them) and provisioned with a storage policy, on a cluster whose CSI driver reports
+    zone and region topology: preflight warns that the CSI class names another policy; the new
+    PVs carry the zone and region as node affinity with the driver's keys and the policy as
+    their volume attribute, and the pods schedule onto them."""
+    keys = ["topology.kubernetes.io/region", "topology.kubernetes.io/zone"]
+    nodes = [n["metadata"]["name"] for n in kubectl.get("nodes")["items"]]
+    csinodes = [kubectl.get("csinode", n) for n in nodes]
+
+    def set_csinodes(topology: list[str] | None) -> None:
+        docs = []
+        for node in csinodes:
+            doc = {k: node[k] for k in ("apiVersion", "kind")}
+            doc["metadata"] = {k: node["metadata"][k] for k in ("name", "annotations")}
+            doc["spec"] = {"drivers": [{**d, "topologyKeys": topology} for d in node["spec"]["drivers"]]}
+            docs.append(doc)
+        kubectl("delete", "csinode", *nodes, "--wait")
+        kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+
+    zone = {"topology.kubernetes.io/zone": "zone-a", "topology.kubernetes.io/region": "region-1"}
+    labels = [f"{k}={v}" for k, v in zone.items()]
+    kubectl("label", "node", *nodes, *labels, "--overwrite")
+    set_csinodes(keys)
+    try:
+        made = scenario.create(
+            env, "web", ns, replicas=2, storage_policy="vSAN Default Storage Policy",
+            pv_labels={"failure-domain.beta.kubernetes.io/zone": "zone-a",
+                       "failure-domain.beta.kubernetes.io/region": "region-1"},
+        )  # fmt: skip
+        sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+        proc = run_plugin(
+            env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+            "--working-directory", str(tmp_path / "run"),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "warning: storage-policy: storageclass/standard-rwo names storage policy (none)" in proc.stderr
+        assert_migrated(env, kubectl, made, sts_uid)
+        for v in made.volumes:
+            pv = kubectl.get("pv", v.pv)
+            terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+            assert terms == [{"matchExpressions": [{"key": k, "operator": "In", "values": [zone[k]]} for k in keys]}], (
+                terms
+            )
+            assert pv["spec"]["csi"]["volumeAttributes"]["storagepolicyname"] == "vSAN Default Storage Policy"
+    finally:
+        set_csinodes(None)
+        kubectl("label", "node", *nodes, *[f"{k}-" for k in zone])

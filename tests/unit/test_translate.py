@@ -845,3 +845,57 @@ def test_storage_class_of_template(metadata: Obj, spec: Obj, expected: str | Non
 def test_storage_class_of_template_fixture(statefulset: Obj) -> None:
     templates = statefulset["spec"]["volumeClaimTemplates"]
     assert [storage_class_of_template(t) for t in templates] == ["standard", "standard", CSI_CLASS]
+
+
+# topology and storage policy
+
+DRIVER_KEYS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone")
+BETA_ZONE, BETA_REGION = "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region"
+
+
+def _affinity(*expressions: tuple[str, list[str]]) -> Obj:
+    terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": v} for k, v in expressions]}]
+    return {"required": {"nodeSelectorTerms": terms}}
+
+
+def test_driver_topology_keys_come_from_the_vsphere_node_plugin_only() -> None:
+    nodes = [
+        {"spec": {"drivers": [{"name": CSI_DRIVER, "topologyKeys": ["topology.kubernetes.io/zone"]}]}},
+        {"spec": {"drivers": [{"name": "other.csi", "topologyKeys": ["other/zone"]}, {"name": CSI_DRIVER}]}},
+        {"spec": {}},
+    ]
+    assert translate.driver_topology_keys(nodes) == ("topology.kubernetes.io/zone",)
+    assert translate.driver_topology_keys([]) == ()
+
+
+def test_beta_zone_labels_become_the_drivers_node_affinity(intree_pv: Obj, pvc: Obj) -> None:
+    intree_pv["metadata"]["labels"] = {BETA_ZONE: "zone-a", BETA_REGION: "region-1"}
+    new = csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc, DRIVER_KEYS)
+    assert new["spec"]["nodeAffinity"] == _affinity(
+        ("topology.kubernetes.io/region", ["region-1"]), ("topology.kubernetes.io/zone", ["zone-a"])
+    )
+    assert new["metadata"]["labels"][BETA_ZONE] == "zone-a"  # labels are kept as they were
+
+
+def test_in_tree_affinity_keys_are_rewritten_and_other_expressions_kept(intree_pv: Obj, pvc: Obj) -> None:
+    intree_pv["spec"]["nodeAffinity"] = _affinity((BETA_ZONE, ["zone-b", "zone-a"]), ("disktype", ["ssd"]))
+    new = assert_pure(lambda: csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc, DRIVER_KEYS), intree_pv, pvc)
+    assert new["spec"]["nodeAffinity"] == _affinity(
+        ("disktype", ["ssd"]), ("topology.kubernetes.io/zone", ["zone-a", "zone-b"])
+    )
+
+
+def test_without_driver_topology_the_affinity_is_kept_as_it_was(intree_pv: Obj, pvc: Obj) -> None:
+    intree_pv["spec"]["nodeAffinity"] = _affinity((BETA_ZONE, ["zone-a"]))
+    assert csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc)["spec"]["nodeAffinity"] == _affinity(
+        (BETA_ZONE, ["zone-a"])
+    )
+    intree_pv["spec"].pop("nodeAffinity")
+    intree_pv["metadata"]["labels"] = {BETA_ZONE: "zone-a"}
+    assert "nodeAffinity" not in csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc)["spec"]
+
+
+def test_storage_policy_is_kept_as_a_volume_attribute(intree_pv: Obj, pvc: Obj) -> None:
+    intree_pv["spec"]["vsphereVolume"]["storagePolicyName"] = "gold"
+    attributes = csi_pv_from_intree(intree_pv, FCD_ID, CSI_CLASS, pvc)["spec"]["csi"]["volumeAttributes"]
+    assert attributes == {"type": "vSphere CNS Block Volume", "storagepolicyname": "gold"}
