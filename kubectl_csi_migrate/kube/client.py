@@ -92,6 +92,8 @@ class Kube:
         self.dry_run = dry_run
         self.request_timeout = request_timeout or 30.0
         self.requests = 0
+        self.before_mutation: Callable[[], None] | None = None
+        """Called before every change is sent (a run checks it still holds its lease)."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -246,6 +248,7 @@ class Kube:
     ) -> Obj | None:
         if self.dry_run == "client":
             return preview if preview is not None else (body if isinstance(body, dict) else None)
+        self._before_mutation()
         query = dict(query or {})
         if self.dry_run == "server":
             query["dryRun"] = "All"
@@ -278,6 +281,7 @@ class Kube:
             body["dryRun"] = ["All"]
         if self.dry_run == "client":
             return
+        self._before_mutation()
         self.request("DELETE", resource_path(kind, namespace, name), None, body)
 
     def evict(self, name: str, namespace: str) -> None:
@@ -291,7 +295,12 @@ class Kube:
             body["deleteOptions"] = {"dryRun": ["All"]}
         if self.dry_run == "client":
             return
+        self._before_mutation()
         self.request("POST", resource_path("Pod", namespace, name) + "/eviction", None, body)
+
+    def _before_mutation(self) -> None:
+        if self.before_mutation is not None:
+            self.before_mutation()
 
     def can_i(self, verb: str, kind: str, namespace: str | None = None, subresource: str = "") -> bool:
         prefix, plural, _ = RESOURCES[kind]

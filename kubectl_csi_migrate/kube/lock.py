@@ -1,58 +1,71 @@
 """One run per StatefulSet: a coordination.k8s.io Lease in its namespace.
 
-The holder is `<host>/<run id>`; the run id lives in the working directory, so a resumed run
-(same directory) takes its own lease back at once, while another run is refused until the
-holder's lease expires (60 s after its last renewal; a background thread renews it).
+The holder is `<host>/<run id>/<pid>`. No clock is compared with another machine's: a lease
+held by someone else counts as abandoned only when this run has watched it go unrenewed for a
+whole lease duration on its own clock (as client-go's leader election decides), and the holder
+counts its own lease as held only for a lease duration after its last successful renewal, on its
+own boot-time clock (which keeps counting while a laptop sleeps). A run that has lost its lease,
+or cannot tell whether it still holds it, stops before its next change: `check` is called before
+every mutation the client sends.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubectl_csi_migrate.errors import ConflictError, PermanentError
+from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube.client import Kube, resource_path
 
 LEASE_SECONDS = 60
+RENEW_SECONDS = LEASE_SECONDS / 4
+log = logging.getLogger("kubectl_csi_migrate.lock")
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def expired(spec: dict[str, Any]) -> bool:
-    renew = spec.get("renewTime")
-    if not renew:
-        return True
-    try:
-        then = datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return True
-    return (datetime.now(UTC) - then).total_seconds() > int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
+def clock() -> float:
+    """Seconds on a clock that never goes back and keeps counting through a suspend."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
 class Lease:
-    def __init__(self, kube: Kube, namespace: str, name: str, run_id: str) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        run_id: str,
+        say: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name[:253]
         self.run_id = run_id
         self.host = socket.gethostname()
         self.holder = f"{self.host}/{run_id}/{os.getpid()}"
+        self.say = say or (lambda _line: None)
+        self.sleep = sleep
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._renewed = 0.0  # clock() when the last successful renewal was sent
+        self._lost = ""
+        self._thread: threading.Thread | None = None
+
+    # -- taking it ------------------------------------------------------------------------------
 
     def acquire(self, what: str) -> None:
-        ns, name, stamp = self.namespace, self.name, now()
+        ns, name = self.namespace, self.name
         lease = self.kube.get("Lease", name, ns)
-        spec = {
-            "holderIdentity": self.holder,
-            "leaseDurationSeconds": LEASE_SECONDS,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-        }
         if lease is None:
+            sent = clock()
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -61,30 +74,65 @@ class Lease:
                     "namespace": ns,
                     "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
                 },
-                "spec": spec,
+                "spec": self._spec(acquired=True),
             }
             try:
-                self.kube.create(body)
+                self.kube.request("POST", resource_path("Lease", ns), None, body)
             except ConflictError as exc:
                 raise PermanentError(f"another csi-migrate run on {what} just started") from exc
         else:
             current = lease.get("spec", {}).get("holderIdentity", "")
-            if current and not self._may_take_over(current) and not expired(lease.get("spec", {})):
-                raise PermanentError(
-                    f"another csi-migrate run ({current}) holds lease {ns}/{name} on {what}; wait for it, or "
-                    f"delete the lease if that run is dead (it expires {LEASE_SECONDS}s after its last renewal)"
-                )
-            lease["spec"] = {**lease.get("spec", {}), **spec}
+            if current and current != self.holder and not self._may_take_over(current):
+                lease = self._wait_abandoned(lease, current, what)
+            lease["spec"] = {**lease.get("spec", {}), **self._spec(acquired=True)}
+            sent = clock()
             try:  # an update with the resourceVersion we read: a concurrent taker makes it fail
                 self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
             except ConflictError as exc:
                 raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
-        threading.Thread(target=self._renew, daemon=True).start()
+        self._renewed = sent
+        self._thread = threading.Thread(target=self._renew_loop, daemon=True)
+        self._thread.start()
+
+    def _spec(self, acquired: bool = False) -> dict[str, Any]:
+        stamp = now()
+        spec: dict[str, Any] = {
+            "holderIdentity": self.holder,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": stamp,
+        }
+        if acquired:
+            spec["acquireTime"] = stamp
+        return spec
+
+    def _wait_abandoned(self, lease: dict[str, Any], current: str, what: str) -> dict[str, Any]:
+        """Watch another holder's lease for a lease duration on our own clock: renewed in that
+        time, it is refused; left alone, it is abandoned and returned to be taken over."""
+        ns, name = self.namespace, self.name
+        duration = float(lease.get("spec", {}).get("leaseDurationSeconds") or LEASE_SECONDS)
+        self.say(
+            f"lease {ns}/{name} is held by {current}; watching whether it is still renewed (up to {duration:.0f}s)"
+        )
+        version = lease["metadata"].get("resourceVersion")
+        started = clock()
+        while clock() - started < duration:
+            self.sleep(min(2.0, max(0.1, duration / 30)))
+            seen = self.kube.get("Lease", name, ns)
+            if seen is None:
+                raise PermanentError(f"lease {ns}/{name} was released by {current}; run the same command again")
+            if seen["metadata"].get("resourceVersion") != version:
+                holder = seen.get("spec", {}).get("holderIdentity") or current
+                raise PermanentError(
+                    f"another csi-migrate run ({holder}) holds lease {ns}/{name} on {what} and renews it; wait "
+                    f"for it to finish (a dead run's lease is taken over once unrenewed for {duration:.0f}s)"
+                )
+        self.say(f"lease {ns}/{name} was not renewed for {duration:.0f}s: its holder {current} is gone; taking it")
+        return lease
 
     def _may_take_over(self, current: str) -> bool:
         """A run on this host whose process is gone: it was killed, and nothing runs for it any
         more (this is its resume, or a new start with another working directory). A live
-        process keeps the lease; a holder on another host keeps it until it expires."""
+        process keeps the lease; a holder on another host keeps it until seen abandoned."""
         host, _, rest = current.partition("/")
         _run_id, _, pid = rest.partition("/")
         if host != self.host or not pid.isdigit():
@@ -97,15 +145,62 @@ class Lease:
             return False
         return int(pid) == os.getpid()
 
-    def _renew(self) -> None:
-        while not self._stop.wait(LEASE_SECONDS / 4):
-            with contextlib.suppress(Exception):  # the next renewal tries again
-                self.kube.patch("Lease", self.name, {"spec": {"renewTime": now()}}, self.namespace)
+    # -- keeping it -----------------------------------------------------------------------------
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            self.renew()
+
+    def renew(self) -> None:
+        """Renew if the lease is still ours (read, then update with that resourceVersion); note
+        it as lost when someone else holds it. Errors are logged; `check` judges their effect."""
+        with self._lock:
+            if self._lost or self._stop.is_set():
+                return
+            ns, name = self.namespace, self.name
+            try:
+                lease = self.kube.get("Lease", name, ns)
+                holder = (lease or {}).get("spec", {}).get("holderIdentity")
+                if lease is None or holder != self.holder:
+                    self._lost = "deleted" if lease is None else f"held by {holder}"
+                    return
+                lease["spec"]["renewTime"] = now()
+                sent = clock()
+                self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
+                self._renewed = sent
+            except ConflictError:
+                log.info("lease %s/%s changed while renewing; reading it again next time", ns, name)
+            except CsiMigrateError as exc:
+                log.warning("cannot renew lease %s/%s: %s", ns, name, exc)
+
+    def check(self) -> None:
+        """Raise unless the lease is still ours for a while: called before every change."""
+        if clock() - self._renewed > RENEW_SECONDS:
+            self.renew()  # the renewal thread is late (a stopped process, a slow API): ask now
+        what = f"lease {self.namespace}/{self.name}"
+        if self._lost:
+            raise PermanentError(
+                f"this run lost its {what} (now {self._lost}) and stopped before its next change; another "
+                "run may be migrating this StatefulSet: let it finish, then run the same command again"
+            )
+        if clock() - self._renewed > LEASE_SECONDS * 0.8:
+            raise PermanentError(
+                f"{what} could not be renewed for {clock() - self._renewed:.0f}s; this run stopped before its "
+                "next change, as another run may take the lease over. Run the same command again"
+            )
 
     def release(self) -> None:
-        """Give the lease back, if it is still ours (an expired one may have been taken)."""
+        """Give the lease back, if it is still ours (an abandoned one may have been taken)."""
         self._stop.set()
-        with contextlib.suppress(Exception):  # an expired lease does no harm
-            lease = self.kube.get("Lease", self.name, self.namespace)
-            if lease is not None and lease.get("spec", {}).get("holderIdentity") == self.holder:
-                self.kube.delete("Lease", self.name, self.namespace, uid=lease["metadata"]["uid"])
+        with self._lock:
+            try:
+                lease = self.kube.get("Lease", self.name, self.namespace)
+                if lease is not None and lease.get("spec", {}).get("holderIdentity") == self.holder:
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "preconditions": {"uid": lease["metadata"]["uid"]},
+                    }
+                    self.kube.request("DELETE", resource_path("Lease", self.namespace, self.name), None, body)
+            except CsiMigrateError as exc:  # an unreleased lease is taken over once abandoned
+                log.info("lease %s/%s not released: %s", self.namespace, self.name, exc)

@@ -92,8 +92,9 @@ class Migration:
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
         else:
             self.run_id = uuid.uuid4().hex
-        lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id)
+        lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id, self.say)
         lease.acquire(f"statefulset {self.plan.namespace}/{self.plan.statefulset}")
+        self.kube.before_mutation = lease.check
         if not resuming:  # nothing was changed yet: (re)start the record
             self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
         try:
@@ -116,6 +117,7 @@ class Migration:
             self.step("recreate-statefulset", self._recreate_statefulset)
             self.step("restore-reclaim-policy", self._restore_reclaim_policy)
         finally:
+            self.kube.before_mutation = None
             lease.release()
         report = self.report()
         self.workdir.mark_finished(report)

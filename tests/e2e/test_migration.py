@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,29 +284,142 @@ def test_killed_run_resumes(
     assert_migrated(env, kubectl, made, sts_uid)
 
 
-def test_second_run_is_refused_while_another_holds_the_lease(
+class ForeignHolder:
+    """Another run's lease, held from another machine whose clock is 10 minutes behind: it
+    renews every 2 s, each renewTime 10 minutes in the past by this machine's clock."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str) -> None:
+        self.kubectl, self.namespace, self.name = kubectl, namespace, name
+        self.stop = threading.Event()
+        self.renewals = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _stamp(self) -> str:
+        from datetime import UTC, datetime, timedelta
+
+        return (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def _run(self) -> None:
+        while not self.stop.wait(2):
+            with contextlib.suppress(Exception):  # a conflict with the run under test: next time
+                patch = {"spec": {"holderIdentity": "elsewhere/other-run/1", "renewTime": self._stamp()}}
+                self.kubectl("-n", self.namespace, "patch", "lease", self.name, "--type=merge", "-p", json.dumps(patch))
+                self.renewals += 1
+
+    def __enter__(self) -> ForeignHolder:
+        self.kubectl.apply(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {
+                    "holderIdentity": "elsewhere/other-run/1",
+                    "leaseDurationSeconds": 60,
+                    "renewTime": self._stamp(),
+                },
+            }
+        )
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_item_8_a_live_run_with_a_skewed_clock_keeps_its_lease(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
+    """Another run holds the StatefulSet's lease and renews it, from a machine whose clock is
+    behind: its renewTime looks 10 minutes old here. The lease is alive; a second run must not
+    take it over by comparing that time with its own clock. It is refused, changing nothing."""
+    scenario.create(env, "web", ns, replicas=2)
+    before = versions(kubectl, ns)
+    with ForeignHolder(kubectl, ns, "csi-migrate-web"):
+        proc = run_plugin(
+            env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+            "--working-directory", str(tmp_path / "run"),
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "another csi-migrate run (elsewhere/other-run/1) holds lease" in proc.stderr
+    assert "renews it" in proc.stderr
+    assert versions(kubectl, ns) == before, "something changed while another run held the lock"
+
+
+def test_an_abandoned_lease_of_another_machine_is_taken_over_once_seen_unrenewed(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A run on another machine died holding the lease (5 s duration, so the test is short):
+    the run watches it go unrenewed for that long on its own clock, says so, and takes it."""
     from kubectl_csi_migrate.kube.lock import now
 
-    scenario.create(env, "web", ns, replicas=2)
-    stamp = now()
+    made = scenario.create(env, "web", ns, replicas=1, pdb=False)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    spec = {"holderIdentity": "elsewhere/dead-run/1", "leaseDurationSeconds": 5, "renewTime": now()}
     kubectl.apply(
         {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": "csi-migrate-web", "namespace": ns},
-            "spec": {"holderIdentity": "elsewhere/other-run", "leaseDurationSeconds": 60, "renewTime": stamp},
+            "spec": spec,
         }
     )
-    before = versions(kubectl, ns)
     proc = run_plugin(
         env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
         "--working-directory", str(tmp_path / "run"),
     )  # fmt: skip
-    assert proc.returncode == 1
-    assert "another csi-migrate run (elsewhere/other-run) holds lease" in proc.stderr
-    assert versions(kubectl, ns) == before, "something changed while another run held the lock"
+    assert proc.returncode == 0, proc.stderr
+    assert "was not renewed for 5s: its holder elsewhere/dead-run/1 is gone; taking it" in proc.stdout
+    assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_item_8_a_run_that_loses_its_lease_stops_before_its_next_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """While the run waits (the CSI syncer paused, so the disk's release waits), another run
+    takes its lease over (as one would after this run's renewals failed for a lease duration).
+    The run finds out at its next renewal and must stop before its next change; the same command
+    finishes once the lease is free."""
+    from kubectl_csi_migrate.kube.lock import RENEW_SECONDS
+
+    made = scenario.create(env, "db", ns, replicas=1, pdb=False)
+    (volume,) = made.volumes
+    sts_uid = kubectl.get("statefulset", "db", ns)["metadata"]["uid"]
+    args = [
+        "sts", "db", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    ]  # fmt: skip
+    syncer = env.processes()["vsphere-syncer"]
+    assert syncer
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    os.killpg(syncer, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen(
+            ["kubectl", "csi-migrate", *args],
+            env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if f"persistentvolume/{volume.pv} deleted" in line:
+                break
+        else:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        # The run now waits for the syncer to release the disk: take its lease, and give the
+        # run's renewal time to come round and find it taken.
+        patch = {"spec": {"holderIdentity": "elsewhere/other-run/1"}}
+        kubectl("-n", ns, "patch", "lease", "csi-migrate-db", "--type=merge", "-p", json.dumps(patch))
+        time.sleep(RENEW_SECONDS + 3)
+    finally:
+        os.killpg(syncer, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "lost its lease" in err and "held by elsewhere/other-run/1" in err, err
+    assert not kubectl.exists("pv", volume.pv), "a PV was created after the lease was lost"
+    assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
+    kubectl("-n", ns, "delete", "lease", "csi-migrate-db")  # the other run is done
+    resumed = run_plugin(env_vars, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
 
 
 def answer_prompt_on_terminal(
