@@ -7,9 +7,10 @@ driver's vanilla manifest (namespace, CSIDriver, the controller's ServiceAccount
 feature-state ConfigMap) is read from that manifest in the unpacked release source and applied as
 it is, and each container's arguments and environment come from the manifest's Deployment, so the
 processes run as the driver's own install would run them: with the controller ServiceAccount's
-token (RBAC as shipped), without leader election (one replica), and with local paths for the
-socket and the config file. Nodes are kwok's: there is no node plugin; testenv writes each node's
-CSINode with the ID the controller resolves to the node's VM (the VM's UUID).
+token (RBAC as shipped), with leader election as shipped (its Leases are how a user can tell
+the controller is alive), and with local paths for the socket and the config file. Nodes are
+kwok's: there is no node plugin; testenv writes each node's CSINode with the ID the controller
+resolves to the node's VM (the VM's UUID).
 """
 
 from __future__ import annotations
@@ -151,9 +152,12 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
             elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
                 environ[var["name"]] = NAMESPACE
         environ.update({k: v for k, v in overrides.items() if k in environ or k == "KUBECONFIG"})
-        args = [_resolve(a, values) for a in container.get("args", []) if not a.startswith("--leader-election")]
+        args = [_resolve(a, values) for a in container.get("args", [])]
         if folder == "sidecars":
             args.append(f"--kubeconfig={kubeconfig}")
+        if "--leader-election" in args:
+            # Leader election as shipped; in a pod the namespace comes from the mounted token.
+            args.append(f"--leader-election-namespace={NAMESPACE}")
         if name in ("csi-provisioner", "csi-resizer"):
             # These sidecars are newer than the ones the manifest names: on Kubernetes 1.34+ they
             # use VolumeAttributesClasses, which the manifest's ClusterRole does not grant.

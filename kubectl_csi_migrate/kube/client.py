@@ -94,6 +94,8 @@ class Kube:
         self.requests = 0
         self.before_mutation: Callable[[], None] | None = None
         """Called before every change is sent (a run checks it still holds its lease)."""
+        self.server_date: str | None = None
+        """The Date header of the last response: the API server's clock, to the second."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -208,6 +210,7 @@ class Kube:
             raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}") from exc
         except HTTPError as exc:
             raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}") from exc
+        self.server_date = resp.getheader("Date") or self.server_date
         if not 200 <= resp.status < 300:
             raise _api_error(resp.status, resp.reason, resp.read(), method, path)
         if stream:

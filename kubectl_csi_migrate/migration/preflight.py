@@ -375,6 +375,71 @@ def check_csi_driver(kube: Any, snap: Snapshot) -> list[Check]:
     ]
 
 
+# The driver's components the run depends on, by the Lease each renews while it runs (leader
+# election, on in the driver's manifests): the syncer releases and registers disks, the attacher
+# detaches the old volumes and attaches the new ones.
+DRIVER_NAMESPACES = ("vmware-system-csi", "kube-system", "openshift-cluster-csi-drivers")
+DRIVER_LEASES = (
+    ("vsphere-syncer", "the vSphere CSI syncer (container vsphere-syncer)"),
+    ("external-attacher-leader-csi-vsphere-vmware-com", "the CSI attacher (container csi-attacher)"),
+)
+
+
+def _age(renew: str, server_date: str | None) -> float | None:
+    """Seconds from `renew` (a Lease's renewTime) to the API server's Date; None if unknown."""
+    from datetime import datetime
+    from email.utils import parsedate_to_datetime
+
+    try:
+        then = datetime.fromisoformat(renew.replace("Z", "+00:00"))
+        return (parsedate_to_datetime(server_date or "") - then).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def check_csi_controller(kube: Any) -> Check:
+    """The driver's controller is running: the Leases its syncer and attacher renew, judged by the
+    API server's clock (the Date of the answer), both of them clocks in the cluster."""
+    found = []
+    for namespace in DRIVER_NAMESPACES:
+        for name, what in DRIVER_LEASES:
+            try:
+                lease = kube.get("Lease", name, namespace)
+            except CsiMigrateError:
+                lease = None  # not allowed to read leases there: judged below as not found
+            if lease is not None:
+                found.append((namespace, name, what, lease.get("spec", {}), kube.server_date))
+        if found:
+            break
+    if not found:
+        return Check(
+            "csi-controller",
+            WARN,
+            "cannot tell whether the vSphere CSI controller runs (no leader-election Lease "
+            f"{DRIVER_LEASES[0][0]} readable in {', '.join(DRIVER_NAMESPACES)}): check that its pods are "
+            "Running before you migrate",
+        )
+    stale = []
+    for namespace, name, what, spec, date in found:
+        age = _age(spec.get("renewTime") or "", date)
+        duration = int(spec.get("leaseDurationSeconds") or 15)
+        if age is not None and age > duration:
+            stale.append(
+                f"{what} has not renewed lease {namespace}/{name} for {age:.0f}s (its duration is {duration}s)"
+            )
+    if stale:
+        return Check(
+            "csi-controller",
+            FAIL,
+            f"{'; '.join(stale)}: the vSphere CSI controller is not running or cannot reach the API "
+            "server, and the run would stop with a disk deleted and waiting for the driver. Fix the "
+            f"driver first (kubectl -n {found[0][0]} get pods; kubectl -n {found[0][0]} logs "
+            "deploy/vsphere-csi-controller -c vsphere-syncer)",
+        )
+    names = ", ".join(f"{ns}/{name}" for ns, name, *_ in found)
+    return Check("csi-controller", PASS, f"the CSI driver's controller renews its leases ({names})")
+
+
 # Labels and annotations by which GitOps tools and Helm mark what they manage.
 _MANAGERS: tuple[tuple[str, str, str], ...] = (
     ("label", "argocd.argoproj.io/instance", "Argo CD application {}"),
@@ -529,6 +594,7 @@ def run_checks(
     checks += check_storage_classes(kube, plan.csi_class, intree_class)
     checks += check_storage_policy(kube, snap, plan)
     checks += check_csi_driver(kube, snap)
+    checks.append(check_csi_controller(kube))
     checks.append(check_other_users(kube, snap))
     checks.append(check_managers(snap, plan.csi_class))
     checks.append(check_disruption_budget(kube, snap, plan.strategy))

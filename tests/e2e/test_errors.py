@@ -384,6 +384,42 @@ def test_item_1_two_disruption_budgets_fail_preflight_before_any_change(
     assert_unchanged(env, kubectl, ns, before)
 
 
+def test_item_4_a_stopped_csi_controller_fails_preflight_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The real syncer paused (SIGSTOP) until its leader-election Lease has gone unrenewed for
+    longer than its duration (by the API server's clock): preflight FAILs naming it, and `sts`
+    refuses before its first change instead of deleting a PV and waiting for a dead syncer."""
+    import signal
+    import time
+    from datetime import UTC, datetime
+
+    _, before = prepare(env, kubectl, ns, replicas=1, pdb=False)
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+    syncer = env.processes()["vsphere-syncer"]
+    assert syncer
+    os.killpg(syncer, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # until the lease is stale (the API server runs on this machine's clock)
+            lease = kubectl.get("lease", "vsphere-syncer", "vmware-system-csi")
+            renewed = datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
+            if (datetime.now(UTC) - renewed).total_seconds() > lease["spec"]["leaseDurationSeconds"] + 1:
+                break
+            assert time.monotonic() < deadline, "the paused syncer's lease did not go stale"
+            time.sleep(2)
+        proc = plugin(env_vars, *preflight_args(ns, workdir))
+        (message,) = assert_preflight_fails(proc, "csi-controller", secrets, "vSphere CSI syncer")
+        assert "has not renewed lease vmware-system-csi/vsphere-syncer" in message
+        refused = plugin(env_vars, *sts_args(ns, workdir, "--timeout", "20s"))
+        assert_sts_refuses(refused, ("csi-controller", "not running"), secrets)
+        assert not workdir.exists()
+        assert_unchanged(env, kubectl, ns, before)
+    finally:
+        os.killpg(syncer, signal.SIGCONT)
+
+
 def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
