@@ -44,6 +44,10 @@ class VCenterUnreachable(TemporaryError, VCenterError):
     """vCenter did not answer: connection refused, name not resolved, timeout, connection lost."""
 
 
+class VCenterSessionEnded(VCenterUnreachable):
+    """vCenter ended the session (idle timeout, a restart): logging in again is the remedy."""
+
+
 class VCenterLoginFailed(PermanentError, VCenterError):
     """vCenter refused the user name or password."""
 

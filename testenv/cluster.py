@@ -108,6 +108,26 @@ class Env:
             time.sleep(0.005)
         return proc.pid
 
+    def restart(self, name: str) -> int:
+        """Stop process `name` (SIGTERM, its whole group) and start it again with the same
+        command line and environment, as a restarted static pod or service; its new pid."""
+        pid = self.processes()[name]
+        if pid is None:
+            raise RuntimeError(f"{name} is not running")
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+        environ = dict(
+            item.decode().split("=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.processes()[name] is not None:
+            if time.monotonic() > deadline:
+                os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        return self.start(name, argv, environ)
+
     def processes(self) -> dict[str, int | None]:
         """name -> pid if that pid still runs the binary we started, else None."""
         result: dict[str, int | None] = {}

@@ -95,6 +95,10 @@ class Kube:
         self.before_mutation: Callable[[], None] | None = None
         """Called before every change is sent (a run checks it still holds its lease)."""
         self.server_date: str | None = None
+        self.outage_seconds = 0.0
+        """How long a refused connection (or a failed read) is tried again before it is an error:
+        none for a command that has changed nothing (a wrong address fails at once, as in
+        kubectl); a migration run, which must not stop half way for a restart, sets it."""
         """The Date header of the last response: the API server's clock, to the second."""
 
     # -- construction ---------------------------------------------------------------------
@@ -197,19 +201,30 @@ class Kube:
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
         self.requests += 1
         log.debug("%s %s", method, url.split("?")[0])
-        try:
-            resp = self.api.rest_client.request(
-                method, url, headers=headers, body=body, _request_timeout=timeout or self.request_timeout
-            )
-        except ApiException as exc:  # TLS problems come back as status 0
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
-                raise PermanentError(
-                    f"the Kubernetes API server {self.info.server} presented a certificate the kubeconfig's "
-                    "certificate-authority does not verify"
+        outage_ends = time.monotonic() + self.outage_seconds
+        while True:
+            try:
+                resp = self.api.rest_client.request(
+                    method, url, headers=headers, body=body, _request_timeout=timeout or self.request_timeout
+                )
+                break
+            except ApiException as exc:  # TLS problems come back as status 0
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
+                    raise PermanentError(
+                        f"the Kubernetes API server {self.info.server} presented a certificate the kubeconfig's "
+                        "certificate-authority does not verify"
+                    ) from exc
+                raise TemporaryError(
+                    f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}"
                 ) from exc
-            raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}") from exc
-        except HTTPError as exc:
-            raise TemporaryError(f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}") from exc
+            except HTTPError as exc:
+                problem = f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}"
+                # A request refused before it was sent (or a read) is safe to send again: an API
+                # server restarting, a load balancer switching, refuse connections for seconds.
+                if not (_not_sent(exc) or method == "GET") or time.monotonic() > outage_ends:
+                    raise TemporaryError(problem) from exc
+                log.info("%s; trying again", problem)
+                time.sleep(1)
         self.server_date = resp.getheader("Date") or self.server_date
         if not 200 <= resp.status < 300:
             raise _api_error(resp.status, resp.reason, resp.read(), method, path)
@@ -474,6 +489,20 @@ def _api_client(configuration: Any) -> Any:
     from kubernetes import client
 
     return client.ApiClient(configuration)
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether urllib3 failed before the request left (no connection was made)."""
+    from urllib3.exceptions import NewConnectionError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (NewConnectionError, ConnectionRefusedError)) or isinstance(
+            getattr(seen, "reason", None), NewConnectionError
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _root(exc: BaseException) -> str:

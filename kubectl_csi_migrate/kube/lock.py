@@ -171,7 +171,7 @@ class Lease:
             except ConflictError:
                 log.info("lease %s/%s changed while renewing; reading it again next time", ns, name)
             except CsiMigrateError as exc:
-                log.warning("cannot renew lease %s/%s: %s", ns, name, exc)
+                log.info("cannot renew lease %s/%s: %s", ns, name, exc)
 
     def check(self) -> None:
         """Raise unless the lease is still ours for a while: called before every change."""

@@ -397,20 +397,37 @@ def _age(renew: str, server_date: str | None) -> float | None:
         return None
 
 
-def check_csi_controller(kube: Any) -> Check:
-    """The driver's controller is running: the Leases its syncer and attacher renew, judged by the
-    API server's clock (the Date of the answer), both of them clocks in the cluster."""
+def driver_leases(kube: Any) -> list[tuple[str, str, str, Obj, str | None]]:
+    """(namespace, name, description, spec, the API server's Date when read) of the Leases the
+    driver's syncer and attacher renew, from the first namespace that has any."""
     found = []
     for namespace in DRIVER_NAMESPACES:
         for name, what in DRIVER_LEASES:
             try:
                 lease = kube.get("Lease", name, namespace)
             except CsiMigrateError:
-                lease = None  # not allowed to read leases there: judged below as not found
+                lease = None  # not allowed to read leases there: judged as not found
             if lease is not None:
                 found.append((namespace, name, what, lease.get("spec", {}), kube.server_date))
         if found:
             break
+    return found
+
+
+def syncer_renewed_since(kube: Any, when: str | None) -> bool:
+    """Whether the syncer renewed its Lease after `when` (an API server Date) and still does."""
+    for _, name, _, spec, date in driver_leases(kube):
+        if name == DRIVER_LEASES[0][0]:
+            since, age = _age(spec.get("renewTime") or "", when), _age(spec.get("renewTime") or "", date)
+            fresh = age is not None and age <= int(spec.get("leaseDurationSeconds") or 15)
+            return fresh and since is not None and since < 0
+    return False
+
+
+def check_csi_controller(kube: Any) -> Check:
+    """The driver's controller is running: the Leases its syncer and attacher renew, judged by the
+    API server's clock (the Date of the answer), both of them clocks in the cluster."""
+    found = driver_leases(kube)
     if not found:
         return Check(
             "csi-controller",

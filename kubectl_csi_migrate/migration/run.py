@@ -25,15 +25,21 @@ from kubectl_csi_migrate.errors import (
     PermanentError,
     TemporaryError,
     TooManyRequestsError,
+    VCenterSessionEnded,
 )
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.kube.lock import now as _now
 from kubectl_csi_migrate.migration import translate
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
+from kubectl_csi_migrate.migration.preflight import syncer_renewed_since
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
+
+
+API_OUTAGE_SECONDS = 60.0
+"""How long a run rides out an API server that refuses connections (a restart) before it stops."""
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Migration:
         lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id, self.say)
         lease.acquire(f"statefulset {self.plan.namespace}/{self.plan.statefulset}")
         self.kube.before_mutation = lease.check
+        self.kube.outage_seconds = API_OUTAGE_SECONDS
         if not resuming:  # nothing was changed yet: (re)start the record
             self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
         try:
@@ -118,6 +125,7 @@ class Migration:
             self.step("restore-reclaim-policy", self._restore_reclaim_policy)
         finally:
             self.kube.before_mutation = None
+            self.kube.outage_seconds = 0.0
             lease.release()
         report = self.report()
         self.workdir.mark_finished(report)
@@ -168,9 +176,16 @@ class Migration:
             self.timing.waited += time.monotonic() - started
 
     def _vcenter(self, call: Callable[[], Any]) -> Any:
+        """A vCenter call, timed; a session vCenter ended during a long wait (its idle timeout,
+        a restart) is logged in again once and the call repeated (every call is idempotent)."""
         started = time.monotonic()
         try:
-            return call()
+            try:
+                return call()
+            except VCenterSessionEnded:
+                self.vc.relogin()
+                self.say("logged in to vCenter again (it had ended the session during the run)")
+                return call()
         finally:
             self.timing.vcenter += time.monotonic() - started
 
@@ -439,7 +454,7 @@ class Migration:
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 raise PermanentError(f"persistentvolume {v.pv} does not stay Retain; its claim was not deleted")
 
-    def _delete_pv(self, v: VolumePlan) -> None:
+    def _delete_pv(self, v: VolumePlan) -> Obj:
         backup = self.workdir.load_backup("PersistentVolume", v.pv)
         uid = backup["metadata"]["uid"]
         live = self.kube.get("PersistentVolume", v.pv)
@@ -454,6 +469,7 @@ class Migration:
             f"pv {v.pv} to go",
             field_selector=f"metadata.name={v.pv}",
         )
+        return {"gone_at": self.kube.server_date}  # the API server's clock, for _wait_cns_release
 
     def _wait_cns_release(self, v: VolumePlan) -> None:
         """Where the CSI driver keeps CnsVSphereVolumeMigration objects, wait until it has
@@ -477,15 +493,28 @@ class Migration:
                 if o.get("spec", {}).get("volumepath") == v.vmdk
             ]
             record = f"cnsvspherevolumemigration/{left[0]}" if left else "its CnsVSphereVolumeMigration record"
+            gone_at = self.done.get(f"delete-pv/{v.pv}", {}).get("gone_at")
+            logs = "kubectl -n vmware-system-csi logs deploy/vsphere-csi-controller -c vsphere-syncer"
+            if syncer_renewed_since(self.kube, gone_at):
+                # Running since, yet the record stays: it waits on vCenter, or it missed the delete
+                # event (restarting, or not the leader, when the PV went) and never comes back to it.
+                state = (
+                    "The syncer has renewed its leader lease since the PV went, so it runs: look at its "
+                    f"log for vCenter errors ({logs}); if it reaches vCenter, it missed the PV's deletion "
+                    "(a restart in between) and will not release the disk by itself"
+                )
+            else:
+                state = (
+                    "The syncer has not renewed its leader lease since the PV went: is it running and "
+                    f"reaching vCenter ({logs})? Once it runs it releases the disk by itself: then run the "
+                    "same command again"
+                )
             raise PermanentError(
                 f"the vSphere CSI driver's syncer has not released {v.vmdk} {timeout:.0f}s after "
-                f"persistentvolume/{v.pv} was deleted ({record} still exists). Look at the syncer: "
-                "is it running and reaching vCenter (kubectl -n vmware-system-csi logs "
-                "deploy/vsphere-csi-controller -c vsphere-syncer)? Nothing is lost: the disk is kept "
-                f"(Retain) and recorded in {self.workdir.path}. Once the syncer runs it releases the "
-                "disk by itself: then run the same command again. If the syncer is healthy and the "
-                f"record stays, no PersistentVolume names {v.vmdk} any more, so deleting {record} is "
-                "safe; then run the same command again"
+                f"persistentvolume/{v.pv} was deleted ({record} still exists). {state}. Nothing is "
+                f"lost: the disk is kept (Retain) and recorded in {self.workdir.path}. If the syncer "
+                f"runs and reaches vCenter and the record stays, no PersistentVolume names {v.vmdk} any more, so "
+                f"deleting {record} is safe; then run the same command again"
             ) from exc
 
     def _ensure_fcd(self, v: VolumePlan) -> Obj:

@@ -30,7 +30,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,7 @@ from kubectl_csi_migrate.errors import (
     VCenterLoginFailed,
     VCenterNotFound,
     VCenterPermissionDenied,
+    VCenterSessionEnded,
     VCenterTLSError,
     VCenterUnreachable,
 )
@@ -144,6 +145,21 @@ class VCenter:
         self.config = config
         self._content: Any = None
         self._dc_paths: dict[str, str] = {}
+        self._login_again: Callable[[], Any] | None = None
+
+    def relogin(self) -> None:
+        """Log in again with the same configuration, after vCenter ended the session."""
+        if self._login_again is None:
+            raise VCenterError(f"vCenter {self.config.address}: cannot log in again")
+        self._si, self._content = self._login_again(), None
+
+    def _session_ended(self) -> bool:
+        """Whether vCenter no longer knows this session (it answers NoPermission then, vcsim
+        for every call, vCenter for some)."""
+        try:
+            return self._si.content.sessionManager.currentSession is None
+        except Exception:  # the question itself refused: not logged in
+            return True
 
     # --- session -------------------------------------------------------------------------------
 
@@ -165,6 +181,7 @@ class VCenter:
         cls._probe(config, context, timeout)
         si = cls._login(config, context, pinned, timeout)
         vcenter = cls(si, config)
+        vcenter._login_again = lambda: cls._login(config, context, pinned, timeout)
         try:
             api_type = vcenter.content.about.apiType
         except Exception:
@@ -324,14 +341,14 @@ class VCenter:
         except CsiMigrateError:
             raise
         except vim.fault.NoPermission as exc:
+            if self._session_ended():
+                raise VCenterSessionEnded(f"{where}: the session ended while trying to {what}") from exc
             privilege = getattr(exc, "privilegeId", "") or "?"
             raise VCenterPermissionDenied(
                 f"{where}: user {self.config.user} may not {what}: missing privilege {privilege}"
             ) from exc
         except vim.fault.NotAuthenticated as exc:
-            raise VCenterUnreachable(
-                f"{where}: the session ended while trying to {what}; run the command again"
-            ) from exc
+            raise VCenterSessionEnded(f"{where}: the session ended while trying to {what}") from exc
         except (vim.fault.NotFound, vim.fault.FileNotFound) as exc:
             raise VCenterNotFound(f"{where}: cannot {what}: {_fault_text(exc)}") from exc
         except vmodl.MethodFault as exc:
