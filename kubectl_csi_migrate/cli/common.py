@@ -144,15 +144,6 @@ def vcenter_factory(args: argparse.Namespace, kube: Any) -> Any:
     return connect
 
 
-def datacenter_of(args: argparse.Namespace, connect: Any) -> str | None:
-    if args.vsphere_datacenter:
-        return str(args.vsphere_datacenter)
-    config = getattr(connect, "cache", {}).get("config")
-    if config is not None and config.datacenters:
-        return str(config.datacenters[0])
-    return None
-
-
 def _read_password(path: str | None) -> str | None:
     if not path:
         return None

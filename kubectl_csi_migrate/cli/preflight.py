@@ -111,8 +111,7 @@ def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any]
     plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items("CSINode")))
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
     connect = common.vcenter_factory(args, kube)
-    checks = preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
-    return checks, plan
+    return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
 
 
 def survey(args: argparse.Namespace, kube: Any) -> int:

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(
         keep_retain=args.keep_retain,
         timeout=args.timeout,
-        datacenter=common.datacenter_of(args, connect),
+        datacenter=args.vsphere_datacenter,
     )
     migration = Migration(kube, vc, plan, workdir, say, settings, progress)
     try:

@@ -8,7 +8,7 @@ then the live objects are half migrated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kubectl_csi_migrate.errors import NotFoundError
@@ -44,6 +44,9 @@ class VolumePlan:
     capacity: str = ""
     storage_class: str = ""
     """The PVC's class before the migration."""
+    datacenter: str = ""
+    """The vCenter datacenter holding the disk, as preflight found it; the run registers the
+    disk there (not in the configuration's first datacenter)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class Plan:
     volumes: tuple[VolumePlan, ...] = field(default_factory=tuple)
     topology_keys: tuple[str, ...] = ()
     """The zone/region keys the CSI driver reports (CSINode); the new PVs' node affinity uses them."""
+
+    def with_datacenters(self, found: dict[str, str]) -> Plan:
+        """This plan with each disk's datacenter (by VMDK path) recorded."""
+        volumes = tuple(replace(v, datacenter=found.get(v.vmdk, v.datacenter)) for v in self.volumes)
+        return replace(self, volumes=volumes)
 
     def to_migrate(self, ordinal: int | None = None) -> list[VolumePlan]:
         return [v for v in self.volumes if v.action == MIGRATE and (ordinal is None or v.ordinal == ordinal)]

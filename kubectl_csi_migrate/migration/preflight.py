@@ -567,24 +567,29 @@ def check_rbac(kube: Any, namespace: str) -> Check:
     return Check("rbac", PASS, f"allowed every verb the migration needs ({len(REQUIRED_ACCESS)} checked)")
 
 
-def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None) -> list[Check]:
+def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None) -> tuple[list[Check], Plan]:
+    """Each disk found in vCenter; the plan returned records the datacenter each was found in,
+    which the run then uses (so the run looks where preflight looked)."""
     try:
         vc = connect()
     except CsiMigrateError as exc:
-        return [Check("vcenter", FAIL, str(exc))]
+        return [Check("vcenter", FAIL, str(exc))], plan
     checks = [Check("vcenter", PASS, f"connected: {vc.about()}")]
+    found: dict[str, str] = {}
     for v in plan.to_migrate():
         try:
-            if not vc.disk_exists(v.vmdk, datacenter):
+            dc = vc.datacenter_of(v.vmdk, datacenter)
+            if not vc.disk_exists(v.vmdk, dc):
                 checks.append(Check("disk", FAIL, f"{v.vmdk} (pv {v.pv}) not found in vCenter"))
                 continue
-            fcd = vc.find_fcd(v.vmdk, datacenter)
+            fcd = vc.find_fcd(v.vmdk, dc)
         except CsiMigrateError as exc:
             checks.append(Check("disk", FAIL, f"{v.vmdk}: {exc}"))
             continue
+        found[v.vmdk] = dc
         note = f"already first class disk {fcd}" if fcd else "will be registered as a first class disk"
-        checks.append(Check("disk", PASS, f"{v.vmdk}: found, {note}"))
-    return checks
+        checks.append(Check("disk", PASS, f"{v.vmdk}: found in datacenter {dc}, {note}"))
+    return checks, plan.with_datacenters(found)
 
 
 def check_workdir(workdir: WorkDir, plan: Plan) -> Check:
@@ -603,8 +608,9 @@ def run_checks(
     workdir: WorkDir | None,
     intree_class: str | None,
     datacenter: str | None,
-) -> list[Check]:
-    """Every check for one StatefulSet. Reads only."""
+) -> tuple[list[Check], Plan]:
+    """Every check for one StatefulSet, and the plan completed with what they found (each
+    disk's datacenter). Reads only."""
     checks = [check_version(kube), check_statefulset(snap)]
     checks += check_volumes(snap, plan)
     checks += check_disk_owners(kube, plan)
@@ -617,10 +623,11 @@ def run_checks(
     checks.append(check_disruption_budget(kube, snap, plan.strategy))
     checks.append(check_rbac(kube, snap.namespace))
     if plan.to_migrate():
-        checks += check_vcenter(connect_vcenter, plan, datacenter)
+        found, plan = check_vcenter(connect_vcenter, plan, datacenter)
+        checks += found
     if workdir is not None:
         checks.append(check_workdir(workdir, plan))
-    return checks
+    return checks, plan
 
 
 def survey_row(snap: Snapshot, plan: Plan) -> Obj:

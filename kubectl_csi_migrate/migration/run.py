@@ -520,7 +520,9 @@ class Migration:
     def _ensure_fcd(self, v: VolumePlan) -> Obj:
         """The disk's FCD id: the one the CSI driver recorded (checked against vCenter), else
         register_fcd, which reuses an existing FCD or registers the disk."""
-        dc = self.settings.datacenter
+        # Where preflight found the disk (recorded in the plan); a plan from an older release
+        # has none, and the flag (or, as preflight did, every configured datacenter) is used.
+        dc = v.datacenter or self.settings.datacenter
         hint = self._recorded_fcd(v.vmdk)
         if hint and self._vcenter(lambda: self.vc.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
             self.say(f"disk {v.vmdk} is already first class disk {hint} (recorded by the CSI driver)")

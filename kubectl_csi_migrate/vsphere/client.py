@@ -561,6 +561,13 @@ class VCenter:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    def datacenter_of(self, datastore_path: str, datacenter: str | None) -> str:
+        """The inventory path of the datacenter holding the datastore of `datastore_path`, found
+        as every other call finds it (the named one, else the configuration's, else every one).
+        Raises VCenterNotFound, or PermanentError when several datacenters have that datastore."""
+        with self._calls(f"find the datacenter of {datastore_path}"):
+            return self._locate(datastore_path, datacenter)[1]
+
     def disk_exists(self, datastore_path: str, datacenter: str | None) -> bool:
         """Whether the file `datastore_path` exists, by the datastore browser (works for disks
         attached to running VMs too). Raises VCenterNotFound when the datastore is missing."""

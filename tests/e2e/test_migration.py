@@ -784,3 +784,37 @@ def test_item_10_zone_and_storage_policy_are_carried_to_the_csi_volume(
     finally:
         set_csinodes(None)
         kubectl("label", "node", *nodes, *[f"{k}-" for k in zone])
+
+
+def test_item_2_a_disk_in_the_second_configured_datacenter_is_registered_where_preflight_found_it(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The tool's csi-vsphere.conf lists two datacenters, DC-EMPTY first (a datacenter without
+    the disks' datastore, created for this test) and DC0, which holds the disks. Preflight finds
+    each disk in DC0; the run must register it there too, not in the first configured
+    datacenter, where it would fail with the claim and PV already deleted."""
+    from testenv import csidriver
+
+    si = vc.connect(env)
+    empty = si.content.rootFolder.CreateDatacenter(name="DC-EMPTY")
+    try:
+        conf = csidriver.csi_vsphere_conf(env.info()["vcsim_port"]).replace(
+            f'datacenters = "{cluster.DATACENTER}"', f'datacenters = "DC-EMPTY, {cluster.DATACENTER}"'
+        )
+        assert "DC-EMPTY, " in conf
+        path = tmp_path / "csi-vsphere.conf"
+        path.write_text(conf)
+        path.chmod(0o600)
+        made = scenario.create(env, "web", ns, replicas=2)
+        sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+        common = [
+            "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--vsphere-config", str(path),
+            "--working-directory", str(tmp_path / "run"),
+        ]  # fmt: skip
+        proc = run_plugin(env_vars, "sts", *common, "--yes")
+        assert proc.returncode == 0, proc.stderr
+        assert_migrated(env, kubectl, made, sts_uid)
+        plan = json.loads((tmp_path / "run" / "run.json").read_text())["plan"]
+        assert {v["datacenter"] for v in plan["volumes"]} == {cluster.DATACENTER}
+    finally:
+        vc._wait_task(si, empty.Destroy_Task())
