@@ -68,6 +68,32 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
     return path
 
 
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def access_of(method: str, path: str, query: dict[str, Any] | None = None) -> tuple[str, str, str] | None:
+    """The RBAC (verb, kind, subresource) a request needs, as REQUIRED_ACCESS names them; None
+    for discovery and version requests, which every user may make."""
+    parts = path.strip("/").split("/")
+    # Namespaced kinds first: /api/v1/namespaces/NS/pods is a pod path, not namespace NS.
+    for kind, (prefix, plural, namespaced) in sorted(RESOURCES.items(), key=lambda item: not item[1][2]):
+        base = prefix.strip("/").split("/")
+        if parts[: len(base)] != base:
+            continue
+        rest = parts[len(base) :]
+        if namespaced and rest[:1] == ["namespaces"] and len(rest) > 2:
+            rest = rest[2:]
+        if rest[:1] != [plural]:
+            continue
+        named, sub = len(rest) > 1, rest[2] if len(rest) > 2 else ""
+        if method == "GET":
+            verb = "watch" if (query or {}).get("watch") else "get" if named else "list"
+        else:
+            verb = _VERBS.get(method, method.lower())
+        return verb, kind, sub
+    return None
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     """Which cluster the client talks to, as kubectl would name it."""
@@ -200,7 +226,8 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
         self.requests += 1
-        log.debug("%s %s", method, url.split("?")[0])
+        access = access_of(method, path, query)
+        log.debug("%s %s%s", method, url.split("?")[0], f" (needs {' '.join(access)})" if access else "")
         outage_ends = time.monotonic() + self.outage_seconds
         while True:
             try:

@@ -27,17 +27,22 @@ MIN_VERSION = (1, 26)
 MAX_TESTED_VERSION = (1, 36)
 
 # What the migration does, as (verb, kind, subresource).
+# Every request the run makes after its first change must be here: a verb missing here would
+# pass preflight and stop the run half way (tests/e2e: every request logged at -v 6 is checked).
 REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("get", "StatefulSet", ""),
+    ("list", "StatefulSet", ""),
     ("delete", "StatefulSet", ""),
     ("create", "StatefulSet", ""),
     ("watch", "StatefulSet", ""),
     ("patch", "StatefulSet", ""),
+    ("get", "Pod", ""),
     ("list", "Pod", ""),
     ("watch", "Pod", ""),
     ("create", "Pod", ""),
     ("create", "Pod", "eviction"),
     ("delete", "Pod", ""),
+    ("get", "PersistentVolumeClaim", ""),
     ("list", "PersistentVolumeClaim", ""),
     ("watch", "PersistentVolumeClaim", ""),
     ("delete", "PersistentVolumeClaim", ""),
@@ -51,6 +56,7 @@ REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("list", "VolumeAttachment", ""),
     ("watch", "VolumeAttachment", ""),
     ("get", "StorageClass", ""),
+    ("get", "Lease", ""),
     ("create", "Lease", ""),
     ("update", "Lease", ""),
     ("patch", "Lease", ""),
@@ -62,6 +68,18 @@ REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("list", "CnsVSphereVolumeMigration", ""),
     ("watch", "CnsVSphereVolumeMigration", ""),
 )
+
+
+def rbac_text() -> str:
+    """REQUIRED_ACCESS as README prints it: one line per resource, its verbs in order."""
+    from kubectl_csi_migrate.kube.client import RESOURCES
+
+    verbs: dict[str, list[str]] = {}
+    for verb, kind, sub in REQUIRED_ACCESS:
+        prefix, plural, _ = RESOURCES[kind]
+        group = "core" if prefix == "/api/v1" else prefix.split("/")[2]
+        verbs.setdefault(f"{plural}{'/' + sub if sub else ''} ({group})", []).append(verb)
+    return "\n".join(f"{resource}: {', '.join(v)}" for resource, v in verbs.items())
 
 
 @dataclass(frozen=True)
@@ -589,7 +607,38 @@ def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None
         found[v.vmdk] = dc
         note = f"already first class disk {fcd}" if fcd else "will be registered as a first class disk"
         checks.append(Check("disk", PASS, f"{v.vmdk}: found in datacenter {dc}, {note}"))
+    checks += check_vcenter_privileges(vc, plan, found)
     return checks, plan.with_datacenters(found)
+
+
+def check_vcenter_privileges(vc: Any, plan: Plan, found: dict[str, str]) -> list[Check]:
+    """The run registers each disk and sets its keepAfterDeleteVm flag: both need privileges on
+    the disk's datastore, asked of vCenter once per datastore before anything changes."""
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for v in plan.to_migrate():
+        datastore = v.vmdk.partition("]")[0].lstrip("[")
+        if v.vmdk not in found or datastore in seen:
+            continue
+        seen.add(datastore)
+        try:
+            missing = vc.missing_privileges(v.vmdk, found[v.vmdk])
+        except CsiMigrateError as exc:
+            checks.append(Check("vcenter-privileges", FAIL, f"datastore {datastore}: {exc}"))
+            continue
+        if missing:
+            checks.append(
+                Check(
+                    "vcenter-privileges",
+                    FAIL,
+                    f"vCenter user {vc.config.user} lacks {', '.join(missing)} on datastore {datastore}: the run "
+                    "needs it to register the disks as First Class Disks and protect them from VM deletion "
+                    "(the vSphere CSI driver's CNS-DATASTORE role has it); grant it first",
+                )
+            )
+        else:
+            checks.append(Check("vcenter-privileges", PASS, f"datastore {datastore}: First Class Disk privileges held"))
+    return checks
 
 
 def check_workdir(workdir: WorkDir, plan: Plan) -> Check:

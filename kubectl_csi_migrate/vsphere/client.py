@@ -48,6 +48,10 @@ from kubectl_csi_migrate.errors import (
 )
 from kubectl_csi_migrate.vsphere.credentials import VCenterConfig
 
+FCD_PRIVILEGES = ("Datastore.FileManagement",)
+"""What the run needs on a disk's datastore: RegisterDisk and Set/ClearVStorageObjectControlFlags
+require Datastore.FileManagement there (the CSI driver's CNS-DATASTORE role grants it)."""
+
 _DS_PATH = re.compile(r"^\[(?P<bracket>[^\]]*)\]\s*(?P<rel>.*)$")
 
 
@@ -560,6 +564,18 @@ class VCenter:
                 raise TimeoutError(f"task {task._moId} did not finish in {timeout:g}s")
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def missing_privileges(self, datastore_path: str, datacenter: str | None) -> list[str]:
+        """Which of FCD_PRIVILEGES this session lacks on the datastore of `datastore_path`
+        (AuthorizationManager.HasPrivilegeOnEntities: a question, no side effect)."""
+        with self._calls(f"check the privileges on the datastore of {datastore_path}"):
+            _, _, ds, _ = self._locate(datastore_path, datacenter)
+            session = self.content.sessionManager.currentSession
+            answer = self.content.authorizationManager.HasPrivilegeOnEntities(
+                entity=[ds], sessionId=session.key if session else "", privId=list(FCD_PRIVILEGES)
+            )
+            granted = {a.privId: a.isGranted for e in answer or [] for a in e.privAvailability or []}
+            return [p for p in FCD_PRIVILEGES if not granted.get(p, False)]
 
     def datacenter_of(self, datastore_path: str, datacenter: str | None) -> str:
         """The inventory path of the datacenter holding the datastore of `datastore_path`, found

@@ -98,6 +98,12 @@ func install(model *simulator.Model) {
 			if _, ok := sessionObject(ctx, m.This).(*vsomWrapper); !ok {
 				w = &vsomWrapper{ctx.Map.VStorageObjectManager()}
 			}
+		case m.This == authorizationManager && m.Name == "HasPrivilegeOnEntities":
+			if _, ok := sessionObject(ctx, m.This).(*authWrapper); !ok {
+				if auth, ok := ctx.Map.Get(m.This).(*simulator.AuthorizationManager); ok {
+					w = &authWrapper{auth}
+				}
+			}
 		case m.This.Type == "ListView" && (m.Name == "ModifyListView" || m.Name == "ResetListView"):
 			if lv, ok := sessionObject(ctx, m.This).(*simulator.ListView); ok {
 				w = &listView{lv}
@@ -487,9 +493,11 @@ type vsomWrapper struct {
 	*simulator.VcenterVStorageObjectManager
 }
 
-func (m *vsomWrapper) SetVStorageObjectControlFlags(req *types.SetVStorageObjectControlFlags) soap.HasFault {
+func (m *vsomWrapper) SetVStorageObjectControlFlags(ctx *simulator.Context, req *types.SetVStorageObjectControlFlags) soap.HasFault {
 	body := new(methods.SetVStorageObjectControlFlagsBody)
-	if fault := setControlFlags(m.Catalog()[req.Datastore][req.Id], req.ControlFlags, true); fault != nil {
+	if fault := requireFileManagement(ctx, req.Datastore); fault != nil {
+		body.Fault_ = fault
+	} else if fault := setControlFlags(m.Catalog()[req.Datastore][req.Id], req.ControlFlags, true); fault != nil {
 		body.Fault_ = simulator.Fault("", fault)
 	} else {
 		body.Res = new(types.SetVStorageObjectControlFlagsResponse)
@@ -497,9 +505,11 @@ func (m *vsomWrapper) SetVStorageObjectControlFlags(req *types.SetVStorageObject
 	return body
 }
 
-func (m *vsomWrapper) ClearVStorageObjectControlFlags(req *types.ClearVStorageObjectControlFlags) soap.HasFault {
+func (m *vsomWrapper) ClearVStorageObjectControlFlags(ctx *simulator.Context, req *types.ClearVStorageObjectControlFlags) soap.HasFault {
 	body := new(methods.ClearVStorageObjectControlFlagsBody)
-	if fault := setControlFlags(m.Catalog()[req.Datastore][req.Id], req.ControlFlags, false); fault != nil {
+	if fault := requireFileManagement(ctx, req.Datastore); fault != nil {
+		body.Fault_ = fault
+	} else if fault := setControlFlags(m.Catalog()[req.Datastore][req.Id], req.ControlFlags, false); fault != nil {
 		body.Fault_ = simulator.Fault("", fault)
 	} else {
 		body.Res = new(types.ClearVStorageObjectControlFlagsResponse)
@@ -519,6 +529,11 @@ func (m *vsomWrapper) ExtendDiskTask(ctx *simulator.Context, req *types.ExtendDi
 }
 
 func (m *vsomWrapper) RegisterDisk(ctx *simulator.Context, req *types.RegisterDisk) soap.HasFault {
+	if ds := datastoreOfURL(ctx, req.Path); ds != nil {
+		if fault := requireFileManagement(ctx, *ds); fault != nil {
+			return &methods.RegisterDiskBody{Fault_: fault}
+		}
+	}
 	body := m.VcenterVStorageObjectManager.RegisterDisk(ctx, req).(*methods.RegisterDiskBody)
 	if body.Res != nil {
 		cfg := &body.Res.Returnval.Config

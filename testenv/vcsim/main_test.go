@@ -407,3 +407,39 @@ func TestControlFlagsExtendSnapshot(t *testing.T) {
 		t.Fatal("DetachDisk_Task left the disk")
 	}
 }
+
+func TestPrivileges(t *testing.T) {
+	e := setup(t)
+	e.vmdk("disk-p", 10)
+	auth := object.NewAuthorizationManager(e.c.Client)
+	has := func(priv string) bool {
+		res, err := methods.HasPrivilegeOnEntities(e.ctx, e.c.Client, &types.HasPrivilegeOnEntities{
+			This: auth.Reference(), Entity: []types.ManagedObjectReference{e.ds.Reference()}, PrivId: []string{priv},
+		})
+		e.must(err)
+		if len(res.Returnval) != 1 || len(res.Returnval[0].PrivAvailability) != 1 {
+			t.Fatalf("HasPrivilegeOnEntities answered %#v", res)
+		}
+		return res.Returnval[0].PrivAvailability[0].IsGranted
+	}
+	if !has(fileManagement) {
+		t.Fatal("a user without permissions lacks a privilege (upstream grants everything)")
+	}
+	// ReadOnly (-2) on the datastore: the nearest permission wins.
+	perm := types.Permission{Principal: `VSPHERE.LOCAL\csi-migrate`, RoleId: -2, Propagate: true}
+	e.must(auth.SetEntityPermissions(e.ctx, e.ds.Reference(), []types.Permission{perm}))
+	if has(fileManagement) || !has("System.Read") {
+		t.Fatal("ReadOnly on the datastore: want no Datastore.FileManagement, System.Read")
+	}
+	_, err := e.vsom.RegisterDisk(e.ctx, "https://127.0.0.1/folder/kubevols/disk-p.vmdk?dcPath=DC0&dsName=LocalDS_0", "disk-p")
+	if !strings.Contains(fmt.Sprint(err), "NoPermission") && !strings.Contains(fmt.Sprint(err), "permission") {
+		t.Fatalf("RegisterDisk without Datastore.FileManagement: %v", err)
+	}
+	e.must(auth.RemoveEntityPermission(e.ctx, e.ds.Reference(), perm.Principal, false))
+	if !has(fileManagement) {
+		t.Fatal("permission removed: the privilege is back")
+	}
+	if _, err := e.vsom.RegisterDisk(e.ctx, "https://127.0.0.1/folder/kubevols/disk-p.vmdk?dcPath=DC0&dsName=LocalDS_0", "disk-p"); err != nil {
+		t.Fatal(err)
+	}
+}

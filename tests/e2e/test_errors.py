@@ -420,6 +420,36 @@ def test_item_4_a_stopped_csi_controller_fails_preflight_before_any_change(
         os.killpg(syncer, signal.SIGCONT)
 
 
+def test_item_4_a_vcenter_user_without_disk_privileges_fails_preflight_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The vCenter user holds only ReadOnly on the disks' datastore (a permission set there):
+    registering a disk and setting keepAfterDeleteVm would be refused with the claim and PV
+    already deleted. Preflight asks vCenter (HasPrivilegeOnEntities) and FAILs naming the
+    privilege; `sts` refuses before any change."""
+    from pyVmomi import vim
+
+    _, before = prepare(env, kubectl, ns, replicas=1, pdb=False)
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+    si = vc.connect(env)
+    auth = si.content.authorizationManager
+    datastore = next(d for d in vc._datacenter(si).datastore if d.name == cluster.DATASTORE)
+    principal = "VSPHERE.LOCAL\\" + cluster.VC_USER.split("@")[0]
+    read_only = vim.AuthorizationManager.Permission(principal=principal, roleId=-2, propagate=True, group=False)
+    auth.SetEntityPermissions(entity=datastore, permission=[read_only])
+    try:
+        proc = plugin(env_vars, *preflight_args(ns, workdir))
+        (message,) = assert_preflight_fails(proc, "vcenter-privileges", secrets, "Datastore.FileManagement")
+        assert cluster.VC_USER in message and cluster.DATASTORE in message, message
+        refused = plugin(env_vars, *sts_args(ns, workdir))
+        assert_sts_refuses(refused, ("vcenter-privileges", "Datastore.FileManagement"), secrets)
+        assert not workdir.exists()
+        assert_unchanged(env, kubectl, ns, before)
+    finally:
+        auth.RemoveEntityPermission(entity=datastore, user=principal, isGroup=False)
+
+
 def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

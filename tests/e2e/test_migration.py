@@ -818,3 +818,32 @@ def test_item_2_a_disk_in_the_second_configured_datacenter_is_registered_where_p
         assert {v["datacenter"] for v in plan["volumes"]} == {cluster.DATACENTER}
     finally:
         vc._wait_task(si, empty.Destroy_Task())
+
+
+def test_every_request_after_the_first_change_is_a_verb_preflight_checked(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A role lacking a verb the run uses after its first change would pass preflight and stop
+    the run half way, on every resume. Every request a rolling and an offline migration make
+    after their first change (the client logs each with the access it needs, at -v 6) must be in
+    preflight's REQUIRED_ACCESS, which the `rbac` check asks the API server about."""
+    import re
+
+    from kubectl_csi_migrate.migration.preflight import REQUIRED_ACCESS
+
+    checked = set(REQUIRED_ACCESS)
+    for strategy, name in (("rolling", "web"), ("offline", "db")):
+        scenario.create(env, name, ns, replicas=2, pdb=strategy == "rolling")
+        proc = run_plugin(
+            env_vars, "sts", name, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy,
+            "--working-directory", str(tmp_path / name), "-v", "6",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = re.compile(r"^D kubectl_csi_migrate\.kube: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
+        needs = [(m[1], (m[2], m[3], m[4])) for m in map(line.match, proc.stderr.splitlines()) if m]
+        assert needs, "no request logged at -v 6"
+        first_change = next(
+            i for i, (method, access) in enumerate(needs) if method != "GET" and access[1] != "SelfSubjectAccessReview"
+        )
+        used = {access for _, access in needs[first_change:]}
+        assert used - checked == set(), f"{strategy}: used after the first change, not checked: {used - checked}"
