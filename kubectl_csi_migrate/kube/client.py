@@ -388,22 +388,32 @@ class Kube:
         namespace: str | None = None,
         field_selector: str | None = None,
         label_selector: str | None = None,
+        tick: Callable[[float], None] | None = None,
+        tick_every: float = 30.0,
     ) -> dict[str, Obj]:
         """List, then watch, until `predicate(objects by name)` holds; return those objects.
+        With `tick`, call it with the seconds waited so far every `tick_every` seconds (a watch
+        is asked to end by then, and is opened again after a fresh list).
 
         The one waiter of the tool: every wait (pod gone, pod Ready, PVC Bound, no
         VolumeAttachment left...) is a predicate over the current set of matching objects.
         A watch reacts within milliseconds, where a poll would add half its period to each wait.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        next_tick = started + tick_every
         while True:
+            if tick is not None and time.monotonic() >= next_tick:
+                tick(time.monotonic() - started)
+                next_tick = time.monotonic() + tick_every
             listing = self.list_raw(kind, namespace, label_selector, field_selector)
             objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
             if predicate(objects):
                 return objects
             version = listing["metadata"].get("resourceVersion")
+            until = min(deadline, next_tick) if tick is not None else deadline
             try:
-                for event in self._watch(kind, namespace, version, deadline, field_selector, label_selector):
+                for event in self._watch(kind, namespace, version, until, field_selector, label_selector):
                     obj = event["object"]
                     if event["type"] == "ERROR":
                         break  # expired resourceVersion: list again

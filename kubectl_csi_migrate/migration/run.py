@@ -38,6 +38,21 @@ from kubectl_csi_migrate.migration.workdir import WorkDir
 Obj = dict[str, Any]
 
 
+WAIT_TICK = 30.0
+"""A wait that lasts says what it waits for this often (seconds)."""
+WAIT_HINTS = {
+    "VolumeAttachment": "a detach that hangs is most often the node's VM or the CSI attacher: see "
+    "`kubectl get volumeattachment -o yaml` (status.detachError) and `kubectl -n vmware-system-csi logs "
+    "deploy/vsphere-csi-controller -c csi-attacher`; the in-tree disk must be detached before it moves",
+    "Pod": "see `kubectl describe pod` (events: FailedAttachVolume, FailedScheduling) and the node's state",
+    "PersistentVolumeClaim": "see `kubectl describe pvc`: a claim that does not bind names its reason in its events",
+    "PersistentVolume": "see `kubectl get pv -o yaml`: a finalizer (external-attacher, pv-protection) holds it",
+    "StatefulSet": "see `kubectl get statefulset -o yaml`: the garbage collector removes the orphan finalizer",
+    "CnsVSphereVolumeMigration": "the CSI syncer drops a disk's record when its PV is deleted: see "
+    "`kubectl -n vmware-system-csi logs deploy/vsphere-csi-controller -c vsphere-syncer`",
+}
+"""What to look at, said once half a wait's time is gone, by the kind waited on."""
+
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
 
@@ -169,9 +184,21 @@ class Migration:
     def wait(
         self, kind: str, predicate: p.Predicate, what: str, timeout: float | None = None, **selectors: Any
     ) -> dict[str, Obj]:
+        """Until `predicate` holds for the `kind` objects selected. A long wait says what it waits
+        for every 30 s, and once half its time is gone, what to look at."""
         started = time.monotonic()
+        limit = timeout or self.settings.timeout
+        hinted = False
+
+        def tick(waited: float) -> None:
+            nonlocal hinted
+            self.say(f"still waiting for {what}: {waited:.0f}s of {limit:.0f}s")
+            if not hinted and waited >= limit / 2 and kind in WAIT_HINTS:
+                hinted = True
+                self.say(f"hint: {WAIT_HINTS[kind]}")
+
         try:
-            return self.kube.watch_until(kind, predicate, what, timeout or self.settings.timeout, **selectors)
+            return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=WAIT_TICK, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started
 

@@ -336,3 +336,22 @@ def test_item_13_vcenter_session_expires_during_a_long_wait(
     assert code == 0, run.text()
     assert "logged in to vCenter again" in run.text()
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_a_hanging_detach_says_what_it_waits_for_and_what_to_check(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The CSI attacher paused: the first evicted pod's volume does not detach. The run says
+    every 30 s what it waits for and, half way to its timeout, what to look at; once the
+    attacher runs again, it finishes (issue 8: a stuck detach showed nothing for 10 minutes)."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    args = migrate_args(ns, tmp_path / "run", "--timeout", "90s")
+    volume = first_volume(made)
+    with paused(env, "csi-attacher"):
+        run = Run(env_vars, args)
+        run.until(f"still waiting for volume {volume.pv} to be detached: ")
+        assert run.out[-1].rstrip().endswith("s of 90s"), run.out[-1]
+        run.until("hint: a detach that hangs")
+    assert run.finish() == 0, run.text()
+    assert_migrated(env, kubectl, made, sts_uid)
