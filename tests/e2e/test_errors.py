@@ -916,3 +916,48 @@ def test_item_5_a_managed_statefulset_is_named_by_preflight(
     assert "Argo CD application shop" in check["message"] and "Helm release shop-db" in check["message"]
     assert "(app.kubernetes.io/managed-by)" not in check["message"]
     assert "standard-rwo" in check["message"]
+
+
+def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """For every entry of REQUIRED_ACCESS (iterated, not picked): a user granted all the others
+    (and what preflight reads) runs `sts`, which refuses before any change, naming the verb and
+    resource: preflight's `rbac` FAIL, or, for a read preflight itself makes, its `forbidden`
+    error. The same user with every entry then migrates (so the list is also sufficient)."""
+    from kubectl_csi_migrate.kube.client import RESOURCES
+    from kubectl_csi_migrate.migration.preflight import REQUIRED_ACCESS
+    from tests.e2e.rbac import exact_roles
+
+    made, before = prepare(env, kubectl, ns, replicas=1, pdb=False)
+    token = env.info()["tokens"]["viewer"]
+    kubeconfig = write_kubeconfig(tmp_path / "viewer.conf", env.info()["user_kubeconfig"], token=token)
+    environ = {**env_vars, "KUBECONFIG": kubeconfig}
+    secrets = secrets_of(env, env_vars)
+    applied: list[dict[str, Any]] = []
+    try:
+        for entry in REQUIRED_ACCESS:
+            verb, kind, sub = entry
+            applied = exact_roles(ns, [a for a in REQUIRED_ACCESS if a != entry])
+            for doc in applied:
+                kubectl.apply(doc)
+            before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
+            workdir = tmp_path / f"wd-{verb}-{kind}-{sub}"
+            proc = plugin(environ, *sts_args(ns, workdir))
+            plural = RESOURCES[kind][1] + (f"/{sub}" if sub else "")
+            named = f"{verb} {plural}" in proc.stderr or (
+                "forbidden" in proc.stderr and f'cannot {verb} resource "{RESOURCES[kind][1]}"' in proc.stderr
+            )
+            assert proc.returncode == 1 and named, f"without {verb} {plural}:\n{show(proc)}"
+            assert_failed(proc, 1, (), secrets)
+            assert_unchanged(env, kubectl, ns, before)
+        applied = exact_roles(ns, list(REQUIRED_ACCESS))
+        for doc in applied:
+            kubectl.apply(doc)
+        done = plugin(environ, *sts_args(ns, tmp_path / "wd-all"))
+        assert done.returncode == 0, show(done)
+        assert kubectl.get("pv", made.volumes[0].pv)["spec"]["csi"]["driver"] == "csi.vsphere.vmware.com"
+    finally:
+        for doc in applied:
+            where = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
+            kubectl(*where, "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")

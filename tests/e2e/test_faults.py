@@ -20,6 +20,7 @@ import pytest
 
 from testenv import cluster, scenario, vc
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
+from tests.e2e.rbac import full_access_role
 from tests.e2e.test_errors import write_kubeconfig
 from tests.e2e.test_migration import assert_migrated
 
@@ -226,41 +227,6 @@ def test_item_13_controller_manager_paused_mid_run(
         time.sleep(40)
     code = finish_with_the_same_command(env, env_vars, kubectl, made, sts_uid, run, args)
     print(f"first run exit code {code}")
-
-
-def full_access_role(ns: str) -> list[dict[str, Any]]:
-    """A ClusterRole and Role for user `viewer` with everything a migration needs (reads of
-    every kind it touches, the changes it makes), bound to it."""
-    from kubectl_csi_migrate.kube.client import RESOURCES
-    from kubectl_csi_migrate.migration.preflight import REQUIRED_ACCESS
-
-    rbac = "rbac.authorization.k8s.io"
-    read = ["get", "list", "watch"]
-    cluster_rules: list[dict[str, Any]] = []
-    ns_rules: list[dict[str, Any]] = []
-    for verb, kind, sub in REQUIRED_ACCESS:
-        prefix, plural, namespaced = RESOURCES[kind]
-        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
-        rule = {"apiGroups": [group], "resources": [plural + (f"/{sub}" if sub else "")], "verbs": [verb, *read]}
-        (ns_rules if namespaced else cluster_rules).append(rule)
-    cluster_rules += [
-        {"apiGroups": [""], "resources": ["nodes", "secrets"], "verbs": read},
-        {"apiGroups": ["storage.k8s.io"], "resources": ["csidrivers", "csinodes"], "verbs": read},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
-        {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews"], "verbs": ["create"]},
-    ]
-    name = f"csi-migrate-full-{ns}"
-    subject = [{"kind": "User", "name": "viewer", "apiGroup": rbac}]
-    docs = []
-    for kind, rules in (("ClusterRole", cluster_rules), ("Role", ns_rules)):
-        meta: dict[str, Any] = {"name": name, **({"namespace": ns} if kind == "Role" else {})}
-        binding = "RoleBinding" if kind == "Role" else "ClusterRoleBinding"
-        docs.append({"apiVersion": f"{rbac}/v1", "kind": kind, "metadata": meta, "rules": rules})
-        docs.append(
-            {"apiVersion": f"{rbac}/v1", "kind": binding, "metadata": meta, "subjects": subject,
-             "roleRef": {"apiGroup": rbac, "kind": kind, "name": name}}
-        )  # fmt: skip
-    return docs
 
 
 def test_item_13_a_verb_revoked_mid_run(
