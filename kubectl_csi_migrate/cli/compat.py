@@ -1,4 +1,4 @@
-"""The Google tool's spellings, so its users can switch without relearning:
+"""The spellings of Google's StatefulSet CSI migration tool, so its users can switch without relearning:
 
     preflight --kubeconfig K --cluster-name U --sts-name S --sts-namespace N
               --intree-storageclass A --csi-storageclass B
@@ -6,7 +6,7 @@
     migration-with-downtime ...            (the offline strategy)
 
 `preflight` accepts those flags directly (see cli/preflight.py); the two migration commands
-map onto `sts`. Like the seed tool, they do not ask for --yes when not on a terminal.
+map onto `sts`. Like Google's StatefulSet CSI migration tool, they do not ask for --yes when not on a terminal.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     rolling = sub.add_parser(
         "rolling-migration",
         parents=parents,
-        help="the seed tool's spelling of `sts --strategy rolling`",
-        description="Same as `sts --strategy rolling` (the Google tool's spelling).",
+        help="`sts --strategy rolling`, as Google's StatefulSet CSI migration tool spells it",
+        description="Same as `sts --strategy rolling` (as Google's StatefulSet CSI migration tool spells it).",
     )
     rolling.add_argument("scope", choices=("all",), help="'all': every replica, one at a time")
     rolling.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)
@@ -32,7 +32,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     offline = sub.add_parser(
         "migration-with-downtime",
         parents=parents,
-        help="the earlier release's spelling of `sts --strategy offline`",
+        help="`sts --strategy offline`, as Google's StatefulSet CSI migration tool spells it",
         description="Same as `sts --strategy offline`: scale to zero, migrate, scale back.",
     )
     offline.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)

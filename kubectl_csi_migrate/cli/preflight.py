@@ -30,7 +30,11 @@ def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool) -> 
         "--strategy", choices=("rolling", "offline"), default="rolling",
         help="rolling: one replica at a time, no downtime (default); offline: scale to zero, faster",
     )  # fmt: skip
-    group.add_argument("--sts-name", metavar="STS_NAME", help="the StatefulSet (the seed tool's spelling of STS_NAME)")
+    group.add_argument(
+        "--sts-name",
+        metavar="STS_NAME",
+        help="the StatefulSet (STS_NAME as Google's StatefulSet CSI migration tool spells it)",
+    )
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
