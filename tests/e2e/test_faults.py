@@ -184,32 +184,44 @@ def test_item_13_api_server_restarted_mid_run(
 ) -> None:
     """The Kubernetes API server restarts (etcd keeps the state; here its graceful stop takes
     about 30 s) right after the run deleted a pod: its requests are refused, its watches break.
-    The run rides it out. The CSI syncer, which loses its leader lease in that time and
-    restarts, can miss the deletion of the PV the run makes meanwhile and keep the disk's
-    record: the run then stops saying the syncer runs but missed it and that deleting the
-    record is safe; done, the same command finishes."""
+    The run rides the outage out (no "cannot reach" error). What the controllers do around the
+    restart varies from run to run: the run may finish, or stop on a bounded wait (a detach
+    that takes longer than --timeout; or a disk record the restarting CSI syncer missed, where
+    the message says that deleting it is safe). Following what each message says, the same
+    command finishes."""
+    import re
+
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
     args = migrate_args(ns, tmp_path / "run", "--timeout", "90s")
-    volume = first_volume(made)
     run = Run(env_vars, args)
     run.until("pod/web-1 deleted")
     env.restart("kube-apiserver")
-    code = run.finish()
+    code, err = run.finish(), run.err
     assert code in (0, 1), run.text()
-    assert "cannot reach the Kubernetes API server" not in run.err, "the run did not ride out the restart"
-    if code == 1:
-        assert "missed the PV's deletion" in run.err, run.text()
-        record = next(
-            r for r in kubectl.get("cnsvspherevolumemigrations")["items"] if r["spec"]["volumepath"] == volume.vmdk
-        )
-        assert not any(
-            (pv["spec"].get("vsphereVolume") or {}).get("volumePath") == volume.vmdk
-            for pv in kubectl.get("pv")["items"]
-        ), "the message said no PV names the disk"
-        kubectl("delete", "cnsvspherevolumemigration", record["metadata"]["name"])  # the safe action it names
-    print(f"first run exit code {code}")
-    finish_with_the_same_command(env, env_vars, kubectl, made, sts_uid, run, args)
+    assert "cannot reach the Kubernetes API server" not in err, "the run did not ride out the restart"
+    stops = []
+    while code == 1:
+        stops.append(err.splitlines()[0])
+        assert len(stops) <= 3, stops
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert all(line.startswith(("error:", "warning:")) for line in lines), err
+        for v in made.volumes:
+            assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker
+        missed = re.search(r"deleting (cnsvspherevolumemigration/\S+) is safe", err)
+        if missed and "missed the PV's deletion" in err:
+            record = kubectl.get(*missed[1].split("/"))
+            named = [
+                pv["metadata"]["name"]
+                for pv in kubectl.get("pv")["items"]
+                if (pv["spec"].get("vsphereVolume") or {}).get("volumePath") == record["spec"]["volumepath"]
+            ]
+            assert not named, f"the message said no PV names the disk: {named}"
+            kubectl("delete", missed[1])  # the safe action the message names
+        again = run_plugin(env_vars, *args)
+        code, err = again.returncode, again.stderr
+    print(f"stops before the migration finished: {stops}")
+    assert_migrated(env, kubectl, made, sts_uid)
 
 
 def test_item_13_controller_manager_paused_mid_run(
