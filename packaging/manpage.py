@@ -36,6 +36,14 @@ SYNOPSIS = r"""
 .I CLASS
 .RI [ options ]
 .br
+.B kubectl csi\-migrate rollback
+.I STS_NAME
+.RI [ options ]
+.br
+.B kubectl csi\-migrate status
+.RI [ STS_NAME ]
+.RI [ options ]
+.br
 .B kubectl csi\-migrate rolling\-migration all
 .RI [ options ]
 .br

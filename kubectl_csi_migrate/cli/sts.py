@@ -46,7 +46,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.migration import preflight
     from kubectl_csi_migrate.migration.plan import Plan
-    from kubectl_csi_migrate.migration.run import Migration, Settings, describe_steps
+    from kubectl_csi_migrate.migration.run import Migration, Settings
+    from kubectl_csi_migrate.migration.steps import describe_steps
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
     name = sts_name(args)

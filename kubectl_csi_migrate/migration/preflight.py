@@ -15,6 +15,7 @@ from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import translate
 from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, Plan, Snapshot
+from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
@@ -26,48 +27,9 @@ PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 MIN_VERSION = (1, 26)
 MAX_TESTED_VERSION = (1, 36)
 
-# What the migration does, as (verb, kind, subresource).
-# Every request the run makes after its first change must be here: a verb missing here would
-# pass preflight and stop the run half way (tests/e2e: every request logged at -v 6 is checked).
-REQUIRED_ACCESS: tuple[tuple[str, str, str], ...] = (
-    ("get", "StatefulSet", ""),
-    ("list", "StatefulSet", ""),
-    ("delete", "StatefulSet", ""),
-    ("create", "StatefulSet", ""),
-    ("watch", "StatefulSet", ""),
-    ("patch", "StatefulSet", ""),
-    ("get", "Pod", ""),
-    ("list", "Pod", ""),
-    ("watch", "Pod", ""),
-    ("create", "Pod", ""),
-    ("create", "Pod", "eviction"),
-    ("delete", "Pod", ""),
-    ("get", "PersistentVolumeClaim", ""),
-    ("list", "PersistentVolumeClaim", ""),
-    ("watch", "PersistentVolumeClaim", ""),
-    ("delete", "PersistentVolumeClaim", ""),
-    ("create", "PersistentVolumeClaim", ""),
-    ("get", "PersistentVolume", ""),
-    ("patch", "PersistentVolume", ""),
-    ("delete", "PersistentVolume", ""),
-    ("create", "PersistentVolume", ""),
-    ("list", "PersistentVolume", ""),
-    ("watch", "PersistentVolume", ""),
-    ("list", "VolumeAttachment", ""),
-    ("watch", "VolumeAttachment", ""),
-    ("get", "StorageClass", ""),
-    ("get", "Lease", ""),
-    ("create", "Lease", ""),
-    ("update", "Lease", ""),
-    ("patch", "Lease", ""),
-    ("delete", "Lease", ""),
-    ("list", "PodDisruptionBudget", ""),
-    ("create", "Event", ""),
-    # The CSI driver's records of migrated in-tree disks: backed up, read for the FCD ids, and
-    # watched until the driver releases each disk.
-    ("list", "CnsVSphereVolumeMigration", ""),
-    ("watch", "CnsVSphereVolumeMigration", ""),
-)
+# Every request a run or a rollback makes after its first change is in REQUIRED_ACCESS, the union
+# of what each step needs (steps.NEEDS): a verb missing there would pass preflight and stop the
+# run half way (tests/e2e: every request logged at -v 6 is checked against it).
 
 
 def rbac_text() -> str:

@@ -1,26 +1,27 @@
-"""Executing a plan: the rolling and offline migrations, step by step, resumable.
+"""Executing a plan: each step of `steps_for(plan)` done in order (a run), or undone in reverse
+(a rollback); both resumable.
 
 Every step is recorded in the working directory before and after it runs, and is idempotent:
-it looks at the live object first (by name and uid) and does only what is left. A run killed at
-any point is resumed by running the same command again. Invariants kept here:
+it looks at the live object first (by name and uid) and does only what is left. A run or a
+rollback killed at any point is resumed by the same command. Invariants kept here:
 
 1. nothing is mutated before every object is backed up (fsync'd);
-2. every PV is Retain before any PVC or PV is deleted;
+2. every PV is Retain before any PVC or PV is deleted, forwards and backwards;
 3. no VMDK or FCD is ever deleted, and no second PV is created for a disk another PV still names;
-4. one run per StatefulSet (a Lease in its namespace).
+4. one run per StatefulSet (a Lease in its namespace);
+5. a PV created from a backup never carries a stale claim uid or a Delete policy while unbound.
 """
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from kubectl_csi_migrate.errors import (
-    CsiMigrateError,
     NotFoundError,
     PermanentError,
     TemporaryError,
@@ -29,10 +30,11 @@ from kubectl_csi_migrate.errors import (
 )
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.lock import Lease
-from kubectl_csi_migrate.kube.lock import now as _now
-from kubectl_csi_migrate.migration import translate
+from kubectl_csi_migrate.migration import events, report, translate
+from kubectl_csi_migrate.migration.budget import orphan_budget
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
 from kubectl_csi_migrate.migration.preflight import syncer_renewed_since
+from kubectl_csi_migrate.migration.steps import Step, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
@@ -56,6 +58,11 @@ WAIT_HINTS = {
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
 
+RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+# On the StatefulSet the tool recreates: the uid of the one it replaced. It tells the tool's own
+# StatefulSet from one put back by someone else.
+RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
+
 
 @dataclass
 class Settings:
@@ -69,17 +76,8 @@ class Settings:
     datacenter: str | None = None
 
 
-@dataclass
-class Timing:
-    """Where the time went: waiting on the cluster and vCenter, or the tool's own work."""
-
-    started: float = field(default_factory=time.monotonic)
-    waited: float = 0.0
-    vcenter: float = 0.0
-
-
 class Migration:
-    """One run of one plan. `say` receives one line per action, kubectl style."""
+    """One run (or rollback) of one plan. `say` receives one line per action, kubectl style."""
 
     def __init__(
         self,
@@ -98,12 +96,29 @@ class Migration:
         self.say = say
         self.progress = progress or (lambda _line: None)
         self.settings = settings or Settings()
-        self.timing = Timing()
+        self.timing = report.Timing()
         self.done: dict[str, Obj] = {}
-        self.volume_results: dict[str, Obj] = {}
         self.run_id = ""
+        # How each kind of step (steps.NEEDS) is done and undone.
+        self.actions: dict[str, tuple[Callable[[Step], Obj | None], Callable[[Step], None]]] = {
+            "backup": (self._backup, self._nothing),
+            "retain": (self._set_retain, self._undo_retain),
+            "scale-down": (self._scale_down, self._undo_scale_down),
+            "delete-statefulset": (self._delete_statefulset, self._undo_delete_statefulset),
+            "evict": (self._evict, self._undo_evict),
+            "detach": (self._wait_detached, self._nothing),
+            "delete-pvc": (self._delete_pvc, self._undo_delete_pvc),
+            "delete-pv": (self._delete_pv, self._undo_delete_pv),
+            "cns-release": (self._wait_cns_release, self._nothing),
+            "fcd": (self._ensure_fcd, self._nothing),
+            "create-pv": (self._create_pv, self._undo_create_pv),
+            "create-pvc": (self._create_pvc, self._undo_create_pvc),
+            "recreate-pod": (self._recreate_pod, self._undo_recreate_pod),
+            "recreate-statefulset": (self._recreate_statefulset, self._undo_recreate_statefulset),
+            "restore-reclaim-policy": (self._restore_reclaim_policy, self._undo_restore_reclaim_policy),
+        }
 
-    # -- the two strategies -------------------------------------------------------------------
+    # -- a run, a rollback --------------------------------------------------------------------
 
     def run(self) -> Obj:
         resuming = self.workdir.backed_up()
@@ -113,71 +128,85 @@ class Migration:
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
         else:
             self.run_id = uuid.uuid4().hex
-        lease = Lease(self.kube, self.plan.namespace, f"csi-migrate-{self.plan.statefulset}", self.run_id, self.say)
-        lease.acquire(f"statefulset {self.plan.namespace}/{self.plan.statefulset}")
+        with self._locked():
+            if not resuming:  # nothing was changed yet: (re)start the record
+                self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
+            replica = None
+            steps = steps_for(self.plan)
+            ordinals = self.plan.ordinals_descending()
+            for step in steps:
+                if step.ordinal is not None and step.ordinal != replica:
+                    replica = step.ordinal
+                    self.progress(
+                        f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}"
+                    )
+                    self._stop_if_recreated_elsewhere(
+                        self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
+                    )
+                self.step(step)
+        result = report.build(
+            self.plan, self.done, self.timing, self.kube.requests, str(self.workdir.path), "MigrationReport"
+        )
+        self.workdir.mark_finished(result)
+        return result
+
+    def rollback(self) -> Obj:
+        """Undo every step that was started, last first: the StatefulSet back on its in-tree
+        volumes, the same disks, PV and PVC names, the original reclaim policy restored last."""
+        run = self.workdir.load_run()
+        self.run_id = run["run_id"]
+        record = self.workdir.steps()
+        self.done = {k: v for k, v in record.items() if v["event"] == "done"}
+        with self._locked():
+            self.workdir.mark_rolling_back()
+            for step in reversed(steps_for(self.plan)):
+                event = record.get(step.id, {}).get("event")
+                if event in (None, "undone"):
+                    continue  # never started, or undone by an earlier rollback
+                self.workdir.record(step.id, "undo-start")
+                self.actions[step.kind][1](step)
+                self.workdir.record(step.id, "undone")
+        result = report.build(
+            self.plan, record, self.timing, self.kube.requests, str(self.workdir.path), "RollbackReport"
+        )
+        self.workdir.mark_rolled_back(result)
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The run's Lease held, every change checked against it, API outages ridden out."""
+        plan = self.plan
+        lease = Lease(self.kube, plan.namespace, f"csi-migrate-{plan.statefulset}", self.run_id, self.say)
+        lease.acquire(f"statefulset {plan.namespace}/{plan.statefulset}")
         self.kube.before_mutation = lease.check
         self.kube.outage_seconds = API_OUTAGE_SECONDS
-        if not resuming:  # nothing was changed yet: (re)start the record
-            self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
         try:
-            self.step("backup", self._backup)
-            self.step("retain", self._set_retain)
-            if self.plan.strategy == "offline":
-                self.step("scale-down", self._scale_down)
-            self.step("delete-statefulset", self._delete_statefulset)
-            ordinals = self.plan.ordinals_descending()
-            for index, ordinal in enumerate(ordinals, 1):
-                self.progress(f"replica {index}/{len(ordinals)}: {self.plan.pod_name(ordinal)}")
-                self._stop_if_recreated_elsewhere(
-                    self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
-                )
-                if self.plan.strategy == "rolling":
-                    self._migrate_replica(ordinal)
-                else:
-                    for volume in self.plan.to_migrate(ordinal):
-                        self._migrate_volume(volume)
-            self.step("recreate-statefulset", self._recreate_statefulset)
-            self.step("restore-reclaim-policy", self._restore_reclaim_policy)
+            yield
         finally:
             self.kube.before_mutation = None
             self.kube.outage_seconds = 0.0
             lease.release()
-        report = self.report()
-        self.workdir.mark_finished(report)
-        return report
-
-    def _migrate_replica(self, ordinal: int) -> None:
-        pod = self.plan.pod_name(ordinal)
-        self.step(f"evict/{pod}", lambda: self._evict(pod))
-        for volume in self.plan.to_migrate(ordinal):
-            self._migrate_volume(volume)
-        self.step(f"recreate-pod/{pod}", lambda: self._recreate_pod(pod))
-
-    def _migrate_volume(self, v: VolumePlan) -> None:
-        started = time.time()
-        self.step(f"detach/{v.pv}", lambda: self._wait_detached(v))
-        self.step(f"delete-pvc/{v.pvc}", lambda: self._delete_pvc(v))
-        self.step(f"delete-pv/{v.pv}", lambda: self._delete_pv(v))
-        self.step(f"cns-release/{v.pv}", lambda: self._wait_cns_release(v))
-        fcd = self.step(f"fcd/{v.pv}", lambda: self._ensure_fcd(v))
-        self.step(f"create-pv/{v.pv}", lambda: self._create_pv(v, fcd["fcd_id"]))
-        self.step(f"create-pvc/{v.pvc}", lambda: self._create_pvc(v, fcd["fcd_id"]))
-        self.volume_results[v.pv] = {
-            "fcd_id": fcd["fcd_id"],
-            "started": started,
-            "finished": time.time(),
-        }
 
     # -- the step record ------------------------------------------------------------------------
 
-    def step(self, name: str, action: Callable[[], Obj | None]) -> Obj:
-        if name in self.done:
-            return self.done[name]
-        self.workdir.record(name, "start")
-        result = action() or {}
-        self.workdir.record(name, "done", **result)
-        self.done[name] = {"step": name, "event": "done", **result}
-        return self.done[name]
+    def step(self, step: Step) -> Obj:
+        if step.id in self.done:
+            return self.done[step.id]
+        if step.kind == "detach":
+            self.timing.volumes[step.pv] = (time.time(), time.time())
+        self.workdir.record(step.id, "start")
+        result = self.actions[step.kind][0](step) or {}
+        self.workdir.record(step.id, "done", **result)
+        self.done[step.id] = {"step": step.id, "event": "done", **result}
+        if step.kind == "create-pvc" and step.pv in self.timing.volumes:
+            self.timing.volumes[step.pv] = (self.timing.volumes[step.pv][0], time.time())
+        return self.done[step.id]
+
+    def _volume(self, step: Step) -> VolumePlan:
+        return next(v for v in self.plan.volumes if v.pv == step.pv)
+
+    def _nothing(self, step: Step) -> None:
+        """Waits and vCenter registrations have nothing to undo."""
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -202,6 +231,11 @@ class Migration:
         finally:
             self.timing.waited += time.monotonic() - started
 
+    def _sleep(self, seconds: float) -> None:
+        started = time.monotonic()
+        time.sleep(seconds)
+        self.timing.waited += time.monotonic() - started
+
     def _vcenter(self, call: Callable[[], Any]) -> Any:
         """A vCenter call, timed; a session vCenter ended during a long wait (its idle timeout,
         a restart) is logged in again once and the call repeated (every call is idempotent)."""
@@ -216,9 +250,12 @@ class Migration:
         finally:
             self.timing.vcenter += time.monotonic() - started
 
-    # -- steps -------------------------------------------------------------------------------
+    def _event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
+        events.record(self.kube, self.say, kind, api_version, obj, reason, message)
 
-    def _backup(self) -> Obj:
+    # -- the steps, forwards ---------------------------------------------------------------------
+
+    def _backup(self, step: Step) -> Obj:
         ns = self.plan.namespace
         sts = self.kube.get("StatefulSet", self.plan.statefulset, ns)
         if sts is None or sts["metadata"]["uid"] != self.plan.uid:
@@ -251,19 +288,19 @@ class Migration:
         self.say(f"backed up {len(objects)} objects to {self.workdir.backup_dir}")
         return {"objects": len(objects)}
 
-    def _set_retain(self) -> None:
-        for v in self.plan.to_migrate():
-            pv = self.kube.get("PersistentVolume", v.pv)
-            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
-                continue
-            patch = {
-                "metadata": {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: v.reclaim_policy}},
-                "spec": {"persistentVolumeReclaimPolicy": "Retain"},
-            }
-            self.kube.patch("PersistentVolume", v.pv, patch)
-            self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
+    def _set_retain(self, step: Step) -> None:
+        v = self._volume(step)
+        pv = self.kube.get("PersistentVolume", v.pv)
+        if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
+            return
+        patch = {
+            "metadata": {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: v.reclaim_policy}},
+            "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+        }
+        self.kube.patch("PersistentVolume", v.pv, patch)
+        self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
 
-    def _scale_down(self) -> None:
+    def _scale_down(self, step: Step) -> None:
         ns, name = self.plan.namespace, self.plan.statefulset
         sts = self.kube.get("StatefulSet", name, ns)
         if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
@@ -277,7 +314,7 @@ class Migration:
         pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
         self.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
 
-    def _delete_statefulset(self) -> None:
+    def _delete_statefulset(self, step: Step) -> None:
         ns, name = self.plan.namespace, self.plan.statefulset
         sts = self.kube.get("StatefulSet", name, ns)
         if sts is not None and sts["metadata"]["uid"] == self.plan.uid:
@@ -376,12 +413,19 @@ class Migration:
             self.workdir.save_backup(obj, overwrite=True)
         self.say("the StatefulSet or its pods changed since the backup: backed them up again")
 
-    def _evict(self, pod: str) -> None:
-        ns = self.plan.namespace
+    def _evict(self, step: Step) -> None:
+        ns, pod = self.plan.namespace, self.plan.pod_name(step.ordinal or 0)
         backup = self.workdir.load_backup("Pod", pod) if self.workdir.has_backup("Pod", pod) else None
         live = self.kube.get("Pod", pod, ns)
         if live is not None and backup is not None and live["metadata"]["uid"] != backup["metadata"]["uid"]:
             raise PermanentError(f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect")
+        self._evict_live(pod, live)
+
+    def _evict_live(self, pod: str, live: Obj | None) -> None:
+        """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone: through
+        the disruption budget, or, while the StatefulSet is deleted and the cluster cannot count
+        its pods, against the budget as the tool evaluates it."""
+        ns = self.plan.namespace
         if live is not None:
             deadline = time.monotonic() + self.settings.timeout
             while True:
@@ -392,62 +436,34 @@ class Migration:
                 except NotFoundError:
                     break
                 except TooManyRequestsError as exc:
-                    budget = self._orphan_budget(live)
+                    budget = orphan_budget(self.kube, self.plan, live)
                     if budget is not None and budget[0]:
                         self.kube.delete("Pod", pod, ns, uid=live["metadata"]["uid"])
                         self.say(f"pod/{pod} deleted ({budget[1]})")
                         break
                     if time.monotonic() > deadline:
                         raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
-                    waited = time.monotonic()
-                    time.sleep(1)  # the disruption budget allows it once the last pod is Ready
-                    self.timing.waited += time.monotonic() - waited
+                    self._sleep(1)  # the disruption budget allows it once the last pod is Ready
         uid = live["metadata"]["uid"] if live else None
         self.wait(
             "Pod",
-            p.gone(pod, None if uid is None else uid) if uid else p.gone(pod),
+            p.gone(pod, uid) if uid else p.gone(pod),
             f"pod {pod} to go",
             namespace=ns,
             field_selector=f"metadata.name={pod}",
         )
 
-    def _orphan_budget(self, pod: Obj) -> tuple[bool, str] | None:
-        """While the StatefulSet is deleted its pods have no controller, and the disruption
-        controller cannot count them for a maxUnavailable or percentage budget: it reports
-        expectedPods 0 and allows nothing. Then evaluate the budget here, against the
-        StatefulSet's replica count, and say so. None: a budget the cluster did evaluate."""
-        labels = pod["metadata"].get("labels", {})
-        ready = sum(
-            1
-            for o in range(self.plan.replicas)
-            if (other := self.kube.get("Pod", self.plan.pod_name(o), self.plan.namespace)) and p.is_pod_ready(other)
-        )
-        verdicts = []
-        for pdb in self.kube.items("PodDisruptionBudget", self.plan.namespace):
-            if not p.selector_matches(pdb["spec"].get("selector") or {}, labels):
-                continue
-            if pdb.get("status", {}).get("expectedPods", 0) != 0:
-                return None
-            allowed = budget_allows(pdb["spec"], self.plan.replicas, ready)
-            verdicts.append((allowed, pdb["metadata"]["name"]))
-        if not verdicts:
-            return None
-        names = ", ".join(n for _, n in verdicts)
-        if all(a for a, _ in verdicts):
-            return True, f"poddisruptionbudget {names} checked by csi-migrate: {ready}/{self.plan.replicas} Ready"
-        return False, names
-
-    def _wait_detached(self, v: VolumePlan) -> None:
+    def _wait_detached(self, step: Step) -> None:
+        v = self._volume(step)
         self.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
         deadline = time.monotonic() + self.settings.timeout
         while vms := self._vcenter(lambda: self.vc.attached_vms(v.vmdk)):
             if time.monotonic() > deadline:
                 raise TemporaryError(f"{v.vmdk} is still attached to {', '.join(vms)}")
-            waited = time.monotonic()
-            time.sleep(2)  # vCenter has no watch here; detach is rare at this point
-            self.timing.waited += time.monotonic() - waited
+            self._sleep(2)  # vCenter has no watch here; detach is rare at this point
 
-    def _delete_pvc(self, v: VolumePlan) -> None:
+    def _delete_pvc(self, step: Step) -> None:
+        v = self._volume(step)
         ns = self.plan.namespace
         backup = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
         uid = backup["metadata"]["uid"]
@@ -481,7 +497,8 @@ class Migration:
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 raise PermanentError(f"persistentvolume {v.pv} does not stay Retain; its claim was not deleted")
 
-    def _delete_pv(self, v: VolumePlan) -> Obj:
+    def _delete_pv(self, step: Step) -> Obj:
+        v = self._volume(step)
         backup = self.workdir.load_backup("PersistentVolume", v.pv)
         uid = backup["metadata"]["uid"]
         live = self.kube.get("PersistentVolume", v.pv)
@@ -498,7 +515,7 @@ class Migration:
         )
         return {"gone_at": self.kube.server_date}  # the API server's clock, for _wait_cns_release
 
-    def _wait_cns_release(self, v: VolumePlan) -> None:
+    def _wait_cns_release(self, step: Step) -> None:
         """Where the CSI driver keeps CnsVSphereVolumeMigration objects, wait until it has
         dropped the one for this disk: it unregisters the old volume from CNS, and a new
         registration made before that could be removed with it. Bounded: the syncer does this
@@ -506,6 +523,7 @@ class Migration:
         must look (the message says where, and what is safe to do)."""
         if not self.kube.has_resource("CnsVSphereVolumeMigration"):
             return
+        v = self._volume(step)
         timeout = min(self.settings.timeout, self.settings.release_timeout)
 
         def released(objs: dict[str, Obj]) -> bool:
@@ -544,9 +562,10 @@ class Migration:
                 f"deleting {record} is safe; then run the same command again"
             ) from exc
 
-    def _ensure_fcd(self, v: VolumePlan) -> Obj:
+    def _ensure_fcd(self, step: Step) -> Obj:
         """The disk's FCD id: the one the CSI driver recorded (checked against vCenter), else
         register_fcd, which reuses an existing FCD or registers the disk."""
+        v = self._volume(step)
         # Where preflight found the disk (recorded in the plan); a plan from an older release
         # has none, and the flag (or, as preflight did, every configured datacenter) is used.
         dc = v.datacenter or self.settings.datacenter
@@ -575,29 +594,43 @@ class Migration:
                 return str(record["metadata"]["name"])
         return None
 
-    def _create_pv(self, v: VolumePlan, fcd_id: str) -> None:
-        backup_pv = self.workdir.load_backup("PersistentVolume", v.pv)
-        backup_pvc = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+    def _disk_named_elsewhere(self, v: VolumePlan, fcd_id: str | None, kind: str) -> Obj | None:
+        """The PV named v.pv of `kind` ("csi" or "in-tree") when it exists and names the disk;
+        raises when any other PV names the disk (never a second PV for one disk)."""
+        mine = None
         for other in self.kube.items("PersistentVolume"):
             spec = other.get("spec", {})
-            names_disk = (
-                translate.disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == translate.disk_key(v.vmdk)
-                or spec.get("csi", {}).get("volumeHandle") == fcd_id
+            names_disk = translate.disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == translate.disk_key(
+                v.vmdk
+            ) or bool(fcd_id and spec.get("csi", {}).get("volumeHandle") == fcd_id)
+            if not names_disk:
+                continue
+            csi = translate.is_csi_vsphere_pv(other)
+            if other["metadata"]["name"] == v.pv and csi == (kind == "csi"):
+                mine = other
+                continue
+            raise PermanentError(
+                f"persistentvolume {other['metadata']['name']} still refers to {v.vmdk}; "
+                "refusing to create a second PV for the same disk"
             )
-            if names_disk:
-                if other["metadata"]["name"] == v.pv and translate.is_csi_vsphere_pv(other):
-                    return  # created by an earlier attempt of this step
-                raise PermanentError(
-                    f"persistentvolume {other['metadata']['name']} still refers to {v.vmdk}; "
-                    "refusing to create a second PV for the same disk"
-                )
+        return mine
+
+    def _create_pv(self, step: Step) -> None:
+        v = self._volume(step)
+        fcd_id = self.done[f"fcd/{v.pv}"]["fcd_id"]
+        if self._disk_named_elsewhere(v, fcd_id, "csi") is not None:
+            return  # created by an earlier attempt of this step
+        backup_pv = self.workdir.load_backup("PersistentVolume", v.pv)
+        backup_pvc = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
         new_pv = translate.csi_pv_from_intree(
             backup_pv, fcd_id, self.plan.csi_class, backup_pvc, self.plan.topology_keys
         )
         self.kube.create(new_pv)
         self.say(f"persistentvolume/{v.pv} created (csi.vsphere.vmware.com, volumeHandle {fcd_id})")
 
-    def _create_pvc(self, v: VolumePlan, fcd_id: str) -> None:
+    def _create_pvc(self, step: Step) -> None:
+        v = self._volume(step)
+        fcd_id = self.done[f"fcd/{v.pv}"]["fcd_id"]
         ns = self.plan.namespace
         live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
         if live is None:
@@ -606,57 +639,23 @@ class Migration:
             self.say(f"persistentvolumeclaim/{v.pvc} created ({self.plan.csi_class})")
         elif live["spec"].get("volumeName") != v.pv:
             raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}")
+        self._wait_bound(v)
+        pvc = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if pvc is not None:
+            message = events.migrated_message(self.plan, v, fcd_id)
+            self._event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
+
+    def _wait_bound(self, v: VolumePlan) -> None:
         self.wait(
             "PersistentVolumeClaim",
             p.pvc_bound(v.pvc, v.pv),
             f"pvc {v.pvc} to be Bound",
-            namespace=ns,
+            namespace=self.plan.namespace,
             field_selector=f"metadata.name={v.pvc}",
         )
-        pvc = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
-        if pvc is not None:
-            self._event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", self._migrated_message(v, fcd_id))
 
-    def _migrated_message(self, v: VolumePlan, fcd_id: str) -> str:
-        return (
-            f"kubectl csi-migrate moved persistentvolume {v.pv} from the in-tree vSphere plugin to "
-            f"csi.vsphere.vmware.com (storageclass {self.plan.csi_class}): same disk {v.vmdk}, now first "
-            f"class disk {fcd_id}; no data copied"
-        )
-
-    def _event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
-        """Record a Kubernetes Event, readable in `kubectl describe`. Best effort: a migration
-        does not fail because an Event could not be written."""
-        meta = obj["metadata"]
-        now = _now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": api_version,
-                "kind": kind,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Normal",
-            "source": {"component": "kubectl-csi-migrate"},
-            "reportingComponent": "kubectl-csi-migrate",
-            "reportingInstance": socket.gethostname(),
-            "firstTimestamp": now.split(".")[0] + "Z",
-            "lastTimestamp": now.split(".")[0] + "Z",
-            "count": 1,
-        }
-        try:
-            self.kube.create(event)
-        except CsiMigrateError as exc:
-            self.say(f"warning: could not record event {reason} on {kind.lower()}/{meta['name']}: {exc}")
-
-    def _recreate_pod(self, pod: str) -> None:
-        ns = self.plan.namespace
+    def _recreate_pod(self, step: Step) -> None:
+        ns, pod = self.plan.namespace, self.plan.pod_name(step.ordinal or 0)
         if not self.workdir.has_backup("Pod", pod):
             return  # there was no pod for this ordinal
         if self.kube.get("Pod", pod, ns) is None:
@@ -670,7 +669,7 @@ class Migration:
             field_selector=f"metadata.name={pod}",
         )
 
-    def _recreate_statefulset(self) -> None:
+    def _recreate_statefulset(self, step: Step) -> None:
         ns, name = self.plan.namespace, self.plan.statefulset
         backup = self.workdir.load_backup("StatefulSet", name)
         live = self.kube.get("StatefulSet", name, ns)
@@ -682,7 +681,17 @@ class Migration:
             self.say(f"statefulset.apps/{name} created (volumeClaimTemplates on {self.plan.csi_class})")
         elif live["metadata"]["uid"] == self.plan.uid:
             raise PermanentError(f"statefulset {ns}/{name} still has its old uid; it was not deleted")
-        uid = live["metadata"]["uid"]
+        sts = self._wait_owns_ready_pods(live["metadata"]["uid"], backup)
+        if sts is not None:
+            for v in self.plan.to_migrate():
+                fcd_id = self.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+                message = f"{v.pvc}: {events.migrated_message(self.plan, v, fcd_id)}"
+                self._event("StatefulSet", "apps/v1", sts, "MigratedToCSI", message)
+
+    def _wait_owns_ready_pods(self, uid: str, backup: Obj) -> Obj | None:
+        """Until the StatefulSet `uid` owns its pods, all Ready; then, for a while and without
+        failing over it, until its own status says so. Returns it as last read."""
+        ns, name = self.plan.namespace, self.plan.statefulset
         replicas = int(backup["spec"].get("replicas", 1))
         pods = {self.plan.pod_name(o) for o in range(replicas)}
         selector = ",".join(f"{k}={v}" for k, v in backup["spec"]["selector"].get("matchLabels", {}).items())
@@ -712,15 +721,9 @@ class Migration:
             )
         finally:
             self.timing.waited += time.monotonic() - started
-        sts = self.kube.get("StatefulSet", name, ns)
-        if sts is not None:
-            for v in self.plan.to_migrate():
-                fcd_id = self.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
-                self._event(
-                    "StatefulSet", "apps/v1", sts, "MigratedToCSI", f"{v.pvc}: {self._migrated_message(v, fcd_id)}"
-                )
+        return self.kube.get("StatefulSet", name, ns)
 
-    def _restore_reclaim_policy(self) -> None:
+    def _restore_reclaim_policy(self, step: Step) -> None:
         for v in self.plan.to_migrate():
             target = "Retain" if self.settings.keep_retain else v.reclaim_policy
             pv = self.kube.get("PersistentVolume", v.pv)
@@ -733,99 +736,218 @@ class Migration:
             self.kube.patch("PersistentVolume", v.pv, patch)
             self.say(f"persistentvolume/{v.pv} reclaim policy restored to {target}")
 
-    # -- the lock --------------------------------------------------------------------------------
+    # -- the steps, backwards (rollback) ------------------------------------------------------
 
-    # -- report ---------------------------------------------------------------------------------
-
-    def report(self) -> Obj:
-        wall = time.monotonic() - self.timing.started
-        volumes = []
-        for v in self.plan.volumes:
-            entry: Obj = {
-                "pvc": v.pvc,
-                "template": v.template,
-                "ordinal": v.ordinal,
-                "oldPV": v.pv,
-                "vmdk": v.vmdk,
-                "result": "migrated" if v.action == "migrate" else v.action,
+    def _ensure_csi_retained(self, v: VolumePlan) -> None:
+        """Invariant 2 backwards: the CSI PV is Retain before its claim or itself is deleted."""
+        pv = self.kube.get("PersistentVolume", v.pv)
+        if pv is None or not translate.is_csi_vsphere_pv(pv):
+            return
+        if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+            patch = {
+                "metadata": {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: v.reclaim_policy}},
+                "spec": {"persistentVolumeReclaimPolicy": "Retain"},
             }
-            if v.action == "migrate":
-                fcd = self.done.get(f"fcd/{v.pv}", {})
-                entry.update(
-                    {
-                        "newPV": v.pv,
-                        "fcdId": fcd.get("fcd_id", ""),
-                        "keepAfterDeleteVm": bool(fcd.get("keep_after_delete_vm")),
-                        "storageClass": self.plan.csi_class,
-                    }
-                )
-                timing = self.volume_results.get(v.pv)
-                if timing:
-                    entry["seconds"] = round(timing["finished"] - timing["started"], 3)
-            else:
-                entry["fcdId"] = v.fcd_id
-            volumes.append(entry)
-        return {
-            "apiVersion": "csi-migrate.kubectl.io/v1",
-            "kind": "MigrationReport",
-            "plan": self.plan.to_dict(),
-            "volumes": volumes,
-            "timing": {
-                "wallSeconds": round(wall, 3),
-                "waitSeconds": round(self.timing.waited, 3),
-                "vcenterSeconds": round(self.timing.vcenter, 3),
-                "toolSeconds": round(max(0.0, wall - self.timing.waited - self.timing.vcenter), 3),
-            },
-            "apiRequests": self.kube.requests,
-            "workingDirectory": str(self.workdir.path),
-        }
+            self.kube.patch("PersistentVolume", v.pv, patch)
+            self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
 
+    def _undo_restore_reclaim_policy(self, step: Step) -> None:
+        for v in self.plan.to_migrate():
+            self._ensure_csi_retained(v)
 
-RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
-# On the StatefulSet the tool recreates: the uid of the one it replaced. It tells the tool's own
-# StatefulSet from one put back by someone else.
-RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
-
-
-def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:
-    """Would a PodDisruptionBudget `spec` allow one more pod down, `ready` of `replicas` being
-    Ready now? Percentages round up, as the disruption controller rounds them."""
-
-    def count(value: Any) -> int:
-        if isinstance(value, str) and value.endswith("%"):
-            return -(-replicas * int(value[:-1]) // 100)
-        return int(value)
-
-    if "minAvailable" in spec:
-        return ready - 1 >= count(spec["minAvailable"])
-    if "maxUnavailable" in spec:
-        return replicas - (ready - 1) <= count(spec["maxUnavailable"])
-    return True
-
-
-def describe_steps(plan: Plan) -> list[str]:
-    """What a run of `plan` does, in order, one line per action (for --dry-run and the plan)."""
-    ns, name = plan.namespace, plan.statefulset
-    lines = ["back up the StatefulSet, its pods, PVCs and PVs to the working directory"]
-    lines += [f"set persistentvolume/{v.pv} reclaim policy to Retain" for v in plan.to_migrate()]
-    if plan.strategy == "offline":
-        lines.append(f"scale statefulset.apps/{name} to 0 (the application is down from here)")
-    lines.append(f"delete statefulset.apps/{name} with propagationPolicy Orphan (pods keep running)")
-    for ordinal in plan.ordinals_descending():
-        pod = plan.pod_name(ordinal)
-        if plan.strategy == "rolling":
-            lines.append(f"evict pod/{pod} and wait until its volumes are detached")
-        for v in plan.to_migrate(ordinal):
-            lines.append(f"delete persistentvolumeclaim/{v.pvc} and persistentvolume/{v.pv} (disk kept)")
-            lines.append(f"register {v.vmdk} as a first class disk (or reuse its id)")
-            lines.append(
-                f"create persistentvolume/{v.pv} on {plan.csi_class} and persistentvolumeclaim/{v.pvc}, wait Bound"
+    def _undo_recreate_statefulset(self, step: Step) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        live = self.kube.get("StatefulSet", name, ns)
+        if live is None or live["metadata"]["uid"] == self.plan.uid:
+            return
+        uid = live["metadata"]["uid"]
+        if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) != self.plan.uid:
+            raise PermanentError(
+                f"statefulset {ns}/{name} (uid {uid}) was not created by this run; the rollback leaves it "
+                f"alone. If it should go, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan` "
+                "and the same rollback command again"
             )
-        if plan.strategy == "rolling":
-            lines.append(f"recreate pod/{pod} and wait until Ready")
-    lines.append(
-        f"recreate statefulset.apps/{name} in {ns} with volumeClaimTemplates on {plan.csi_class}; "
-        "wait until it owns every pod"
-    )
-    lines.append("restore each PV's original reclaim policy")
-    return lines
+        if not live["metadata"].get("deletionTimestamp"):
+            policy = live["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+            patch: Obj = {}
+            if any(policy.get(k) == "Delete" for k in RETAIN_CLAIMS):
+                patch["persistentVolumeClaimRetentionPolicy"] = RETAIN_CLAIMS
+            if self.plan.strategy == "offline" and live["spec"].get("replicas") != 0:
+                patch["replicas"] = 0
+            if patch:
+                self.kube.patch("StatefulSet", name, {"spec": patch}, ns)
+                if "replicas" in patch:
+                    self.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
+            if self.plan.strategy == "offline":
+                pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
+                self.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+            self.kube.delete("StatefulSet", name, ns, uid=uid, propagation="Orphan")
+            self.say(f"statefulset.apps/{name} (CSI) deleted (orphan: pods, PVCs and PVs kept)")
+        self.wait(
+            "StatefulSet",
+            p.gone(name, uid),
+            f"statefulset {name} to go",
+            namespace=ns,
+            field_selector=f"metadata.name={name}",
+        )
+        pods = {self.plan.pod_name(o) for o in range(self.plan.replicas)}
+        self.wait("Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns)
+
+    def _undo_recreate_pod(self, step: Step) -> None:
+        ns, pod = self.plan.namespace, self.plan.pod_name(step.ordinal or 0)
+        live = self.kube.get("Pod", pod, ns)
+        if live is None or not self.workdir.has_backup("Pod", pod):
+            return
+        if live["metadata"]["uid"] == self.workdir.load_backup("Pod", pod)["metadata"]["uid"]:
+            return  # still the original pod: it runs on in-tree volumes
+        self._evict_live(pod, live)
+
+    def _undo_create_pvc(self, step: Step) -> None:
+        v, ns = self._volume(step), self.plan.namespace
+        live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        backup = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+        if live is None or live["metadata"]["uid"] == backup["metadata"]["uid"]:
+            return
+        if live["spec"].get("storageClassName") != self.plan.csi_class or live["spec"].get("volumeName") != v.pv:
+            raise PermanentError(
+                f"persistentvolumeclaim {ns}/{v.pvc} is neither the original nor the one this run created; "
+                "stop and inspect"
+            )
+        uid = live["metadata"]["uid"]
+        self._ensure_csi_retained(v)
+        if not live["metadata"].get("deletionTimestamp"):
+            self.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
+            self.say(f"persistentvolumeclaim/{v.pvc} (CSI) deleted")
+        self.wait(
+            "PersistentVolumeClaim",
+            p.gone(v.pvc, uid),
+            f"pvc {v.pvc} to go (a pod still using it holds it)",
+            namespace=ns,
+            field_selector=f"metadata.name={v.pvc}",
+        )
+        self.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+
+    def _undo_create_pv(self, step: Step) -> None:
+        v = self._volume(step)
+        live = self.kube.get("PersistentVolume", v.pv)
+        if live is None or not translate.is_csi_vsphere_pv(live):
+            return
+        uid = live["metadata"]["uid"]
+        claim = live["spec"].get("claimRef") or {}
+        pvc = self.kube.get("PersistentVolumeClaim", v.pvc, self.plan.namespace)
+        if pvc is not None and claim.get("uid") and pvc["metadata"]["uid"] == claim["uid"]:
+            raise PermanentError(f"persistentvolume {v.pv} is still bound to its claim; it was not deleted")
+        self._ensure_csi_retained(v)
+        if not live["metadata"].get("deletionTimestamp"):
+            self.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+            self.kube.delete("PersistentVolume", v.pv, uid=uid)
+            self.say(f"persistentvolume/{v.pv} (CSI) deleted (the disk is kept: reclaim policy Retain)")
+        self.wait("PersistentVolume", p.gone(v.pv, uid), f"pv {v.pv} to go", field_selector=f"metadata.name={v.pv}")
+
+    def _undo_delete_pv(self, step: Step) -> None:
+        v = self._volume(step)
+        backup = self.workdir.load_backup("PersistentVolume", v.pv)
+        uid = backup["metadata"]["uid"]
+        live = self.kube.get("PersistentVolume", v.pv)
+        if live is not None and live["metadata"]["uid"] == uid:
+            if not live["metadata"].get("deletionTimestamp"):
+                return  # never deleted
+            self.wait("PersistentVolume", p.gone(v.pv, uid), f"pv {v.pv} to go", field_selector=f"metadata.name={v.pv}")
+        fcd_id = self.done.get(f"fcd/{v.pv}", {}).get("fcd_id")
+        if self._disk_named_elsewhere(v, fcd_id, "in-tree") is not None:
+            return  # created again by an earlier attempt of this undo
+        self.kube.create(translate.intree_pv_from_backup(backup))
+        self.say(f"persistentvolume/{v.pv} created again from its backup (in-tree {v.vmdk}, Retain until bound)")
+
+    def _undo_delete_pvc(self, step: Step) -> None:
+        v, ns = self._volume(step), self.plan.namespace
+        backup = self.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+        uid = backup["metadata"]["uid"]
+        live = self.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if live is not None and live["metadata"]["uid"] == uid and live["metadata"].get("deletionTimestamp"):
+            self.wait(
+                "PersistentVolumeClaim",
+                p.gone(v.pvc, uid),
+                f"pvc {v.pvc} to go",
+                namespace=ns,
+                field_selector=f"metadata.name={v.pvc}",
+            )
+            live = None
+        if live is None:
+            self.kube.create(translate.intree_pvc_from_backup(backup))
+            self.say(f"persistentvolumeclaim/{v.pvc} created again from its backup")
+        elif live["metadata"]["uid"] != uid and (
+            live["spec"].get("volumeName") != v.pv or live["spec"].get("storageClassName") == self.plan.csi_class
+        ):
+            raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} is not the in-tree claim; stop and inspect")
+        self._wait_bound(v)
+
+    def _undo_evict(self, step: Step) -> None:
+        ns, pod = self.plan.namespace, self.plan.pod_name(step.ordinal or 0)
+        if not self.workdir.has_backup("Pod", pod):
+            return
+        if self.kube.get("Pod", pod, ns) is None:
+            self.kube.create(translate.pod_for_recreate(self.workdir.load_backup("Pod", pod)))
+            self.say(f"pod/{pod} created again from its backup")
+        self.wait(
+            "Pod", p.pod_ready(pod), f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}"
+        )
+
+    def _undo_delete_statefulset(self, step: Step) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        backup = self.workdir.load_backup("StatefulSet", name)
+        live = self.kube.get("StatefulSet", name, ns)
+        if live is not None and live["metadata"]["uid"] == self.plan.uid:
+            if not live["metadata"].get("deletionTimestamp"):
+                ours = self._own_retention_patch(live, backup)
+                if ours:
+                    patch = {"spec": {"persistentVolumeClaimRetentionPolicy": ours}}
+                    self.kube.patch("StatefulSet", name, patch, ns)
+                    self.say(f"statefulset.apps/{name} claim retention policy restored")
+                return  # never deleted
+            self.wait(
+                "StatefulSet",
+                p.gone(name, self.plan.uid),
+                f"statefulset {name} to go",
+                namespace=ns,
+                field_selector=f"metadata.name={name}",
+            )
+            live = None
+        if live is None:
+            live = self.kube.create(translate.strip_server_fields(backup))
+            self.say(f"statefulset.apps/{name} created again from its backup (in-tree volumeClaimTemplates)")
+        elif (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == self.plan.uid:
+            raise PermanentError(f"statefulset {ns}/{name} is still the CSI one this run created")
+        else:
+            self.say(f"statefulset.apps/{name} exists (uid {live['metadata']['uid']}, not created by this run); kept")
+        self._wait_owns_ready_pods(live["metadata"]["uid"], backup)
+
+    def _undo_scale_down(self, step: Step) -> None:
+        ns, name = self.plan.namespace, self.plan.statefulset
+        live = self.kube.get("StatefulSet", name, ns)
+        if live is None or live["metadata"]["uid"] != self.plan.uid:
+            return  # created again from its backup, at its full size
+        backup = self.workdir.load_backup("StatefulSet", name)
+        replicas = int(backup["spec"].get("replicas", 1))
+        if live["spec"].get("replicas") != replicas:
+            policy = backup["spec"].get("persistentVolumeClaimRetentionPolicy") or RETAIN_CLAIMS
+            patch = {"spec": {"replicas": replicas, "persistentVolumeClaimRetentionPolicy": policy}}
+            self.kube.patch("StatefulSet", name, patch, ns)
+            self.say(f"statefulset.apps/{name} scaled back to {replicas}")
+        self._wait_owns_ready_pods(self.plan.uid, backup)
+
+    def _undo_retain(self, step: Step) -> None:
+        v = self._volume(step)
+        pv = self.kube.get("PersistentVolume", v.pv)
+        if pv is None or translate.is_csi_vsphere_pv(pv):
+            raise PermanentError(f"persistentvolume {v.pv} is not the in-tree one; its reclaim policy stays Retain")
+        noted = translate.ORIGINAL_RECLAIM_POLICY in (pv["metadata"].get("annotations") or {})
+        if pv["spec"].get("persistentVolumeReclaimPolicy") == v.reclaim_policy and not noted:
+            return
+        if v.reclaim_policy != "Retain" and pv.get("status", {}).get("phase") != "Bound":
+            raise PermanentError(f"persistentvolume {v.pv} is not Bound; it stays Retain")
+        patch: Obj = {"spec": {"persistentVolumeReclaimPolicy": v.reclaim_policy}}
+        if noted:
+            patch["metadata"] = {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: None}}
+        self.kube.patch("PersistentVolume", v.pv, patch)
+        self.say(f"persistentvolume/{v.pv} reclaim policy restored to {v.reclaim_policy}")

@@ -478,3 +478,55 @@ def disk_key(path: str) -> str:
     except ValueError:
         return " ".join(path.split())
     return f"[{datastore_name(bracket)}] {rel.strip()}"
+
+
+def intree_pv_from_backup(pv: KubeObject) -> KubeObject:
+    """Return the in-tree PV to create again from its backup, for a rollback.
+
+    Everything the user had stays (name, labels, annotations, the vsphereVolume source, class,
+    node affinity), except what would make the PV Released or deletable the moment it exists:
+    claimRef keeps the claim's namespace and name but not its uid or resourceVersion (the claim is
+    created again with a new uid, and binds to this PV by name), and the reclaim policy is Retain,
+    the user's own noted in ORIGINAL_RECLAIM_POLICY (the rollback restores it once the claim is
+    Bound). Server-set fields, the binding annotations and finalizers go (the API server adds
+    pv-protection). Raises ValueError when pv is not an in-tree vSphere PV.
+    """
+    if not is_intree_vsphere_pv(pv):
+        raise ValueError(f"PersistentVolume {_metadata(pv).get('name', '<unnamed>')} is not an in-tree vSphere volume")
+    new = strip_server_fields(pv)
+    metadata = _metadata(new)
+    metadata.pop("finalizers", None)
+    annotations = {
+        k: v
+        for k, v in (metadata.get("annotations") or {}).items()
+        if k not in ("pv.kubernetes.io/bound-by-controller", "pv.kubernetes.io/bind-completed")
+    }
+    annotations[ORIGINAL_RECLAIM_POLICY] = reclaim_policy_of(pv)
+    metadata["annotations"] = annotations
+    spec = _spec(new)
+    spec["persistentVolumeReclaimPolicy"] = "Retain"
+    claim = spec.get("claimRef") or {}
+    if claim:
+        spec["claimRef"] = {k: claim[k] for k in ("apiVersion", "kind", "namespace", "name") if k in claim}
+    return new
+
+
+def intree_pvc_from_backup(pvc: KubeObject) -> KubeObject:
+    """Return the in-tree PVC to create again from its backup, for a rollback: the same claim
+    (class, beta class annotation, labels, requests) bound by name to its PV (spec.volumeName),
+    without server-set fields, binding annotations, finalizers or ownerReferences (they name the
+    deleted StatefulSet; the recreated one sets them again under a retention policy)."""
+    new = strip_server_fields(pvc)
+    metadata = _metadata(new)
+    for key in ("finalizers", "ownerReferences"):
+        metadata.pop(key, None)
+    annotations = {
+        k: v
+        for k, v in (metadata.get("annotations") or {}).items()
+        if k not in ("pv.kubernetes.io/bound-by-controller", "pv.kubernetes.io/bind-completed")
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    return new

@@ -3,9 +3,10 @@
 Layout (the folder is 0700, every file 0600, every write fsync'd before the step it guards):
 
     run.json               the plan and who runs it (run id); written once
-    steps.jsonl            one line per step event: {"step", "event": "start"|"done", ...}
+    steps.jsonl            one line per step event: {"step", "event", ...}; the events are
+                           "start", "done", and in a rollback "undo-start", "undone"
     backup/<kind>/<name>.yaml   the objects as they were before anything changed
-    report.json            the result, at the end
+    report.json            the result, at the end (rollback-report.json after a rollback)
 
 A folder may be used when it is new, empty, or holds an unfinished run of the same StatefulSet
 (same cluster, namespace, name): then the run resumes from the record.
@@ -89,8 +90,29 @@ class WorkDir:
                 f"{self.path} holds the run of statefulset {key[1]}/{key[2]} on {key[0]}; "
                 "choose another --working-directory"
             )
+        if run.get("rolled_back"):
+            return (
+                f"{self.path} holds a run of this StatefulSet that was rolled back; move it away or choose "
+                "another --working-directory"
+            )
+        if run.get("rolling_back"):
+            return (
+                f"{self.path} holds a run of this StatefulSet that is being rolled back; finish it with "
+                f"`kubectl csi-migrate rollback {key[2]}`"
+            )
         if run.get("finished"):
             return f"{self.path} holds a finished migration of this StatefulSet; choose another --working-directory"
+        return None
+
+    def run_problem(self, plan_key: tuple[str, str, str]) -> str | None:
+        """Why this folder holds no run of the StatefulSet `plan_key` to roll back or report on,
+        or None when it does."""
+        if not self.run_file.exists():
+            return f"{self.path} holds no csi-migrate run (pass the run's --working-directory)"
+        run = self.load_run()
+        key = (run["plan"]["server"], run["plan"]["namespace"], run["plan"]["statefulset"])
+        if key != plan_key:
+            return f"{self.path} holds the run of statefulset {key[1]}/{key[2]} on {key[0]}"
         return None
 
     def has_run(self) -> bool:
@@ -127,8 +149,19 @@ class WorkDir:
 
     def mark_finished(self, report: Obj) -> None:
         write_private(self.path / "report.json", json.dumps(report, indent=1).encode())
+        self._update_run(finished=True)
+
+    def mark_rolling_back(self) -> None:
+        """From the first undo on, the run can only be rolled back further, not resumed."""
+        self._update_run(rolling_back=True)
+
+    def mark_rolled_back(self, report: Obj) -> None:
+        write_private(self.path / "rollback-report.json", json.dumps(report, indent=1).encode())
+        self._update_run(rolled_back=True)
+
+    def _update_run(self, **fields: Any) -> None:
         run = self.load_run()
-        run["finished"] = True
+        run.update(fields)
         write_private(self.run_file, json.dumps(run, indent=1).encode())
 
     # -- backups ----------------------------------------------------------------------------

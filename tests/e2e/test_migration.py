@@ -829,7 +829,7 @@ def test_every_request_after_the_first_change_is_a_verb_preflight_checked(
     preflight's REQUIRED_ACCESS, which the `rbac` check asks the API server about."""
     import re
 
-    from kubectl_csi_migrate.migration.preflight import REQUIRED_ACCESS
+    from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
 
     checked = set(REQUIRED_ACCESS)
     for strategy, name in (("rolling", "web"), ("offline", "db")):

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.migration.budget import budget_allows
 from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, SKIP_OTHER, Plan, Snapshot, build_plan
-from kubectl_csi_migrate.migration.run import budget_allows, describe_steps
+from kubectl_csi_migrate.migration.steps import describe_steps
 from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
 

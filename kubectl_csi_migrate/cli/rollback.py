@@ -1,0 +1,134 @@
+"""`kubectl csi-migrate rollback STS_NAME`: put a StatefulSet back on its in-tree volumes, from
+wherever its run stopped or after it finished, undoing the steps done in reverse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kubectl_csi_migrate.cli import common, printers
+from kubectl_csi_migrate.cli.preflight import sts_name
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "rollback",
+        parents=parents,
+        help="put a StatefulSet back on its in-tree volumes (undo a run, finished or not)",
+        description="Undo, last first, every step a run of `sts` started: the same disks, PV and "
+        "PVC names, the StatefulSet with its original templates, pods recreated one at a time in "
+        "the rolling case, the original reclaim policies restored last. Disks registered as first "
+        "class disks stay registered (harmless: the in-tree PVs reach them by path). Reads the "
+        "run's working directory (the same --working-directory rules as `sts`); running the same "
+        "command again resumes an interrupted rollback.",
+    )
+    parser.add_argument("name", nargs="?", metavar="STS_NAME")
+    parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--working-directory", metavar="DIR",
+        help="the run's working directory (default: ./csi-migrate-<context>-<namespace>-<sts>)",
+    )  # fmt: skip
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--dry-run", nargs="?", const="client", default="none", choices=("none", "client"),
+        help="print what would be undone, in order, and change nothing",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=common.seconds, default=600.0, metavar="DURATION",
+        help="longest wait for any one thing (a pod to stop, a claim to bind...), default 10m",
+    )  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubectl_csi_migrate.migration import preflight, steps
+    from kubectl_csi_migrate.migration.run import Migration, Settings
+    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+
+    name = sts_name(args)
+    if not name:
+        printers.error("a StatefulSet name is required (rollback STS_NAME)")
+        return EXIT_USAGE
+    kube = common.kube_from(args)
+    ns = common.namespace_of(args, kube)
+    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    problem = workdir.run_problem((kube.info.server, ns, name))
+    if problem:
+        printers.error(f"{problem}; nothing to roll back")
+        return EXIT_FAILED
+    run_record = workdir.load_run()
+    from kubectl_csi_migrate.migration.plan import Plan
+
+    plan = Plan.from_dict(run_record["plan"])
+    if run_record.get("rolled_back"):
+        printers.error(f"the run in {workdir.path} was rolled back already; nothing to do")
+        return EXIT_OK
+    record = workdir.steps()
+    to_undo = [s for s in reversed(steps.steps_for(plan)) if record.get(s.id, {}).get("event") not in (None, "undone")]
+    structured = args.output is not None
+    info = sys.stderr if structured else sys.stdout
+    down = ": the application is DOWN until the StatefulSet is back" if plan.strategy == "offline" else ""
+    human_plan = (
+        f"Rollback: statefulset {ns}/{name} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
+        f"({plan.strategy}{down})\n"
+        f"working directory: {workdir.path}\n"
+        + "\n".join(f"  {i}. {s.undoes}  [{s.id}]" for i, s in enumerate(to_undo, 1))
+    )
+    if args.dry_run != "none":
+        data = {
+            "apiVersion": "csi-migrate.kubectl.io/v1",
+            "kind": "RollbackPlan",
+            "plan": plan.to_dict(),
+            "steps": [{"id": s.id, "undo": s.undoes} for s in to_undo],
+        }
+        printers.render(data, args.output, human_plan + "\n(client dry run: nothing was changed)", [])
+        return EXIT_OK
+    rbac = preflight.check_rbac(kube, ns)
+    if rbac.status == preflight.FAIL:
+        printers.error(f"preflight: rbac: {rbac.message}")
+        printers.error(f"statefulset {name} was not changed")
+        return EXIT_FAILED
+    if not args.yes:
+        if not sys.stdin.isatty():
+            printers.error(
+                "not a terminal: pass --yes to roll back without confirmation (or --dry-run to see the steps)"
+            )
+            return EXIT_USAGE
+        sys.stderr.write(human_plan + "\nProceed? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            printers.error("aborted; nothing was changed")
+            return EXIT_FAILED
+    elif not structured:
+        info.write(human_plan + "\n")
+
+    def say(line: str) -> None:
+        info.write(line + "\n")
+        info.flush()
+
+    migration = Migration(kube, None, plan, workdir, say, Settings(timeout=args.timeout))
+    try:
+        report = migration.rollback()
+    except KeyboardInterrupt:
+        printers.error(f"interrupted; run the same rollback command again to finish it ({workdir.path})")
+        return 130
+    except Exception as exc:
+        from kubectl_csi_migrate.errors import CsiMigrateError
+
+        if isinstance(exc, (CsiMigrateError, OSError)):
+            printers.error(str(exc))
+            printers.error(
+                f"the rollback is recorded in {workdir.path}; fix the problem and run the same rollback command again"
+            )
+            return EXIT_FAILED
+        raise
+    back = sum(1 for v in report["volumes"] if v["result"] == "rolled back")
+    human = (
+        f"statefulset {ns}/{name}: rolled back, {back} volume(s) on their in-tree PVs again, in "
+        f"{report['timing']['wallSeconds']:.1f}s; record in {workdir.path}"
+    )
+    printers.render(report, args.output, human, [f"statefulset.apps/{name}"])
+    return EXIT_OK

@@ -1,0 +1,70 @@
+"""The report a run ends with (`-o json|yaml`, report.json in the working directory)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_csi_migrate.migration.plan import Plan
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Timing:
+    """Where the time went: waiting on the cluster and vCenter, or the tool's own work; and how
+    long each volume took, from its detach to its new claim Bound."""
+
+    started: float = field(default_factory=time.monotonic)
+    waited: float = 0.0
+    vcenter: float = 0.0
+    volumes: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def build(plan: Plan, done: dict[str, Obj], timing: Timing, requests: int, workdir: str, kind: str) -> Obj:
+    """`done`: the step record (step id -> what the step recorded when done)."""
+    wall = time.monotonic() - timing.started
+    volumes = []
+    for v in plan.volumes:
+        entry: Obj = {
+            "pvc": v.pvc,
+            "template": v.template,
+            "ordinal": v.ordinal,
+            "oldPV": v.pv,
+            "vmdk": v.vmdk,
+            "result": "migrated" if v.action == "migrate" else v.action,
+        }
+        if v.action == "migrate" and kind == "RollbackReport":
+            entry["result"] = "rolled back"
+            entry["fcdId"] = done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+        elif v.action == "migrate":
+            fcd = done.get(f"fcd/{v.pv}", {})
+            entry.update(
+                {
+                    "newPV": v.pv,
+                    "fcdId": fcd.get("fcd_id", ""),
+                    "keepAfterDeleteVm": bool(fcd.get("keep_after_delete_vm")),
+                    "storageClass": plan.csi_class,
+                }
+            )
+            if v.pv in timing.volumes:
+                started, finished = timing.volumes[v.pv]
+                entry["seconds"] = round(finished - started, 3)
+        else:
+            entry["fcdId"] = v.fcd_id
+        volumes.append(entry)
+    return {
+        "apiVersion": "csi-migrate.kubectl.io/v1",
+        "kind": kind,
+        "plan": plan.to_dict(),
+        "volumes": volumes,
+        "timing": {
+            "wallSeconds": round(wall, 3),
+            "waitSeconds": round(timing.waited, 3),
+            "vcenterSeconds": round(timing.vcenter, 3),
+            "toolSeconds": round(max(0.0, wall - timing.waited - timing.vcenter), 3),
+        },
+        "apiRequests": requests,
+        "workingDirectory": workdir,
+    }

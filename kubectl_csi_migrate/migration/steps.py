@@ -1,0 +1,280 @@
+"""The migration as a list of steps: one list drives the run, the plan shown before it, the
+server dry run, preflight's permission check, `status`, `rollback` and the kill tests.
+
+A step is a value: its id (recorded in the working directory), its kind, the object it acts on,
+one line saying what it does and one saying how it is undone, and the API access it needs (for
+both). How each kind is done and undone lives in `run.py` (`Migration.ACTIONS`), one pair of
+methods per kind; a unit test keeps the two tables equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubectl_csi_migrate.migration.plan import Plan
+
+Access = tuple[str, str, str]
+"""(verb, kind, subresource), as the RBAC rules of the API server name them."""
+
+
+def _crud(kind: str, *verbs: str) -> tuple[Access, ...]:
+    return tuple((verb, kind, "") for verb in verbs)
+
+
+# What each kind of step asks the API server, done or undone (the run re-reads live objects
+# before acting, and waits with list+watch). Lists, not sets: README prints them in this order.
+NEEDS: dict[str, tuple[Access, ...]] = {
+    "backup": (
+        *_crud("StatefulSet", "get"),
+        *_crud("Pod", "get"),
+        *_crud("PersistentVolumeClaim", "get"),
+        *_crud("PersistentVolume", "get"),
+        *_crud("CnsVSphereVolumeMigration", "list"),
+    ),
+    "retain": _crud("PersistentVolume", "get", "patch"),
+    "scale-down": (
+        *_crud("StatefulSet", "get", "patch", "list", "watch"),
+        *_crud("Pod", "get", "list", "watch"),
+    ),
+    "delete-statefulset": (
+        *_crud("StatefulSet", "get", "patch", "delete", "create", "list", "watch"),
+        *_crud("Pod", "get", "list", "watch"),
+    ),
+    "evict": (
+        *_crud("Pod", "get", "delete", "create", "list", "watch"),
+        ("create", "Pod", "eviction"),
+        *_crud("PodDisruptionBudget", "list"),
+    ),
+    "detach": _crud("VolumeAttachment", "list", "watch"),
+    "delete-pvc": (
+        *_crud("PersistentVolumeClaim", "get", "delete", "create", "list", "watch"),
+        *_crud("PersistentVolume", "get", "patch"),
+    ),
+    "delete-pv": _crud("PersistentVolume", "get", "delete", "create", "list", "watch"),
+    "cns-release": _crud("CnsVSphereVolumeMigration", "list", "watch"),
+    "fcd": (),  # vCenter only: Datastore.FileManagement, checked by preflight `vcenter-privileges`
+    "create-pv": (
+        *_crud("PersistentVolume", "list", "create", "get", "patch", "delete", "watch"),
+        *_crud("VolumeAttachment", "list", "watch"),
+    ),
+    "create-pvc": (
+        *_crud("PersistentVolumeClaim", "get", "create", "delete", "list", "watch"),
+        *_crud("PersistentVolume", "get", "patch"),
+        *_crud("VolumeAttachment", "list", "watch"),
+        *_crud("Event", "create"),
+    ),
+    "recreate-pod": (
+        *_crud("Pod", "get", "create", "delete", "list", "watch"),
+        ("create", "Pod", "eviction"),
+        *_crud("PodDisruptionBudget", "list"),
+    ),
+    "recreate-statefulset": (
+        *_crud("StatefulSet", "get", "create", "patch", "delete", "list", "watch"),
+        *_crud("Pod", "list", "watch"),
+        *_crud("Event", "create"),
+    ),
+    "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch"),
+}
+
+RUN_NEEDS: tuple[Access, ...] = (
+    # One run per StatefulSet: a Lease in its namespace, taken, renewed and given back.
+    *_crud("Lease", "get", "create", "update", "patch", "delete"),
+    # Before each replica: has the StatefulSet been put back by someone else?
+    *_crud("StatefulSet", "get"),
+    # The plan reads the CSI StorageClass (resume and rollback check it still exists).
+    *_crud("StorageClass", "get"),
+)
+
+
+def _union(groups: list[tuple[Access, ...]]) -> tuple[Access, ...]:
+    seen: dict[Access, None] = {}
+    for group in groups:
+        for access in group:
+            seen.setdefault(access)
+    return tuple(seen)
+
+
+_KIND_ORDER = ("StatefulSet", "Pod", "PersistentVolumeClaim", "PersistentVolume", "VolumeAttachment")
+
+
+def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
+    """Grouped by resource (the order README lists them), each resource's verbs as first needed."""
+    rank = {kind: i for i, kind in enumerate(_KIND_ORDER)}
+    return tuple(sorted(access, key=lambda a: rank.get(a[1], len(rank))))
+
+
+REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([*NEEDS.values(), RUN_NEEDS]))
+"""Everything any step of either strategy (done or undone) and the run around them ask the API
+server: preflight's `rbac` check asks for each, README's RBAC section is printed from it."""
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    """Recorded in the working directory: `kind` or `kind/object name`."""
+    kind: str
+    target: str
+    """The object acted on, kubectl style (`persistentvolume/pvc-1234`)."""
+    does: str
+    undoes: str
+    ordinal: int | None = None
+    """The replica the step belongs to, None for the StatefulSet-wide steps."""
+    pv: str = ""
+    """The volume (old and new PV name) a per-volume step moves."""
+
+    @property
+    def needs(self) -> tuple[Access, ...]:
+        return NEEDS[self.kind]
+
+
+def steps_for(plan: Plan) -> list[Step]:
+    """Every step of a run of `plan`, in the order the run takes them (rollback: reversed)."""
+    ns, name = plan.namespace, plan.statefulset
+    sts = f"statefulset.apps/{name}"
+    steps = [
+        Step(
+            "backup",
+            "backup",
+            sts,
+            "back up the StatefulSet, its pods, PVCs and PVs to the working directory",
+            "nothing (the backups stay)",
+        )
+    ]
+    steps += [
+        Step(
+            f"retain/{v.pv}",
+            "retain",
+            f"persistentvolume/{v.pv}",
+            f"set persistentvolume/{v.pv} reclaim policy to Retain",
+            f"restore persistentvolume/{v.pv} reclaim policy to {v.reclaim_policy}",
+            pv=v.pv,
+        )
+        for v in plan.to_migrate()
+    ]
+    if plan.strategy == "offline":
+        steps.append(
+            Step(
+                "scale-down",
+                "scale-down",
+                sts,
+                f"scale {sts} to 0 (the application is down from here)",
+                f"scale {sts} back to {plan.replicas}",
+            )
+        )
+    steps.append(
+        Step(
+            "delete-statefulset",
+            "delete-statefulset",
+            sts,
+            f"delete {sts} with propagationPolicy Orphan (pods keep running)",
+            f"create {sts} again from its backup (in-tree templates), wait until it owns Ready pods",
+        )
+    )
+    for ordinal in plan.ordinals_descending():
+        pod = plan.pod_name(ordinal)
+        if plan.strategy == "rolling":
+            steps.append(
+                Step(
+                    f"evict/{pod}",
+                    "evict",
+                    f"pod/{pod}",
+                    f"evict pod/{pod}",
+                    f"create pod/{pod} again from its backup, wait until Ready",
+                    ordinal,
+                )
+            )
+        for v in plan.to_migrate(ordinal):
+            pv, pvc = f"persistentvolume/{v.pv}", f"persistentvolumeclaim/{v.pvc}"
+            steps += [
+                Step(f"detach/{v.pv}", "detach", pv, f"wait until {v.vmdk} is detached", "nothing", ordinal, v.pv),
+                Step(
+                    f"delete-pvc/{v.pvc}",
+                    "delete-pvc",
+                    pvc,
+                    f"delete {pvc} (its PV is Retain)",
+                    f"create {pvc} again from its backup, wait Bound to the in-tree {pv}",
+                    ordinal,
+                    v.pv,
+                ),
+                Step(
+                    f"delete-pv/{v.pv}",
+                    "delete-pv",
+                    pv,
+                    f"delete the in-tree {pv} (the disk is kept)",
+                    f"create the in-tree {pv} again from its backup (Retain, no stale claim uid)",
+                    ordinal,
+                    v.pv,
+                ),
+                Step(
+                    f"cns-release/{v.pv}",
+                    "cns-release",
+                    pv,
+                    f"wait until the CSI driver releases {v.vmdk}",
+                    "nothing",
+                    ordinal,
+                    v.pv,
+                ),
+                Step(
+                    f"fcd/{v.pv}",
+                    "fcd",
+                    f"disk {v.vmdk}",
+                    f"register {v.vmdk} as a first class disk (or reuse its id), keepAfterDeleteVm",
+                    "nothing (a first class disk stays one; the in-tree PV reaches it by its path)",
+                    ordinal,
+                    v.pv,
+                ),
+                Step(
+                    f"create-pv/{v.pv}",
+                    "create-pv",
+                    pv,
+                    f"create {pv} on csi.vsphere.vmware.com ({plan.csi_class}), same disk",
+                    f"delete the CSI {pv} (Retain: the disk is kept)",
+                    ordinal,
+                    v.pv,
+                ),
+                Step(
+                    f"create-pvc/{v.pvc}",
+                    "create-pvc",
+                    pvc,
+                    f"create {pvc} on {plan.csi_class}, wait Bound",
+                    f"delete the CSI {pvc} once its volume is detached",
+                    ordinal,
+                    v.pv,
+                ),
+            ]
+        if plan.strategy == "rolling":
+            steps.append(
+                Step(
+                    f"recreate-pod/{pod}",
+                    "recreate-pod",
+                    f"pod/{pod}",
+                    f"create pod/{pod} again, wait until Ready",
+                    f"evict pod/{pod} (one replica down at a time)",
+                    ordinal,
+                )
+            )
+    steps.append(
+        Step(
+            "recreate-statefulset",
+            "recreate-statefulset",
+            sts,
+            f"create {sts} in {ns} with volumeClaimTemplates on {plan.csi_class}; wait until it owns every pod",
+            f"delete {sts} (the CSI one) with propagationPolicy Orphan"
+            + ("" if plan.strategy == "rolling" else ", after scaling it to 0"),
+        )
+    )
+    steps.append(
+        Step(
+            "restore-reclaim-policy",
+            "restore-reclaim-policy",
+            "persistentvolumes",
+            "restore each PV's original reclaim policy",
+            "set each CSI PV's reclaim policy to Retain again",
+        )
+    )
+    return steps
+
+
+def describe_steps(plan: Plan) -> list[str]:
+    """What a run of `plan` does, in order, one line per step (for --dry-run and the plan)."""
+    return [step.does for step in steps_for(plan)]
