@@ -874,6 +874,7 @@ class Migration:
             )
             live = None
         if live is None:
+            self._release_claim_ref(v)
             self.kube.create(translate.intree_pvc_from_backup(backup))
             self.say(f"persistentvolumeclaim/{v.pvc} created again from its backup")
         elif live["metadata"]["uid"] != uid and (
@@ -881,6 +882,22 @@ class Migration:
         ):
             raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} is not the in-tree claim; stop and inspect")
         self._wait_bound(v)
+
+    def _release_claim_ref(self, v: VolumePlan) -> None:
+        """The original in-tree PV, Released when its claim went (a run stopped between the two
+        deletes), still names the deleted claim's uid and would refuse the claim created again:
+        it keeps the claim's name only, Retain (the undo of `retain` restores the policy)."""
+        pv = self.kube.get("PersistentVolume", v.pv)
+        if pv is None or not translate.is_intree_vsphere_pv(pv):
+            return
+        claim = pv["spec"].get("claimRef") or {}
+        if not claim.get("uid"):
+            return
+        if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+            raise PermanentError(f"persistentvolume {v.pv} is not Retain; its claim was not created again")
+        patch = {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}}
+        self.kube.patch("PersistentVolume", v.pv, patch)
+        self.say(f"persistentvolume/{v.pv} freed for its claim (Released: the deleted claim's uid removed)")
 
     def _undo_evict(self, step: Step) -> None:
         ns, pod = self.plan.namespace, self.plan.pod_name(step.ordinal or 0)

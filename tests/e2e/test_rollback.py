@@ -1,0 +1,168 @@
+"""Every boundary of `steps_for(plan)`, both strategies, a 3-replica StatefulSet with two
+templates (one already CSI): killed right after that step is recorded, (a) the same command
+finishes the migration, and (b) `rollback` restores the in-tree state. The boundaries are the
+plan's own steps (iterated, not picked); `rollback` is itself killed at every undo boundary.
+Driven as `kubectl csi-migrate ...` (the kills through tests/e2e/killer.py, the plugin's main)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.steps import Step, steps_for
+from testenv import cluster, scenario, vc
+from tests.e2e.conftest import REPO, Kubectl, run_plugin
+from tests.e2e.test_migration import assert_migrated
+
+pytestmark = pytest.mark.e2e
+
+
+def killed(env_vars: dict[str, str], step: str, event: str, *args: str) -> None:
+    """`kubectl csi-migrate ARGS`, SIGKILLed right after it records `event` of `step`."""
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.killer", step, event, *args],
+        cwd=REPO,
+        env={**env_vars, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, (
+        f"not killed after {event} {step}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    )
+
+
+def migrate_args(ns: str, strategy: str, workdir: Path) -> list[str]:
+    return [
+        "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--strategy", strategy, "--yes",
+        "--working-directory", str(workdir),
+    ]  # fmt: skip
+
+
+def rollback_args(ns: str, workdir: Path) -> list[str]:
+    return ["rollback", "web", "-n", ns, "--yes", "--timeout", "90s", "--working-directory", str(workdir)]
+
+
+def plan_steps(env_vars: dict[str, str], ns: str, strategy: str) -> list[Step]:
+    proc = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--strategy", strategy,
+        "--dry-run", "-o", "json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return steps_for(Plan.from_dict(json.loads(proc.stdout)["plan"]))
+
+
+def in_tree_state(kubectl: Kubectl, ns: str, made: scenario.Scenario) -> dict[str, Any]:
+    """What a rollback must give back: the StatefulSet's templates, the claims' and PVs' names,
+    classes, reclaim policies, disks and phases."""
+    sts = kubectl.get("statefulset", made.name, ns)
+    state: dict[str, Any] = {
+        "templates": [
+            (t["metadata"]["name"], t["spec"].get("storageClassName")) for t in sts["spec"]["volumeClaimTemplates"]
+        ],
+        "replicas": sts["spec"]["replicas"],
+        "retention": sts["spec"].get("persistentVolumeClaimRetentionPolicy"),
+    }
+    for v in made.volumes:
+        pvc = kubectl.get("pvc", v.pvc, ns)
+        pv = kubectl.get("pv", v.pv)
+        state[v.pvc] = (pvc["spec"].get("storageClassName"), pvc["spec"]["volumeName"], pvc["status"]["phase"])
+        disk = (
+            pv["spec"]["vsphereVolume"]["volumePath"]
+            if "vsphereVolume" in pv["spec"]
+            else pv["spec"]["csi"]["volumeHandle"]
+        )
+        state[v.pv] = (
+            pv["spec"].get("storageClassName"),
+            pv["spec"]["persistentVolumeReclaimPolicy"],
+            disk,
+            pv["status"]["phase"],
+            (pv["spec"].get("claimRef") or {}).get("name"),
+        )
+    return state
+
+
+def assert_rolled_back(env: cluster.Env, kubectl: Kubectl, made: scenario.Scenario, before: dict[str, Any]) -> None:
+    ns = made.namespace
+    deadline = time.monotonic() + 60
+    while (after := in_tree_state(kubectl, ns, made)) != before and time.monotonic() < deadline:
+        time.sleep(1)  # a claim created again binds within a moment
+    assert after == before
+    sts = kubectl.get("statefulset", made.name, ns)
+    for v in made.volumes:
+        pvc = kubectl.get("pvc", v.pvc, ns)
+        assert kubectl.get("pv", v.pv)["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
+        assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker, f"the data of {v.pvc} changed"
+    pods = [p for p in kubectl.get("pods", namespace=ns)["items"] if p["metadata"]["name"].startswith("web-")]
+    assert sorted(p["metadata"]["name"] for p in pods) == ["web-0", "web-1", "web-2"]
+    for pod in pods:
+        assert [o["uid"] for o in pod["metadata"].get("ownerReferences", [])] == [sts["metadata"]["uid"]]
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+    mine = [pv for pv in kubectl.get("pv")["items"] if (pv["spec"].get("claimRef") or {}).get("namespace") == ns]
+    assert len(mine) == len(made.volumes), "a PV too many names a disk of this StatefulSet"
+    assert not [pv["metadata"]["name"] for pv in mine if pv["status"]["phase"] != "Bound"]
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "offline"])
+def test_killed_at_every_step_the_same_command_finishes_and_a_rollback_killed_at_every_undo_finishes(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str
+) -> None:
+    made = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    before = in_tree_state(kubectl, ns, made)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    steps = plan_steps(env_vars, ns, strategy)
+    args = migrate_args(ns, strategy, tmp_path / "run")
+    for step in steps:
+        killed(env_vars, step.id, "done", *args)
+    finished = run_plugin(env_vars, *args)
+    assert finished.returncode == 0, finished.stderr
+    assert f"({len(steps)} steps already done)" in finished.stdout
+    intree = scenario.Scenario(made.name, ns, made.replicas, [v for v in made.volumes if not v.csi])
+    assert_migrated(env, kubectl, intree, sts_uid)
+
+    back = rollback_args(ns, tmp_path / "run")
+    for step in reversed(steps):
+        killed(env_vars, step.id, "undone", *back)
+    rolled = run_plugin(env_vars, *back)
+    assert rolled.returncode == 0, rolled.stderr
+    assert_rolled_back(env, kubectl, made, before)
+    print(f"{strategy}: killed at {len(steps)} step boundaries, then at {len(steps)} undo boundaries")
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "offline"])
+def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str
+) -> None:
+    """For each boundary a StatefulSet of its own (namespace `ns-N`), killed there, rolled back."""
+    probe = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    steps = plan_steps(env_vars, probe.namespace, strategy)
+    started = time.monotonic()
+    for index, step in enumerate(steps):
+        here = f"{ns}-{index}"
+        cluster.kubectl(env, "create", "namespace", here)
+        try:
+            made = scenario.create(env, "web", here, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+            before = in_tree_state(kubectl, here, made)
+            workdir = tmp_path / f"run-{index}"
+            mine = plan_steps(env_vars, here, strategy)  # the same steps, for this StatefulSet's volumes
+            assert [s.kind for s in mine] == [s.kind for s in steps]
+            step = mine[index]
+            killed(env_vars, step.id, "done", *migrate_args(here, strategy, workdir))
+            rolled = run_plugin(env_vars, *rollback_args(here, workdir))
+            assert rolled.returncode == 0, f"after {step.id}: {rolled.stderr}"
+            assert_rolled_back(env, kubectl, made, before)
+        except AssertionError as exc:
+            raise AssertionError(f"killed after {step.id}: {exc}") from exc
+        finally:
+            cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
+    print(f"{strategy}: {len(steps)} boundaries killed and rolled back in {time.monotonic() - started:.0f}s")
