@@ -9,12 +9,12 @@ import signal
 import sys
 
 from kubectl_csi_migrate import __version__
-from kubectl_csi_migrate.cli import common, compat, preflight, printers, rollback, sts
+from kubectl_csi_migrate.cli import common, compat, preflight, printers, rollback, status, sts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # One module per command, each with add_parser(subparsers, parents) and a run(args) -> int.
-COMMANDS = (preflight, sts, rollback, compat)
+COMMANDS = (preflight, sts, rollback, status, compat)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  kubectl csi-migrate preflight web --csi-storageclass standard-rwo\n"
         "  kubectl csi-migrate sts web --csi-storageclass standard-rwo\n"
         "  kubectl csi-migrate sts web --csi-storageclass standard-rwo --dry-run\n"
+        "  kubectl csi-migrate status web                     # where a run is, how to resume it\n"
         "  kubectl csi-migrate rollback web                   # back to in-tree volumes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -55,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    structured = args.output is not None
+    info = sys.stderr if structured else sys.stdout
+
+    def say(line: str) -> None:
+        info.write(line + "\n")
+        info.flush()
+
+    common.rebuild_workdir(kube, ns, name, workdir, say, for_rollback=True)
     problem = workdir.run_problem((kube.info.server, ns, name))
     if problem:
         printers.error(f"{problem}; nothing to roll back")
@@ -67,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
         printers.error(f"the run in {workdir.path} was rolled back already; nothing to do")
         return EXIT_OK
     record = workdir.steps()
-    to_undo = [s for s in reversed(steps.steps_for(plan)) if record.get(s.id, {}).get("event") not in (None, "undone")]
-    structured = args.output is not None
-    info = sys.stderr if structured else sys.stdout
+    to_undo = steps.steps_to_undo(plan, record)
     down = ": the application is DOWN until the StatefulSet is back" if plan.strategy == "offline" else ""
     human_plan = (
         f"Rollback: statefulset {ns}/{name} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
@@ -104,10 +110,6 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     elif not structured:
         info.write(human_plan + "\n")
-
-    def say(line: str) -> None:
-        info.write(line + "\n")
-        info.flush()
 
     migration = Migration(kube, None, plan, workdir, say, Settings(timeout=args.timeout))
     try:

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         info.flush()
 
     resuming = False
+    common.rebuild_workdir(kube, ns, name, workdir, say, for_rollback=False)
     if workdir.backed_up() and workdir.problem((kube.info.server, ns, name)) is None:
         run = workdir.load_run()
         plan = Plan.from_dict(run["plan"])

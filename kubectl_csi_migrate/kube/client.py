@@ -48,6 +48,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "VolumeAttachment": ("/apis/storage.k8s.io/v1", "volumeattachments", False),
     "Node": ("/api/v1", "nodes", False),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
     "CnsVSphereVolumeMigration": (
         "/apis/cns.vmware.com/v1alpha1",
         "cnsvspherevolumemigrations",

@@ -34,7 +34,8 @@ from kubectl_csi_migrate.migration import events, report, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
 from kubectl_csi_migrate.migration.preflight import syncer_renewed_since
-from kubectl_csi_migrate.migration.steps import Step, steps_for
+from kubectl_csi_migrate.migration.record import ClusterRecord
+from kubectl_csi_migrate.migration.steps import Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
@@ -99,6 +100,7 @@ class Migration:
         self.timing = report.Timing()
         self.done: dict[str, Obj] = {}
         self.run_id = ""
+        self.record = ClusterRecord(kube, plan)
         # How each kind of step (steps.NEEDS) is done and undone.
         self.actions: dict[str, tuple[Callable[[Step], Obj | None], Callable[[Step], None]]] = {
             "backup": (self._backup, self._nothing),
@@ -144,10 +146,11 @@ class Migration:
                         self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
                     )
                 self.step(step)
-        result = report.build(
-            self.plan, self.done, self.timing, self.kube.requests, str(self.workdir.path), "MigrationReport"
-        )
-        self.workdir.mark_finished(result)
+            result = report.build(
+                self.plan, self.done, self.timing, self.kube.requests, str(self.workdir.path), "MigrationReport"
+            )
+            self.workdir.mark_finished(result)
+            self.record.save(self.workdir)
         return result
 
     def rollback(self) -> Obj:
@@ -159,17 +162,17 @@ class Migration:
         self.done = {k: v for k, v in record.items() if v["event"] == "done"}
         with self._locked():
             self.workdir.mark_rolling_back()
-            for step in reversed(steps_for(self.plan)):
-                event = record.get(step.id, {}).get("event")
-                if event in (None, "undone"):
-                    continue  # never started, or undone by an earlier rollback
+            self.record.save(self.workdir)
+            for step in steps_to_undo(self.plan, record):
                 self.workdir.record(step.id, "undo-start")
                 self.actions[step.kind][1](step)
                 self.workdir.record(step.id, "undone")
-        result = report.build(
-            self.plan, record, self.timing, self.kube.requests, str(self.workdir.path), "RollbackReport"
-        )
-        self.workdir.mark_rolled_back(result)
+                self.record.save(self.workdir)
+            result = report.build(
+                self.plan, record, self.timing, self.kube.requests, str(self.workdir.path), "RollbackReport"
+            )
+            self.workdir.mark_rolled_back(result)
+            self.record.save(self.workdir)
         return result
 
     @contextlib.contextmanager
@@ -198,6 +201,7 @@ class Migration:
         result = self.actions[step.kind][0](step) or {}
         self.workdir.record(step.id, "done", **result)
         self.done[step.id] = {"step": step.id, "event": "done", **result}
+        self.record.save(self.workdir)
         if step.kind == "create-pvc" and step.pv in self.timing.volumes:
             self.timing.volumes[step.pv] = (self.timing.volumes[step.pv][0], time.time())
         return self.done[step.id]

@@ -81,6 +81,8 @@ RUN_NEEDS: tuple[Access, ...] = (
     *_crud("Lease", "get", "create", "update", "patch", "delete"),
     # Before each replica: has the StatefulSet been put back by someone else?
     *_crud("StatefulSet", "get"),
+    # The run's record in the cluster (migration/record.py), written as steps finish.
+    *_crud("ConfigMap", "get", "create", "patch"),
     # The plan reads the CSI StorageClass (resume and rollback check it still exists).
     *_crud("StorageClass", "get"),
 )
@@ -273,6 +275,15 @@ def steps_for(plan: Plan) -> list[Step]:
         )
     )
     return steps
+
+
+def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step]:
+    """What a rollback undoes, last first: every step recorded (started, done, being undone),
+    and the first step not recorded at all: the record in the cluster keeps "done" events only, so
+    that step may have started; undoing a step that never started finds nothing to undo."""
+    steps = steps_for(plan)
+    unrecorded = next((s for s in steps if s.id not in record), None)
+    return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s is unrecorded]
 
 
 def describe_steps(plan: Plan) -> list[str]:

@@ -149,17 +149,17 @@ class WorkDir:
 
     def mark_finished(self, report: Obj) -> None:
         write_private(self.path / "report.json", json.dumps(report, indent=1).encode())
-        self._update_run(finished=True)
+        self.update_run(finished=True)
 
     def mark_rolling_back(self) -> None:
         """From the first undo on, the run can only be rolled back further, not resumed."""
-        self._update_run(rolling_back=True)
+        self.update_run(rolling_back=True)
 
     def mark_rolled_back(self, report: Obj) -> None:
         write_private(self.path / "rollback-report.json", json.dumps(report, indent=1).encode())
-        self._update_run(rolled_back=True)
+        self.update_run(rolled_back=True)
 
-    def _update_run(self, **fields: Any) -> None:
+    def update_run(self, **fields: Any) -> None:
         run = self.load_run()
         run.update(fields)
         write_private(self.run_file, json.dumps(run, indent=1).encode())

@@ -166,3 +166,59 @@ def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
         finally:
             cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
     print(f"{strategy}: {len(steps)} boundaries killed and rolled back in {time.monotonic() - started:.0f}s")
+
+
+def status(env_vars: dict[str, str], ns: str, workdir: Path) -> dict[str, Any]:
+    proc = run_plugin(env_vars, "status", "web", "-n", ns, "--working-directory", str(workdir), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    human = run_plugin(env_vars, "status", "web", "-n", ns, "--working-directory", str(workdir))
+    print(f"$ kubectl csi-migrate status web\n{human.stdout}")
+    return dict(json.loads(proc.stdout))
+
+
+def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Killed right after the first in-tree PV is deleted (its disk named by no PV), the working
+    directory deleted: `status` reads the run's record in the cluster, `sts` rebuilds the
+    directory from it and finishes; deleted again, `rollback` does the same."""
+    import shutil
+
+    made = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    before = in_tree_state(kubectl, ns, made)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    steps = plan_steps(env_vars, ns, "rolling")
+    target = next(s for s in steps if s.kind == "delete-pv")
+    workdir = tmp_path / "run"
+    args = migrate_args(ns, "rolling", workdir)
+    killed(env_vars, target.id, "done", *args)
+    killed_status = status(env_vars, ns, workdir)
+    assert killed_status["phase"] == "stopped", killed_status
+    assert killed_status["lastStep"] == target.id
+    assert killed_status["source"] == "working directory"
+
+    shutil.rmtree(workdir)
+    lost = status(env_vars, ns, workdir)
+    assert lost["source"].startswith("configmap/csi-migrate-web"), lost
+    # Killed right after the working directory recorded the step, before the record in the cluster
+    # did: that lags by this one step, which the resume does again (it finds the PV gone).
+    assert (lost["phase"], lost["lastStep"]) == ("stopped", steps[steps.index(target) - 1].id)
+    assert [r["state"] for r in lost["replicas"]] == ["in progress", "left", "left"]
+    assert "resume" in lost["commands"] and "rollback" in lost["commands"]
+    record = kubectl.get("configmap", "csi-migrate-web", ns)
+    assert "password" not in json.dumps(record).lower()
+
+    finished = run_plugin(env_vars, *args)
+    assert finished.returncode == 0, finished.stderr
+    assert "rebuilt it from configmap/csi-migrate-web" in finished.stdout
+    assert "resuming the run" in finished.stdout
+    intree = scenario.Scenario(made.name, ns, made.replicas, [v for v in made.volumes if not v.csi])
+    assert_migrated(env, kubectl, intree, sts_uid)
+    assert status(env_vars, ns, workdir)["phase"] == "finished"
+
+    shutil.rmtree(workdir)
+    rolled = run_plugin(env_vars, *rollback_args(ns, workdir))
+    assert rolled.returncode == 0, rolled.stderr
+    assert "rebuilt it from configmap/csi-migrate-web" in rolled.stdout
+    assert_rolled_back(env, kubectl, made, before)
+    assert status(env_vars, ns, workdir)["phase"] == "rolled back"

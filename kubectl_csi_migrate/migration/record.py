@@ -1,0 +1,118 @@
+"""The run's record kept in the cluster: ConfigMap `csi-migrate-<sts>` in the StatefulSet's
+namespace, written once the backup is done (before anything is deleted) and updated as steps
+finish, so that a lost working directory (an ephemeral CI runner, a deleted folder) does not lose
+which disk belonged to which claim: `sts`, `rollback` and `status` rebuild the directory from it.
+
+Why a ConfigMap, not annotations on the objects: the objects it describes are deleted during the
+run (an annotation goes with its PV), and one object is one read for `status`. It holds the plan,
+the per-volume map (claim, old PV, VMDK, FCD id once known), the steps done and the backups of
+the StatefulSet, pods, claims and PVs (gzip, without managedFields): objects anyone who may read
+the namespace's ConfigMaps may read as such. It holds no Secret and no credential.
+
+The record lags the working directory by at most the step in progress ("done" events only); a
+rollback from it also undoes the step after the last one done, which is safe because undoing a
+step that never started finds nothing to undo.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from kubectl_csi_migrate.errors import NotFoundError
+from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.workdir import WorkDir
+
+Obj = dict[str, Any]
+
+LABEL = "csi-migrate.kubectl.io/record"
+
+
+def name_of(statefulset: str) -> str:
+    return f"csi-migrate-{statefulset}"
+
+
+class ClusterRecord:
+    def __init__(self, kube: Any, plan: Plan) -> None:
+        self.kube = kube
+        self.plan = plan
+        self.name = name_of(plan.statefulset)
+        self._backups_digest = ""
+
+    def save(self, workdir: WorkDir) -> None:
+        """Write the record as the working directory has it now (the backups only when they
+        changed since the last write)."""
+        run = workdir.load_run()
+        steps = {
+            step: {k: v for k, v in entry.items() if k not in ("step", "time")}
+            for step, entry in workdir.steps().items()
+            if entry.get("event") in ("done", "undone")
+        }
+        fcd = {k.split("/", 1)[1]: v.get("fcd_id", "") for k, v in steps.items() if k.startswith("fcd/")}
+        volumes = [
+            {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd.get(v.pv, "")} for v in self.plan.to_migrate()
+        ]
+        data = {
+            "run.json": json.dumps(run, indent=1),
+            "steps.json": json.dumps(steps, indent=1),
+            "volumes.yaml": yaml.safe_dump(volumes, sort_keys=False),
+        }
+        body: Obj = {"data": data}
+        backups = self._backups(workdir)
+        digest = hashlib.sha256(backups).hexdigest()
+        if digest != self._backups_digest:
+            body["binaryData"] = {"backups.yaml.gz": base64.b64encode(gzip.compress(backups, mtime=0)).decode()}
+        ns = self.plan.namespace
+        try:
+            self.kube.patch("ConfigMap", self.name, body, ns)
+        except NotFoundError:
+            body["binaryData"] = {"backups.yaml.gz": base64.b64encode(gzip.compress(backups, mtime=0)).decode()}
+            meta = {"name": self.name, "namespace": ns, "labels": {LABEL: self.plan.statefulset}}
+            self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
+        self._backups_digest = digest
+
+    @staticmethod
+    def _backups(workdir: WorkDir) -> bytes:
+        docs = []
+        for path in sorted(workdir.backup_dir.glob("*/*.yaml")):
+            obj = yaml.safe_load(path.read_text())
+            obj.get("metadata", {}).pop("managedFields", None)
+            docs.append(obj)
+        return yaml.safe_dump_all(docs, sort_keys=False).encode()
+
+
+def read(kube: Any, namespace: str, statefulset: str) -> Obj | None:
+    """The record of the last run on `statefulset`: {"run", "steps", "volumes", "backups"}, or
+    None when there is none."""
+    cm = kube.get("ConfigMap", name_of(statefulset), namespace)
+    if cm is None:
+        return None
+    data = cm.get("data") or {}
+    packed = (cm.get("binaryData") or {}).get("backups.yaml.gz", "")
+    backups = list(yaml.safe_load_all(gzip.decompress(base64.b64decode(packed)))) if packed else []
+    return {
+        "run": json.loads(data.get("run.json", "{}")),
+        "steps": json.loads(data.get("steps.json", "{}")),
+        "volumes": yaml.safe_load(data.get("volumes.yaml", "[]")),
+        "backups": backups,
+    }
+
+
+def rebuild(workdir: WorkDir, record: Obj) -> None:
+    """Write the working directory again from the record (run.json, the steps done, backups)."""
+    plan = Plan.from_dict(record["run"]["plan"])
+    workdir.create(plan, record["run"]["run_id"], record["run"].get("options"))
+    for backup in record["backups"]:
+        workdir.save_backup(backup, overwrite=True)
+    for step, entry in record["steps"].items():
+        workdir.record(step, "done", **{k: v for k, v in entry.items() if k != "event"})
+        if entry.get("event") == "undone":
+            workdir.record(step, "undone")
+    flags = {k: record["run"][k] for k in ("finished", "rolling_back", "rolled_back") if record["run"].get(k)}
+    if flags:
+        workdir.update_run(**flags)

@@ -1,0 +1,155 @@
+"""Where a run is: its phase, the last step done, each replica's progress, the lease holder and
+the commands that resume it or roll it back. Pure: built from the run's record (the working
+directory's, or the cluster's when that is lost) and the Lease as read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.steps import steps_for
+
+Obj = dict[str, Any]
+
+
+def phase_of(run: Obj, steps: dict[str, Obj], lease_live: bool) -> str:
+    if run.get("rolled_back"):
+        return "rolled back"
+    if run.get("rolling_back"):
+        return "rolling back" if lease_live else "rollback stopped"
+    if run.get("finished"):
+        return "finished"
+    if steps.get("backup", {}).get("event") != "done":
+        return "not started (nothing changed)"
+    return "migrating" if lease_live else "stopped"
+
+
+def summarize(
+    run: Obj,
+    steps: dict[str, Obj],
+    source: str,
+    lease: Obj | None,
+    lease_age: float | None,
+    workdir: str,
+    holder_alive: bool | None = None,
+) -> Obj:
+    """`steps`: step id -> its last event ({"event": ...}); `lease`: the run's Lease or None;
+    `lease_age`: seconds since its last renewal by the API server's clock; `holder_alive`: whether
+    the holding process runs, when it runs on this machine (None: elsewhere, judged by the age)."""
+    plan = Plan.from_dict(run["plan"])
+    ns, name = plan.namespace, plan.statefulset
+    all_steps = steps_for(plan)
+    duration = float((lease or {}).get("spec", {}).get("leaseDurationSeconds") or 0)
+    live = lease is not None and lease_age is not None and lease_age <= duration
+    if lease is not None and holder_alive is not None:
+        live = holder_alive
+    phase = phase_of(run, steps, live)
+    backwards = bool(run.get("rolling_back"))
+    finished_event = "undone" if backwards else "done"
+    last = None
+    for step in all_steps:
+        if steps.get(step.id, {}).get("event") == "done":
+            last = step
+    if backwards:
+        undone = [s for s in all_steps if steps.get(s.id, {}).get("event") == "undone"]
+        last = undone[0] if undone else last
+    replicas = []
+    for ordinal in plan.ordinals_descending():
+        mine = [s for s in all_steps if s.ordinal == ordinal]
+        if not mine:
+            continue
+        events = [steps.get(s.id, {}).get("event") for s in mine]
+        count = sum(1 for e in events if e == finished_event)
+        if backwards:
+            pending = [e for e in events if e in ("start", "done", "undo-start")]
+            if not pending:
+                state = "rolled back"
+            elif any(e in ("undone", "undo-start") for e in events):
+                state = "rolling back"
+            else:
+                state = "to roll back"
+        elif count == len(mine):
+            state = "done"
+        elif any(e is not None for e in events):
+            state = "in progress"
+        else:
+            state = "left"
+        nxt = next((s.id for s, e in zip(mine, events, strict=True) if e != "done"), None)
+        replicas.append(
+            {"ordinal": ordinal, "pod": plan.pod_name(ordinal), "state": state, "stepsDone": f"{count}/{len(mine)}"}
+            | ({"next": nxt} if state == "in progress" and nxt else {})
+        )
+    workdir_flag = f" --working-directory {workdir}"
+    options = run.get("options") or {}
+    resume = (
+        f"kubectl csi-migrate sts {name} -n {ns} --csi-storageclass {plan.csi_class}"
+        + (" --strategy offline" if plan.strategy == "offline" else "")
+        + (" --keep-retain" if options.get("keep_retain") else "")
+        + workdir_flag
+    )
+    rollback = f"kubectl csi-migrate rollback {name} -n {ns}{workdir_flag}"
+    commands: Obj = {}
+    if phase in ("stopped", "migrating"):
+        commands = {"resume": resume, "rollback": rollback}
+    elif phase in ("rolling back", "rollback stopped", "finished"):
+        commands = {"rollback": rollback}
+    holder = (lease or {}).get("spec", {}).get("holderIdentity")
+    return {
+        "apiVersion": "csi-migrate.kubectl.io/v1",
+        "kind": "MigrationStatus",
+        "statefulset": {"namespace": ns, "name": name},
+        "phase": phase,
+        "strategy": plan.strategy,
+        "storageClass": plan.csi_class,
+        "runId": run.get("run_id", ""),
+        "source": source,
+        "workingDirectory": workdir,
+        "lastStep": last.id if last else None,
+        "steps": {
+            "total": len(all_steps),
+            "done": sum(1 for s in all_steps if steps.get(s.id, {}).get("event") == "done"),
+            "undone": sum(1 for s in all_steps if steps.get(s.id, {}).get("event") == "undone"),
+        },
+        "replicas": replicas,
+        "lease": None
+        if lease is None
+        else {
+            "holder": holder,
+            "secondsSinceRenewal": None if lease_age is None else round(lease_age),
+            "live": live,
+        },
+        "commands": commands,
+    }
+
+
+def render(status: Obj) -> str:
+    s = status
+    lines = [
+        f"statefulset {s['statefulset']['namespace']}/{s['statefulset']['name']}: {s['phase']} "
+        f"({s['strategy']}, to {s['storageClass']}); {s['steps']['done']}/{s['steps']['total']} steps done"
+        + (f", {s['steps']['undone']} undone" if s["steps"]["undone"] else ""),
+        f"record: {s['source']} ({s['workingDirectory']})",
+        f"last step: {s['lastStep'] or '-'}",
+    ]
+    lease = s["lease"]
+    if lease is None:
+        lines.append("lease: free (no run holds it)")
+    else:
+        age = lease["secondsSinceRenewal"]
+        renewed = f"renewed {age if age is not None else '?'}s ago"
+        if lease["live"]:
+            lines.append(f"lease: held by {lease['holder']} ({renewed}): that run is running")
+        else:
+            lines.append(
+                f"lease: left by {lease['holder']} ({renewed}), which is not running (stopped or killed); "
+                "the next run of this record takes it over"
+            )
+    if s["replicas"]:
+        width = max(len(r["pod"]) for r in s["replicas"])
+        lines.append(f"{'REPLICA':<8} {'POD':<{width}} {'STATE':<13} STEPS")
+        for r in s["replicas"]:
+            extra = f" (next: {r['next']})" if r.get("next") else ""
+            lines.append(f"{r['ordinal']:<8} {r['pod']:<{width}} {r['state']:<13} {r['stepsDone']}{extra}")
+    for what, command in s["commands"].items():
+        lines.append(f"{'to ' + what.replace('rollback', 'roll back') + ':':<13} {command}")
+    return "\n".join(lines)
