@@ -1,4 +1,5 @@
-"""scripts/benchmark: time the rolling migration of the 3-replica scenario (see scripts/benchmark)."""
+"""scripts/benchmark: time the rolling migration of the 3-replica scenario and its rollback (see
+scripts/benchmark)."""
 
 from __future__ import annotations
 
@@ -17,31 +18,42 @@ from testenv import build, cluster, scenario
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _timed(env: cluster.Env, *args: str) -> tuple[float, dict[str, object]]:
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["kubectl", "csi-migrate", *args, "-o", "json"],
+        env={**os.environ, **env.exports(), "PATH": path}, capture_output=True, text=True,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark: `kubectl csi-migrate {' '.join(args)}` failed:\n{proc.stderr}")
+    return elapsed, json.loads(proc.stdout)
+
+
+def _figures(elapsed: float, report: dict[str, object], prefix: str) -> dict[str, float]:
+    timing = report["timing"]
+    assert isinstance(timing, dict)
+    return {
+        f"{prefix}process": elapsed,
+        f"{prefix}wall": timing["wallSeconds"],
+        f"{prefix}tool": timing["toolSeconds"],
+        f"{prefix}wait": timing["waitSeconds"],
+        f"{prefix}vcenter": timing["vcenterSeconds"],
+        f"{prefix}requests_per_replica": float(report["apiRequests"]) / 3,  # type: ignore[arg-type]
+    }
+
+
 def one_run(env: cluster.Env) -> dict[str, float]:
+    """The migration, then the rollback of the finished run (the longest way back)."""
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     scenario.create(env, "web", ns, replicas=3)
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.monotonic()
-        proc = subprocess.run(
-            ["kubectl", "csi-migrate", "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
-             "--working-directory", f"{tmp}/run", "-o", "json"],
-            env={**os.environ, **env.exports(), "PATH": path}, capture_output=True, text=True,
-        )  # fmt: skip
-        elapsed = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark: the migration failed:\n{proc.stderr}")
-    report = json.loads(proc.stdout)
-    timing = report["timing"]
+        workdir = ["-n", ns, "--yes", "--working-directory", f"{tmp}/run"]
+        forward = _figures(*_timed(env, "sts", "web", "--csi-storageclass", "standard-rwo", *workdir), "")
+        back = _figures(*_timed(env, "rollback", "web", *workdir), "rollback_")
     cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
-    return {
-        "process": elapsed,
-        "wall": timing["wallSeconds"],
-        "tool": timing["toolSeconds"],
-        "wait": timing["waitSeconds"],
-        "vcenter": timing["vcenterSeconds"],
-        "requests_per_replica": report["apiRequests"] / 3,
-    }
+    return forward | back
 
 
 def main() -> int:
@@ -58,18 +70,22 @@ def main() -> int:
     finally:
         if started_here:
             cluster.down(env)
-    print(f"rolling migration, 3 replicas, 1 in-tree volume each, {runs} runs (median, min-max):")
+    print(f"rolling migration of 3 replicas (1 in-tree volume each), then its rollback; {runs} runs (median, min-max):")
+    print(f"  {'':52} {'migration':>16}    {'rollback':>16}")
     for key, label in (
         ("process", "whole command (incl. Python start-up and imports)"),
-        ("wall", "migration wall time"),
+        ("wall", "wall time"),
         ("tool", "  the tool's own time"),
         ("wait", "  waiting on the cluster (watches)"),
         ("vcenter", "  waiting on vCenter"),
+        ("requests_per_replica", "API requests per replica"),
     ):
-        values = [r[key] for r in results]
-        print(f"  {label:52} {statistics.median(values):6.2f} s  ({min(values):.2f}-{max(values):.2f})")
-    per_replica = [r["requests_per_replica"] for r in results]
-    print(f"  {'API requests per replica':52} {statistics.median(per_replica):6.1f}")
+        cells = []
+        for prefix in ("", "rollback_"):
+            values = [r[prefix + key] for r in results]
+            unit = "" if key == "requests_per_replica" else " s"
+            cells.append(f"{statistics.median(values):6.2f}{unit:2} ({min(values):.2f}-{max(values):.2f})")
+        print(f"  {label:52} {cells[0]:>16}    {cells[1]:>16}")
     return 0
 
 

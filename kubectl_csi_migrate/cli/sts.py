@@ -208,10 +208,25 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def validate_on_server(kube: Any, plan: Any) -> None:
-    """Server dry run: send the first changes with dryRun=All so that the API server (admission,
-    RBAC, the disruption budget for evictions) validates them."""
-    for v in plan.to_migrate():
-        kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
-    kube.delete("StatefulSet", plan.statefulset, plan.namespace, uid=plan.uid, propagation="Orphan")
-    if plan.strategy == "rolling" and plan.ordinals_descending():
-        kube.evict(plan.pod_name(plan.ordinals_descending()[0]), plan.namespace)
+    """Server dry run: walk the run's steps and send each change with dryRun=All, so that the API
+    server (admission, RBAC, the disruption budget for evictions) validates it; as far as a
+    change does not depend on one the dry run did not make (one eviction, no create)."""
+    from kubectl_csi_migrate.migration.steps import steps_for
+
+    ns, name = plan.namespace, plan.statefulset
+    volumes = {v.pv: v for v in plan.volumes}
+    evicted = False
+    for step in steps_for(plan):
+        if step.kind == "retain":
+            kube.patch("PersistentVolume", step.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
+        elif step.kind == "scale-down":
+            kube.patch("StatefulSet", name, {"spec": {"replicas": 0}}, ns)
+        elif step.kind == "delete-statefulset":
+            kube.delete("StatefulSet", name, ns, uid=plan.uid, propagation="Orphan")
+        elif step.kind == "evict" and not evicted:
+            kube.evict(plan.pod_name(step.ordinal), ns)
+            evicted = True  # the next eviction's budget depends on this one having happened
+        elif step.kind == "delete-pvc":
+            kube.delete("PersistentVolumeClaim", volumes[step.pv].pvc, ns)
+        elif step.kind == "delete-pv":
+            kube.delete("PersistentVolume", step.pv)

@@ -15,6 +15,7 @@ rollback killed at any point is resumed by the same command. Invariants kept her
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from kubectl_csi_migrate.migration.steps import Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 Obj = dict[str, Any]
+log = logging.getLogger("kubectl_csi_migrate.migration")
 
 
 WAIT_TICK = 30.0
@@ -165,6 +167,7 @@ class Migration:
             self.record.save(self.workdir)
             for step in steps_to_undo(self.plan, record):
                 self.workdir.record(step.id, "undo-start")
+                log.debug("step %s %s: undo", step.kind, step.id)
                 self.actions[step.kind][1](step)
                 self.workdir.record(step.id, "undone")
                 self.record.save(self.workdir)
@@ -198,6 +201,7 @@ class Migration:
         if step.kind == "detach":
             self.timing.volumes[step.pv] = (time.time(), time.time())
         self.workdir.record(step.id, "start")
+        log.debug("step %s %s: do", step.kind, step.id)
         result = self.actions[step.kind][0](step) or {}
         self.workdir.record(step.id, "done", **result)
         self.done[step.id] = {"step": step.id, "event": "done", **result}

@@ -55,6 +55,7 @@ NEEDS: dict[str, tuple[Access, ...]] = {
     "fcd": (),  # vCenter only: Datastore.FileManagement, checked by preflight `vcenter-privileges`
     "create-pv": (
         *_crud("PersistentVolume", "list", "create", "get", "patch", "delete", "watch"),
+        *_crud("PersistentVolumeClaim", "get"),
         *_crud("VolumeAttachment", "list", "watch"),
     ),
     "create-pvc": (
@@ -282,7 +283,9 @@ def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step
     and the first step not recorded at all: the record in the cluster keeps "done" events only, so
     that step may have started; undoing a step that never started finds nothing to undo."""
     steps = steps_for(plan)
-    unrecorded = next((s for s in steps if s.id not in record), None)
+    started = any(entry.get("event") in ("undo-start", "undone") for entry in record.values())
+    # Once a rollback has started, it has recorded that step (undo-start) like the others.
+    unrecorded = None if started else next((s for s in steps if s.id not in record), None)
     return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s is unrecorded]
 
 

@@ -820,30 +820,44 @@ def test_item_2_a_disk_in_the_second_configured_datacenter_is_registered_where_p
         vc._wait_task(si, empty.Destroy_Task())
 
 
-def test_every_request_after_the_first_change_is_a_verb_preflight_checked(
+def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
     """A role lacking a verb the run uses after its first change would pass preflight and stop
-    the run half way, on every resume. Every request a rolling and an offline migration make
-    after their first change (the client logs each with the access it needs, at -v 6) must be in
-    preflight's REQUIRED_ACCESS, which the `rbac` check asks the API server about."""
+    the run half way, on every resume. A rolling and an offline migration, each then rolled back,
+    run at -v 6, where the client logs every request with the access it needs and the run logs
+    each step it does or undoes: every request after the first change must be in REQUIRED_ACCESS
+    (what preflight's `rbac` check asks for), and every request made during a step must be one
+    that step's kind declares (steps.NEEDS) or one of the run's own (the Lease, the record)."""
     import re
 
-    from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
+    from kubectl_csi_migrate.migration.steps import NEEDS, REQUIRED_ACCESS, RUN_NEEDS
 
     checked = set(REQUIRED_ACCESS)
+    request = re.compile(r"^D kubectl_csi_migrate\.kube: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
+    step_line = re.compile(r"^D kubectl_csi_migrate\.migration: step (\S+) (\S+): (do|undo)$")
     for strategy, name in (("rolling", "web"), ("offline", "db")):
         scenario.create(env, name, ns, replicas=2, pdb=strategy == "rolling")
-        proc = run_plugin(
-            env_vars, "sts", name, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy,
-            "--working-directory", str(tmp_path / name), "-v", "6",
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        line = re.compile(r"^D kubectl_csi_migrate\.kube: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
-        needs = [(m[1], (m[2], m[3], m[4])) for m in map(line.match, proc.stderr.splitlines()) if m]
-        assert needs, "no request logged at -v 6"
-        first_change = next(
-            i for i, (method, access) in enumerate(needs) if method != "GET" and access[1] != "SelfSubjectAccessReview"
-        )
-        used = {access for _, access in needs[first_change:]}
-        assert used - checked == set(), f"{strategy}: used after the first change, not checked: {used - checked}"
+        workdir = ["--working-directory", str(tmp_path / name), "-v", "6"]
+        for command in (
+            ["sts", name, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy, *workdir],
+            ["rollback", name, "-n", ns, "--yes", *workdir],
+        ):
+            proc = run_plugin(env_vars, *command)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            needs: list[tuple[str, tuple[str, str, str], str]] = []
+            kind = ""
+            for text in proc.stderr.splitlines():
+                if m := step_line.match(text):
+                    kind = m[1]
+                elif m := request.match(text):
+                    needs.append((m[1], (m[2], m[3], m[4]), kind))
+            assert needs and kind, "no request or step logged at -v 6"
+            first_change = next(
+                i for i, (method, access, _) in enumerate(needs)
+                if method != "GET" and access[1] != "SelfSubjectAccessReview"
+            )  # fmt: skip
+            used = {access for _, access, _ in needs[first_change:]}
+            assert used - checked == set(), f"{command[0]} {strategy}: used, not checked: {used - checked}"
+            undeclared = {(kind, access) for _, access, kind in needs if kind and access not in NEEDS[kind] + RUN_NEEDS}
+            assert not undeclared, f"{command[0]} {strategy}: requests a step does not declare: {undeclared}"

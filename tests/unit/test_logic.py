@@ -208,3 +208,30 @@ def test_private_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
     client._remove_dead_temp_dirs(str(tmp_path))
     assert not gone.exists()
     assert alive.exists() and other.exists()
+
+
+def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:
+    from kubectl_csi_migrate.migration.run import Migration
+    from kubectl_csi_migrate.migration.steps import NEEDS, steps_for
+
+    actions = Migration(
+        None, None, build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling"), WorkDir("x"), print
+    ).actions
+    assert set(actions) == set(NEEDS)
+    for strategy in ("rolling", "offline"):
+        plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, strategy)
+        steps = steps_for(plan)
+        assert {s.kind for s in steps} <= set(NEEDS)
+        assert len({s.id for s in steps}) == len(steps), "step ids must be unique: the record is keyed by them"
+
+
+def test_a_rollback_undoes_what_was_recorded_and_the_step_after_it() -> None:
+    from kubectl_csi_migrate.migration.steps import steps_for, steps_to_undo
+
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
+    steps = steps_for(plan)
+    record = {s.id: {"event": "done"} for s in steps[:5]}
+    undo = steps_to_undo(plan, record)
+    assert [s.id for s in undo] == [s.id for s in reversed(steps[:6])]
+    record.update({s.id: {"event": "undone"} for s in steps[3:6]})  # a rollback stopped there
+    assert [s.id for s in steps_to_undo(plan, record)] == [s.id for s in reversed(steps[:3])]
