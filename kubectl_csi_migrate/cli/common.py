@@ -7,7 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubectl_csi_migrate.kube.client import Kube
+    from kubectl_csi_migrate.vsphere.client import VCenter
 
 OUTPUTS = ("json", "yaml", "name")
 
@@ -98,7 +102,7 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 
 
-def kube_from(args: argparse.Namespace, dry_run: str = "none") -> Any:
+def kube_from(args: argparse.Namespace, dry_run: str = "none") -> Kube:
     from kubectl_csi_migrate.kube.access import Target, connect
 
     return connect(
@@ -113,11 +117,11 @@ def kube_from(args: argparse.Namespace, dry_run: str = "none") -> Any:
     )
 
 
-def namespace_of(args: argparse.Namespace, kube: Any) -> str:
+def namespace_of(args: argparse.Namespace, kube: Kube) -> str:
     return str(args.namespace or kube.info.namespace or "default")
 
 
-def vcenter_factory(args: argparse.Namespace, kube: Any) -> Any:
+def vcenter_factory(args: argparse.Namespace, kube: Kube) -> Callable[[], VCenter]:
     """A function that connects to vCenter when first needed (preflight reports failures)."""
     from kubectl_csi_migrate.kube.access import csi_vsphere_conf_loader
     from kubectl_csi_migrate.vsphere.client import VCenter
@@ -125,7 +129,7 @@ def vcenter_factory(args: argparse.Namespace, kube: Any) -> Any:
 
     cache: dict[str, Any] = {}
 
-    def connect() -> Any:
+    def connect() -> VCenter:
         if "vc" not in cache:
             flags = {
                 "server": args.vsphere_server,
@@ -139,7 +143,8 @@ def vcenter_factory(args: argparse.Namespace, kube: Any) -> Any:
             config = resolve(flags, args.vsphere_config, os.environ, lambda: csi_vsphere_conf_loader(kube))
             cache["config"] = config
             cache["vc"] = VCenter.connect(config)
-        return cache["vc"]
+        vc: VCenter = cache["vc"]
+        return vc
 
     connect.cache = cache  # type: ignore[attr-defined]
     return connect

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan
 
 Obj = dict[str, Any]
@@ -28,7 +29,7 @@ def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:
     return True
 
 
-def orphan_budget(kube: Any, plan: Plan, pod: Obj) -> tuple[bool, str] | None:
+def orphan_budget(kube: Kube, plan: Plan, pod: Obj) -> tuple[bool, str] | None:
     """The budgets covering `pod` evaluated against the StatefulSet's replica count: (allowed,
     what to say), or None when the cluster evaluated every budget itself (or there is none)."""
     labels = pod["metadata"].get("labels", {})

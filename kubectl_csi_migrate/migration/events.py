@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubectl_csi_migrate.errors import CsiMigrateError
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import now as _now
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
 
@@ -22,7 +23,7 @@ def migrated_message(plan: Plan, v: VolumePlan, fcd_id: str) -> str:
 
 
 def record(
-    kube: Any, say: Callable[[str], None], kind: str, api_version: str, obj: Obj, reason: str, message: str
+    kube: Kube, say: Callable[[str], None], kind: str, api_version: str, obj: Obj, reason: str, message: str
 ) -> None:
     """Record a Normal Event on `obj`. Best effort: a migration does not fail because an Event
     could not be written (it says so)."""

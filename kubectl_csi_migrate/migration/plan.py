@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kubectl_csi_migrate.errors import NotFoundError
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration import translate
 
 Obj = dict[str, Any]
@@ -114,7 +115,7 @@ class Snapshot:
         return list(self.statefulset["spec"].get("volumeClaimTemplates") or [])
 
 
-def gather(kube: Any, namespace: str, name: str) -> Snapshot:
+def gather(kube: Kube, namespace: str, name: str) -> Snapshot:
     """Read the StatefulSet, its pods, its PVCs (by template and ordinal) and their PVs."""
     sts = kube.get("StatefulSet", name, namespace)
     if sts is None:
@@ -212,7 +213,7 @@ def build_plan(
     )
 
 
-def gather_all(kube: Any, namespace: str | None) -> list[Snapshot]:
+def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
     """Snapshots of every StatefulSet in a namespace (or all), from four list requests: the
     survey reads many objects, so it lists once instead of getting one by one."""
     stss = kube.items("StatefulSet", namespace)

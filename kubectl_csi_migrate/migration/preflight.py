@@ -9,14 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration import translate
 from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, Plan, Snapshot
 from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
 from kubectl_csi_migrate.migration.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from kubectl_csi_migrate.vsphere.client import VCenter
 
 Obj = dict[str, Any]
 
@@ -65,7 +69,7 @@ def _version(info: Obj) -> tuple[int, int] | None:
         return None
 
 
-def check_version(kube: Any) -> Check:
+def check_version(kube: Kube) -> Check:
     info = kube.server_version()
     version = _version(info)
     text = info.get("gitVersion", "?")
@@ -192,7 +196,7 @@ def _quantity(text: str) -> float:
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
-def check_disk_owners(kube: Any, plan: Plan) -> list[Check]:
+def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
     """No other PV may name a disk to migrate, bound or not: by its in-tree path, or (as a CSI PV)
     by the FCD id the CSI driver recorded for that path. The run would otherwise find it only
     when creating the new PV, with the old PV and claim already deleted."""
@@ -235,7 +239,7 @@ def check_disk_owners(kube: Any, plan: Plan) -> list[Check]:
     return checks or [Check("disk-owners", PASS, "no other PersistentVolume names the disks to migrate")]
 
 
-def check_storage_classes(kube: Any, csi_class: str, intree_class: str | None) -> list[Check]:
+def check_storage_classes(kube: Kube, csi_class: str, intree_class: str | None) -> list[Check]:
     checks = []
     csi = kube.get("StorageClass", csi_class)
     if csi is None:
@@ -286,7 +290,7 @@ def check_storage_classes(kube: Any, csi_class: str, intree_class: str | None) -
     return checks
 
 
-def check_storage_policy(kube: Any, snap: Snapshot, plan: Plan) -> list[Check]:
+def check_storage_policy(kube: Kube, snap: Snapshot, plan: Plan) -> list[Check]:
     """Registration keeps a disk's current SPBM policy: a CSI class naming another one does not
     move the disk, and later expansions and snapshots run under the policy the disk has."""
     csi = kube.get("StorageClass", plan.csi_class) or {}
@@ -311,7 +315,7 @@ def check_storage_policy(kube: Any, snap: Snapshot, plan: Plan) -> list[Check]:
     ]
 
 
-def check_csi_driver(kube: Any, snap: Snapshot) -> list[Check]:
+def check_csi_driver(kube: Kube, snap: Snapshot) -> list[Check]:
     if kube.get("CSIDriver", translate.CSI_DRIVER) is None:
         return [
             Check(
@@ -377,7 +381,7 @@ def _age(renew: str, server_date: str | None) -> float | None:
         return None
 
 
-def driver_leases(kube: Any) -> list[tuple[str, str, str, Obj, str | None]]:
+def driver_leases(kube: Kube) -> list[tuple[str, str, str, Obj, str | None]]:
     """(namespace, name, description, spec, the API server's Date when read) of the Leases the
     driver's syncer and attacher renew, from the first namespace that has any."""
     found = []
@@ -394,7 +398,7 @@ def driver_leases(kube: Any) -> list[tuple[str, str, str, Obj, str | None]]:
     return found
 
 
-def syncer_renewed_since(kube: Any, when: str | None) -> bool:
+def syncer_renewed_since(kube: Kube, when: str | None) -> bool:
     """Whether the syncer renewed its Lease after `when` (an API server Date) and still does."""
     for _, name, _, spec, date in driver_leases(kube):
         if name == DRIVER_LEASES[0][0]:
@@ -404,7 +408,7 @@ def syncer_renewed_since(kube: Any, when: str | None) -> bool:
     return False
 
 
-def check_csi_controller(kube: Any) -> Check:
+def check_csi_controller(kube: Kube) -> Check:
     """The driver's controller is running: the Leases its syncer and attacher renew, judged by the
     API server's clock (the Date of the answer), both of them clocks in the cluster."""
     found = driver_leases(kube)
@@ -470,7 +474,7 @@ def check_managers(snap: Snapshot, csi_class: str) -> Check:
     )
 
 
-def check_other_users(kube: Any, snap: Snapshot) -> Check:
+def check_other_users(kube: Kube, snap: Snapshot) -> Check:
     claims = set(snap.pvcs)
     users = []
     for pod in kube.items("Pod", snap.namespace):
@@ -490,7 +494,7 @@ def check_other_users(kube: Any, snap: Snapshot) -> Check:
     return Check("pvc-users", PASS, "no pod outside the StatefulSet mounts its claims")
 
 
-def check_disruption_budget(kube: Any, snap: Snapshot, strategy: str) -> Check:
+def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
     if strategy == "offline":
         return Check(
             "disruption",
@@ -533,7 +537,7 @@ def check_disruption_budget(kube: Any, snap: Snapshot, strategy: str) -> Check:
     return Check("disruption", PASS, "no PodDisruptionBudget; one pod at a time will be evicted")
 
 
-def check_rbac(kube: Any, namespace: str) -> Check:
+def check_rbac(kube: Kube, namespace: str) -> Check:
     missing = []
     for verb, kind, sub in REQUIRED_ACCESS:
         from kubectl_csi_migrate.kube.client import RESOURCES
@@ -573,7 +577,7 @@ def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None
     return checks, plan.with_datacenters(found)
 
 
-def check_vcenter_privileges(vc: Any, plan: Plan, found: dict[str, str]) -> list[Check]:
+def check_vcenter_privileges(vc: VCenter, plan: Plan, found: dict[str, str]) -> list[Check]:
     """The run registers each disk and sets its keepAfterDeleteVm flag: both need privileges on
     the disk's datastore, asked of vCenter once per datastore before anything changes."""
     checks: list[Check] = []
@@ -612,7 +616,7 @@ def check_workdir(workdir: WorkDir, plan: Plan) -> Check:
 
 
 def run_checks(
-    kube: Any,
+    kube: Kube,
     snap: Snapshot,
     plan: Plan,
     connect_vcenter: Callable[[], Any],

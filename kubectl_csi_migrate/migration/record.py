@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from kubectl_csi_migrate.errors import NotFoundError
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
@@ -38,7 +39,7 @@ def name_of(statefulset: str) -> str:
 
 
 class ClusterRecord:
-    def __init__(self, kube: Any, plan: Plan) -> None:
+    def __init__(self, kube: Kube, plan: Plan) -> None:
         self.kube = kube
         self.plan = plan
         self.name = name_of(plan.statefulset)
@@ -86,7 +87,7 @@ class ClusterRecord:
         return yaml.safe_dump_all(docs, sort_keys=False).encode()
 
 
-def read(kube: Any, namespace: str, statefulset: str) -> Obj | None:
+def read(kube: Kube, namespace: str, statefulset: str) -> Obj | None:
     """The record of the last run on `statefulset`: {"run", "steps", "volumes", "backups"}, or
     None when there is none."""
     cm = kube.get("ConfigMap", name_of(statefulset), namespace)

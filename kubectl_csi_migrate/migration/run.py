@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import (
     NotFoundError,
@@ -30,6 +30,7 @@ from kubectl_csi_migrate.errors import (
     VCenterSessionEnded,
 )
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import events, report, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
@@ -38,6 +39,9 @@ from kubectl_csi_migrate.migration.preflight import syncer_renewed_since
 from kubectl_csi_migrate.migration.record import ClusterRecord
 from kubectl_csi_migrate.migration.steps import Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from kubectl_csi_migrate.vsphere.client import VCenter
 
 Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.migration")
@@ -84,8 +88,8 @@ class Migration:
 
     def __init__(
         self,
-        kube: Any,
-        vc: Any,
+        kube: Kube,
+        vc: VCenter | None,
         plan: Plan,
         workdir: WorkDir,
         say: Callable[[str], None],
@@ -210,6 +214,13 @@ class Migration:
             self.timing.volumes[step.pv] = (self.timing.volumes[step.pv][0], time.time())
         return self.done[step.id]
 
+    @property
+    def vsphere(self) -> VCenter:
+        """The vCenter client: a run has one; a rollback (which calls no vCenter) may not."""
+        if self.vc is None:
+            raise PermanentError("internal error: this step needs vCenter and the run has no connection")
+        return self.vc
+
     def _volume(self, step: Step) -> VolumePlan:
         return next(v for v in self.plan.volumes if v.pv == step.pv)
 
@@ -252,7 +263,7 @@ class Migration:
             try:
                 return call()
             except VCenterSessionEnded:
-                self.vc.relogin()
+                self.vsphere.relogin()
                 self.say("logged in to vCenter again (it had ended the session during the run)")
                 return call()
         finally:
@@ -465,7 +476,7 @@ class Migration:
         v = self._volume(step)
         self.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
         deadline = time.monotonic() + self.settings.timeout
-        while vms := self._vcenter(lambda: self.vc.attached_vms(v.vmdk)):
+        while vms := self._vcenter(lambda: self.vsphere.attached_vms(v.vmdk)):
             if time.monotonic() > deadline:
                 raise TemporaryError(f"{v.vmdk} is still attached to {', '.join(vms)}")
             self._sleep(2)  # vCenter has no watch here; detach is rare at this point
@@ -578,16 +589,16 @@ class Migration:
         # has none, and the flag (or, as preflight did, every configured datacenter) is used.
         dc = v.datacenter or self.settings.datacenter
         hint = self._recorded_fcd(v.vmdk)
-        if hint and self._vcenter(lambda: self.vc.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
+        if hint and self._vcenter(lambda: self.vsphere.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
             self.say(f"disk {v.vmdk} is already first class disk {hint} (recorded by the CSI driver)")
             fcd_id = hint
         else:
-            fcd_id = self._vcenter(lambda: self.vc.register_fcd(v.vmdk, v.pv, dc))
+            fcd_id = self._vcenter(lambda: self.vsphere.register_fcd(v.vmdk, v.pv, dc))
             self.say(f"disk {v.vmdk} is first class disk {fcd_id}")
         # A disk without keepAfterDeleteVm is deleted with a node VM it is attached to; the CSI
         # driver protects the disks it manages, and RegisterDisk (or a vCenter before 8.0u3)
         # does not set the flag.
-        if not self._vcenter(lambda: self.vc.protect_fcd(fcd_id, v.vmdk, dc)):
+        if not self._vcenter(lambda: self.vsphere.protect_fcd(fcd_id, v.vmdk, dc)):
             raise PermanentError(
                 f"vCenter did not keep the keepAfterDeleteVm flag on first class disk {fcd_id} "
                 f"({v.vmdk}); without it the disk is deleted with a node VM it is attached to"
