@@ -20,6 +20,7 @@ import base64
 import gzip
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -43,7 +44,8 @@ class ClusterRecord:
         self.kube = kube
         self.plan = plan
         self.name = name_of(plan.statefulset)
-        self._backups_digest = ""
+        self._signature = ""
+        self._packed = ""
 
     def save(self, workdir: WorkDir) -> None:
         """Write the record as the working directory has it now (the backups only when they
@@ -64,23 +66,28 @@ class ClusterRecord:
             "volumes.yaml": yaml.safe_dump(volumes, sort_keys=False),
         }
         body: Obj = {"data": data}
-        backups = self._backups(workdir)
-        digest = hashlib.sha256(backups).hexdigest()
-        if digest != self._backups_digest:
-            body["binaryData"] = {"backups.yaml.gz": base64.b64encode(gzip.compress(backups, mtime=0)).decode()}
+        # The backups change at the backup step and when a resume backs up a changed StatefulSet:
+        # read and packed again only when a file of theirs changed (by size and mtime).
+        files = sorted(workdir.backup_dir.glob("*/*.yaml"))
+        signature = hashlib.sha256(
+            repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]).encode()
+        ).hexdigest()
+        if signature != self._signature:
+            self._packed = base64.b64encode(gzip.compress(self._backups(files), mtime=0)).decode()
+            body["binaryData"] = {"backups.yaml.gz": self._packed}
         ns = self.plan.namespace
         try:
             self.kube.patch("ConfigMap", self.name, body, ns)
         except NotFoundError:
-            body["binaryData"] = {"backups.yaml.gz": base64.b64encode(gzip.compress(backups, mtime=0)).decode()}
+            body["binaryData"] = {"backups.yaml.gz": self._packed}
             meta = {"name": self.name, "namespace": ns, "labels": {LABEL: self.plan.statefulset}}
             self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
-        self._backups_digest = digest
+        self._signature = signature
 
     @staticmethod
-    def _backups(workdir: WorkDir) -> bytes:
+    def _backups(files: list[Path]) -> bytes:
         docs = []
-        for path in sorted(workdir.backup_dir.glob("*/*.yaml")):
+        for path in files:
             obj = yaml.safe_load(path.read_text())
             obj.get("metadata", {}).pop("managedFields", None)
             docs.append(obj)
