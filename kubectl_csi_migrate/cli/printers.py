@@ -35,3 +35,58 @@ def render(data: Any, output: str | None, human: str, names: Sequence[str], out:
 def error(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+
+
+class LiveLine:
+    """On a terminal, one line that says what a run waits for and how long it has waited,
+    rewritten every second (after the first `quiet` seconds, so that short waits do not flicker)
+    and cleared when the wait ends or another line is printed."""
+
+    def __init__(self, stream: TextIO, quiet: float = 2.0, every: float = 1.0) -> None:
+        import threading
+
+        self.stream, self.quiet, self.every = stream, quiet, every
+        self.lock = threading.Lock()
+        self.shown = False
+
+    def clear(self) -> None:
+        """Remove the line (call before printing anything else on the terminal)."""
+        with self.lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def waiting(self, what: str) -> Any:
+        import contextlib
+        import threading
+        import time
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            stop = threading.Event()
+            started = time.monotonic()
+
+            def draw() -> None:
+                while not stop.wait(self.every):
+                    waited = time.monotonic() - started
+                    if waited < self.quiet:
+                        continue
+                    with self.lock:
+                        self.stream.write(f"\r\x1b[Kwaiting for {what}: {waited:.0f}s")
+                        self.stream.flush()
+                        self.shown = True
+
+            thread = threading.Thread(target=draw, daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+                self.clear()
+
+        return context()

@@ -58,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
+    live = printers.LiveLine(sys.stderr) if sys.stderr.isatty() else None
+
     def say(line: str) -> None:
+        if live:
+            live.clear()
         info.write(line + "\n")
         info.flush()
 
@@ -111,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     elif not structured:
         info.write(human_plan + "\n")
 
-    migration = Migration(kube, None, plan, workdir, say, Settings(timeout=args.timeout))
+    migration = Migration(
+        kube, None, plan, workdir, say, Settings(timeout=args.timeout), live=live.waiting if live else None
+    )
     try:
         report = migration.rollback()
     except KeyboardInterrupt:

@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
+    live = printers.LiveLine(sys.stderr) if sys.stderr.isatty() else None
+
     def say(line: str) -> None:
+        if live:
+            live.clear()
         info.write(line + ("" if args.dry_run == "none" else f" ({args.dry_run} dry run)") + "\n")
         info.flush()
 
@@ -138,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
         say(plan_text)
 
     progress = None
-    if sys.stderr.isatty():
+    if live:
 
         def progress(line: str) -> None:
-            sys.stderr.write(f"--- {line}\n")
+            say_progress = f"--- {line}\n"
+            live.clear()
+            sys.stderr.write(say_progress)
 
     connect = common.vcenter_factory(args, kube)
     vc = connect()
@@ -150,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         datacenter=args.vsphere_datacenter,
     )
-    migration = Migration(kube, vc, plan, workdir, say, settings, progress)
+    migration = Migration(kube, vc, plan, workdir, say, settings, progress, live.waiting if live else None)
     try:
         report = migration.run()
     except KeyboardInterrupt:

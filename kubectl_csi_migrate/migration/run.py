@@ -95,6 +95,7 @@ class Migration:
         say: Callable[[str], None],
         settings: Settings | None = None,
         progress: Callable[[str], None] | None = None,
+        live: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.kube = kube
         self.vc = vc
@@ -102,6 +103,8 @@ class Migration:
         self.workdir = workdir
         self.say = say
         self.progress = progress or (lambda _line: None)
+        self.live = live
+        """On a terminal: a live line for each wait (then no line every 30 s)."""
         self.settings = settings or Settings()
         self.timing = report.Timing()
         self.done: dict[str, Obj] = {}
@@ -240,13 +243,15 @@ class Migration:
 
         def tick(waited: float) -> None:
             nonlocal hinted
-            self.say(f"still waiting for {what}: {waited:.0f}s of {limit:.0f}s")
+            if self.live is None:
+                self.say(f"still waiting for {what}: {waited:.0f}s of {limit:.0f}s")
             if not hinted and waited >= limit / 2 and kind in WAIT_HINTS:
                 hinted = True
                 self.say(f"hint: {WAIT_HINTS[kind]}")
 
         try:
-            return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=WAIT_TICK, **selectors)
+            with self.live(f"{what} ({limit:.0f}s at most)") if self.live else contextlib.nullcontext():
+                return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=WAIT_TICK, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started
 

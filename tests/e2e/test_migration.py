@@ -508,10 +508,16 @@ def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
 def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
+    """On a terminal: a line per replica, and a live line while a wait lasts (the garbage
+    collector paused for 5 s: the orphaned pods wait on it), instead of a line every 30 s."""
+    from tests.e2e.test_faults import paused
+
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
     proc, primary, screen = answer_prompt_on_terminal(env_vars, ns, tmp_path)
-    os.write(primary, b"y\n")
+    with paused(env, "kube-controller-manager"):
+        os.write(primary, b"y\n")
+        time.sleep(5)
     out, _ = proc.communicate(timeout=300)
     with contextlib.suppress(OSError):  # the terminal closes with the process
         while chunk := os.read(primary, 4096):
@@ -520,6 +526,8 @@ def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     assert proc.returncode == 0, screen.decode() + out
     text = screen.decode()
     assert "--- replica 1/2: web-1" in text and "--- replica 2/2: web-0" in text
+    assert "\r\x1b[Kwaiting for " in text, "no live line while the garbage collector was paused"
+    assert "still waiting for" not in text + out
     assert_migrated(env, kubectl, made, sts_uid)
 
 

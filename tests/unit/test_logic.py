@@ -235,3 +235,22 @@ def test_a_rollback_undoes_what_was_recorded_and_the_step_after_it() -> None:
     assert [s.id for s in undo] == [s.id for s in reversed(steps[:6])]
     record.update({s.id: {"event": "undone"} for s in steps[3:6]})  # a rollback stopped there
     assert [s.id for s in steps_to_undo(plan, record)] == [s.id for s in reversed(steps[:3])]
+
+
+def test_a_live_line_says_what_is_waited_for_and_is_cleared_at_the_end() -> None:
+    import io
+    import time
+
+    from kubectl_csi_migrate.cli.printers import LiveLine
+
+    stream = io.StringIO()
+    live = LiveLine(stream, quiet=0.0, every=0.01)
+    with live.waiting("pvc data-web-0 to be Bound"):
+        time.sleep(0.1)
+    text = stream.getvalue()
+    assert "\r\x1b[Kwaiting for pvc data-web-0 to be Bound: 0s" in text
+    assert text.endswith("\r\x1b[K"), "the line must be cleared when the wait ends"
+    quiet = io.StringIO()
+    with LiveLine(quiet, quiet=5.0, every=0.01).waiting("a short wait"):
+        time.sleep(0.05)
+    assert quiet.getvalue() == "", "a wait shorter than `quiet` draws nothing"
