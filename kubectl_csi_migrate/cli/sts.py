@@ -38,18 +38,52 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "StatefulSet to a CSI volume on the same disk (no data copied). Running the same command "
         "again with the same working directory resumes an interrupted run.",
     )
-    parser.add_argument("name", nargs="?", metavar="STS_NAME")
+    parser.add_argument("names", nargs="*", metavar="STS_NAME", help="one or more StatefulSets")
     add_flags(parser)
-    parser.set_defaults(run=run, confirm_needs_yes=True)
+    many = parser.add_argument_group("several StatefulSets")
+    many.add_argument("-l", "--selector", help="every StatefulSet with these labels (as kubectl -l)")
+    many.add_argument(
+        "--all", action="store_true", help="every StatefulSet in the namespace that has in-tree vSphere volumes"
+    )
+    many.add_argument("-A", "--all-namespaces", action="store_true", help="with --all or -l: in every namespace")
+    many.add_argument(
+        "--parallel", type=_positive, default=1, metavar="N",
+        help="migrate up to N StatefulSets at once (default 1); each keeps at most one replica down",
+    )  # fmt: skip
+    many.add_argument("--fail-fast", action="store_true", help="start no other StatefulSet once one failed")
+    parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number from 1)")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubectl_csi_migrate.errors import UsageError
     from kubectl_csi_migrate.migration import preflight
     from kubectl_csi_migrate.migration.plan import Plan
     from kubectl_csi_migrate.migration.run import Migration, Settings
     from kubectl_csi_migrate.migration.steps import describe_steps
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
+    # The compatibility commands (rolling-migration...) name one StatefulSet, in `name`.
+    names = getattr(args, "names", None) or ([args.name] if getattr(args, "name", None) else [])
+    for flag, default in (("selector", None), ("all", False), ("all_namespaces", False), ("parallel", 1)):
+        setattr(args, flag, getattr(args, flag, default))
+    several = len(names) > 1 or bool(args.selector) or bool(args.all)
+    if (names and (args.selector or args.all)) or (args.selector and args.all):
+        raise UsageError("give StatefulSet names, -l SELECTOR or --all, not several of them")
+    if args.all_namespaces and not (args.selector or args.all):
+        raise UsageError("-A/--all-namespaces needs --all or -l SELECTOR")
+    if several:
+        if args.sts_name:
+            raise UsageError("--sts-name names one StatefulSet; give several as STS_NAME arguments")
+        from kubectl_csi_migrate.cli import fleet
+
+        return fleet.run_many(args, common.kube_from(args, dry_run=args.dry_run), args.parser)
+    args.name = names[0] if names else None
     name = sts_name(args)
     if not name:
         printers.error("a StatefulSet name is required (sts STS_NAME, or --sts-name)")

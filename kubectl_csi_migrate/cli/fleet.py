@@ -1,0 +1,162 @@
+"""Many StatefulSets in one command: `sts NAME NAME...`, `sts -l SELECTOR`, `sts --all [-A]`.
+
+Each StatefulSet is migrated by a `kubectl csi-migrate sts NAME` process of its own (the same
+program, the same flags), up to `--parallel N` at once: its own working directory, Lease, record
+in the cluster, API and vCenter connections, and its own signals (Ctrl-C reaches every one, and
+each stops as a single run does, resumable). The rolling strategy keeps at most one replica of
+each StatefulSet down, whatever N. The summary lists each StatefulSet: migrated, nothing to do,
+skipped (preflight refused it, nothing changed), or failed with the command that resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubectl_csi_migrate.cli import common, printers
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Flags of the parent that choose the targets or the output; every other flag is passed on.
+NOT_PASSED_ON = {
+    "name", "names", "sts_name", "selector", "all", "all_namespaces", "parallel", "fail_fast", "output",
+    "working_directory", "yes", "namespace", "run", "confirm_needs_yes", "command", "parser",
+}  # fmt: skip
+
+
+def targets_of(args: argparse.Namespace, kube: Any) -> list[tuple[str, str]]:
+    """(namespace, name) of each StatefulSet the command names, selects, or (--all) that has
+    in-tree vSphere volumes."""
+    namespace = None if args.all_namespaces else common.namespace_of(args, kube)
+    if args.names:
+        return [(common.namespace_of(args, kube), n) for n in dict.fromkeys(args.names)]
+    if args.selector:
+        found = kube.items("StatefulSet", namespace, label_selector=args.selector)
+        return sorted((s["metadata"]["namespace"], s["metadata"]["name"]) for s in found)
+    from kubectl_csi_migrate.cli.preflight import plan_for
+    from kubectl_csi_migrate.migration import plan as plan_mod
+
+    result = []
+    for snap in plan_mod.gather_all(kube, namespace):
+        if plan_for(args, kube, snap).to_migrate():
+            result.append((snap.namespace, snap.name))
+    return sorted(result)
+
+
+def child_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The parent's flags, as given, for a child `sts` run (targets and output excepted)."""
+    argv: list[str] = []
+    for action in parser._actions:  # argparse keeps no public list of a parser's options
+        if not action.option_strings or action.dest in NOT_PASSED_ON:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default or value is False:
+            continue
+        flag = max(action.option_strings, key=len)
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value) if not isinstance(value, float) else f"{value:g}s"]
+    return argv
+
+
+def _self() -> list[str]:
+    """How to start this program again: the binary itself, or this Python on the package."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "kubectl_csi_migrate"]
+
+
+def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
+    from kubectl_csi_migrate.migration.workdir import default_name
+
+    targets = targets_of(args, kube)
+    where = "every namespace" if args.all_namespaces else f"namespace {common.namespace_of(args, kube)}"
+    if not targets:
+        human = f"no StatefulSet with in-tree vSphere volumes in {where}: nothing to do"
+        printers.render({"apiVersion": "v1", "kind": "List", "items": []}, args.output, human, [])
+        return EXIT_OK
+    listing = ", ".join(f"{ns}/{n}" for ns, n in targets)
+    if not args.yes and args.dry_run == "none":
+        if not sys.stdin.isatty():
+            printers.error("not a terminal: pass --yes to migrate several StatefulSets (or --dry-run to see the plans)")
+            return EXIT_USAGE
+        sys.stderr.write(
+            f"Migrate {len(targets)} StatefulSet(s), {args.parallel} at a time: {listing}\nProceed? [y/N] "
+        )
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            printers.error("aborted; nothing was changed")
+            return EXIT_FAILED
+    info = sys.stderr if args.output else sys.stdout
+    lock = threading.Lock()
+    stop = threading.Event()
+    flags = child_argv(args, parser)
+
+    def say(line: str) -> None:
+        with lock:
+            info.write(line + "\n")
+            info.flush()
+
+    say(f"{len(targets)} StatefulSet(s) in {where}, {args.parallel} at a time: {listing}")
+
+    def one(target: tuple[str, str]) -> dict[str, Any]:
+        ns, name = target
+        entry: dict[str, Any] = {"namespace": ns, "name": name}
+        if stop.is_set():
+            return entry | {"result": "not started", "reason": "an earlier one failed (--fail-fast)"}
+        folder = default_name(kube.info.context, ns, name)
+        workdir = str(Path(args.working_directory) / folder) if args.working_directory else folder
+        argv = ["sts", name, "-n", ns, "--yes", "--working-directory", workdir, "-o", "json", *flags]
+        proc = subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        errors: list[str] = []
+        assert proc.stderr is not None and proc.stdout is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            say(f"[{ns}/{name}] {line}")
+            if line.startswith("error: "):
+                errors.append(line[len("error: ") :])
+        out = proc.stdout.read()
+        code = proc.wait()
+        entry["workingDirectory"] = workdir
+        if code == 0:
+            report = json.loads(out) if out.strip() else {}
+            if report.get("kind") == "MigrationPlan":
+                volumes = [v for v in report["plan"]["volumes"] if v["action"] == "migrate"]
+                return entry | {"result": "planned", "volumes": len(volumes)}
+            migrated = sum(1 for v in report.get("volumes", []) if v.get("result") == "migrated")
+            entry["result"] = "migrated" if migrated else "nothing to do"
+            entry["volumes"] = migrated
+            if report.get("kind") == "MigrationReport" and "timing" in report:
+                entry["report"] = report
+            return entry
+        if args.fail_fast:
+            stop.set()
+        reason = errors[0] if errors else f"exit code {code}"
+        if any("was not changed" in e or "nothing was changed" in e for e in errors):
+            return entry | {"result": "skipped", "reason": f"{reason} (nothing changed)"}
+        resume = " ".join(["kubectl", "csi-migrate", *argv[:-2], *flags])  # without -o json
+        return entry | {"result": "failed", "reason": reason, "resume": resume}
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        results = list(pool.map(one, targets))
+    rows = [
+        (r["namespace"], r["name"], r["result"], r.get("reason") or f"{r.get('volumes', 0)} volume(s)") for r in results
+    ]
+    human = printers.table(["NAMESPACE", "NAME", "RESULT", "DETAIL"], rows)
+    for r in results:
+        if r.get("resume"):
+            human += f"\nresume {r['namespace']}/{r['name']}: {r['resume']}"
+    data = {"apiVersion": "csi-migrate.kubectl.io/v1", "kind": "MigrationSummary", "items": results}
+    printers.render(data, args.output, human, [f"statefulset.apps/{r['name']}" for r in results])
+    ok = all(r["result"] in ("migrated", "nothing to do", "planned") for r in results)
+    return EXIT_OK if ok else EXIT_FAILED

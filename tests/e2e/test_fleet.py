@@ -1,0 +1,107 @@
+"""Several StatefulSets in one command (`sts --all`, `sts A B C --parallel 3`), driven as
+`kubectl csi-migrate ...` on the real environment."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from testenv import cluster, scenario
+from tests.e2e.conftest import Kubectl, run_plugin
+from tests.e2e.test_migration import ForeignHolder, PodMonitor, assert_migrated
+
+pytestmark = pytest.mark.e2e
+
+
+def test_all_migrates_every_statefulset_and_names_the_ones_it_could_not(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """web (two templates, one already CSI) and db migrate; cache's disruption budget allows no
+    eviction (preflight refuses it, nothing changed); queue's Lease is held by another live run
+    (its run fails, with the command that resumes it). Exit 1, a summary naming each. A second
+    `--all` finds only the two it could not do."""
+    web = scenario.create(env, "web", ns, replicas=2, intree_templates=("data",), csi_templates=("logs",))
+    db = scenario.create(env, "db", ns, replicas=2)
+    scenario.create(env, "cache", ns, replicas=2)
+    scenario.create(env, "queue", ns, replicas=2)
+    kubectl("-n", ns, "patch", "pdb", "cache", "--type=merge", "-p", '{"spec": {"maxUnavailable": 0}}')
+    kubectl("-n", ns, "wait", "pdb/cache", "--for=jsonpath={.status.disruptionsAllowed}=0", "--timeout=60s")
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in ("web", "db")}
+    args = [
+        "sts",
+        "--all",
+        "-n",
+        ns,
+        "--csi-storageclass",
+        "standard-rwo",
+        "--yes",
+        "--working-directory",
+        str(tmp_path),
+    ]
+    with ForeignHolder(kubectl, ns, "csi-migrate-queue"):
+        proc = run_plugin(env_vars, *args, "-o", "json", timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    summary = {item["name"]: item for item in json.loads(proc.stdout)["items"]}
+    assert sorted(summary) == ["cache", "db", "queue", "web"]
+    assert summary["web"]["result"] == summary["db"]["result"] == "migrated"
+    assert summary["cache"]["result"] == "skipped" and "disruption" in summary["cache"]["reason"]
+    assert summary["queue"]["result"] == "failed" and "holds lease" in summary["queue"]["reason"]
+    assert summary["queue"]["resume"].startswith(f"kubectl csi-migrate sts queue -n {ns} --yes --working-directory")
+    assert "[" + ns + "/web] " in proc.stderr, "each run's lines are prefixed with its StatefulSet"
+    web.volumes = [v for v in web.volumes if not v.csi]
+    assert_migrated(env, kubectl, web, uids["web"])
+    assert_migrated(env, kubectl, db, uids["db"])
+
+    human = run_plugin(env_vars, *args, "--dry-run")
+    assert human.returncode == 1, human.stderr  # cache still fails its preflight
+    assert "2 StatefulSet(s)" in human.stdout and f"{ns}/cache, {ns}/queue" in human.stdout
+    assert "planned" in human.stdout and "skipped" in human.stdout
+    kubectl("-n", ns, "delete", "statefulset", "cache", "queue")
+    again = run_plugin(env_vars, *args)
+    assert again.returncode == 0, again.stderr
+    assert f"no StatefulSet with in-tree vSphere volumes in namespace {ns}: nothing to do" in again.stdout
+
+
+def test_parallel_3_holds_three_leases_at_once_and_keeps_one_replica_of_each_down_at_most(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    names = ("alpha", "beta", "gamma")
+    made = {n: scenario.create(env, n, ns, replicas=3) for n in names}
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in names}
+    from kubernetes import client, config
+
+    api = client.CoordinationV1Api(config.new_client_from_config(env.info()["user_kubeconfig"]))
+    held: list[int] = []
+    done = threading.Event()
+
+    def count_leases() -> None:
+        while not done.wait(0.05):
+            leases = api.list_namespaced_lease(ns).items
+            held.append(sum(1 for lease in leases if lease.metadata.name.startswith("csi-migrate-")))
+
+    watcher = threading.Thread(target=count_leases, daemon=True)
+    monitors = [PodMonitor(env, ns, {f"{n}-{i}" for i in range(3)}) for n in names]
+    for monitor in monitors:
+        monitor.__enter__()
+    watcher.start()
+    try:
+        proc = run_plugin(
+            env_vars, "sts", *names, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--parallel", "3",
+            "--working-directory", str(tmp_path), timeout=600,
+        )  # fmt: skip
+    finally:
+        done.set()
+        watcher.join()
+        for monitor in monitors:
+            monitor.__exit__()
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert max(held) == 3, f"at most {max(held)} leases were held at once"
+    for name, monitor in zip(names, monitors, strict=True):
+        assert monitor.events > 0
+        assert monitor.min_ready >= 2, f"{3 - monitor.min_ready} replicas of {name} were down at once"
+        assert_migrated(env, kubectl, made[name], uids[name])
+    for name in names:
+        assert f"{ns}   {name}" in proc.stdout or name in proc.stdout
