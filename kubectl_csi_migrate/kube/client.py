@@ -55,6 +55,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
         False,
     ),
     "SelfSubjectAccessReview": ("/apis/authorization.k8s.io/v1", "selfsubjectaccessreviews", False),
+    "SelfSubjectRulesReview": ("/apis/authorization.k8s.io/v1", "selfsubjectrulesreviews", False),
 }
 
 
@@ -366,6 +367,40 @@ class Kube:
         }
         result = self.request("POST", resource_path("SelfSubjectAccessReview"), None, review)
         return bool(result.get("status", {}).get("allowed"))
+
+    def rules(self, namespace: str) -> list[Obj]:
+        """The resource rules the API server lists for this user in `namespace` (one
+        SelfSubjectRulesReview); [] when it cannot list them all (another authorizer than RBAC,
+        or the review refused): then each access is asked about on its own (can_i)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace},
+        }
+        try:
+            result = self.request("POST", resource_path("SelfSubjectRulesReview"), None, review)
+        except PermanentError:  # refused (forbidden): ask access by access
+            return []
+        status = result.get("status", {})
+        return [] if status.get("incomplete") else list(status.get("resourceRules") or [])
+
+    @staticmethod
+    def allows(rules: list[Obj], verb: str, kind: str, subresource: str = "") -> bool:
+        """Whether one of `rules` (RBAC resource rules) grants `verb` on `kind` (by any name)."""
+        prefix, plural, _ = RESOURCES[kind]
+        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+        resource = f"{plural}/{subresource}" if subresource else plural
+        for rule in rules:
+            if rule.get("resourceNames"):
+                continue  # granted for some names only
+            if not {"*", verb} & set(rule.get("verbs") or []):
+                continue
+            if not {"*", group} & set(rule.get("apiGroups") or []):
+                continue
+            resources = set(rule.get("resources") or [])
+            if {"*", resource} & resources or (subresource and f"{plural}/*" in resources):
+                return True
+        return False
 
     def server_version(self) -> Obj:
         return self.request("GET", "/version")

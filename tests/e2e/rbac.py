@@ -42,6 +42,7 @@ def preflight_reads() -> list[dict[str, Any]]:
         _rule(["get", "list"], "CSIDriver"),
         _rule(["get", "list"], "CSINode"),
         _rule(["create"], "SelfSubjectAccessReview"),
+        _rule(["create"], "SelfSubjectRulesReview"),
     ]
 
 
