@@ -95,7 +95,16 @@ seconds = _seconds
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity < 6 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname).1s %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname).1s %(name)s%(thread_tag)s: %(message)s")
+
+    def tag(record: logging.LogRecord) -> bool:
+        # Lines of the threads beside the main one (the Lease's renewals, volumes moved at once)
+        # name their thread, so that a request can be told from the step that made it.
+        record.thread_tag = "" if record.threadName == "MainThread" else f" [{record.threadName}]"
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
     if verbosity < 9:
         # urllib3 warns on each connection retry and logs headers at debug: the one `error:`
         # line says what went wrong.

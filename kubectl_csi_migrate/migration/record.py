@@ -20,6 +20,7 @@ import base64
 import gzip
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,15 @@ class ClusterRecord:
         self.name = name_of(plan.statefulset)
         self._signature = ""
         self._packed = ""
+        self._lock = threading.Lock()  # volumes moved at once (offline) save from several threads
 
     def save(self, workdir: WorkDir) -> None:
         """Write the record as the working directory has it now (the backups only when they
         changed since the last write)."""
+        with self._lock:
+            self._save(workdir)
+
+    def _save(self, workdir: WorkDir) -> None:
         run = workdir.load_run()
         steps = {
             step: {k: v for k, v in entry.items() if k not in ("step", "time")}

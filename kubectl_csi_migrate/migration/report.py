@@ -21,6 +21,10 @@ class Timing:
     vcenter: float = 0.0
     volumes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    def own(self, wall: float) -> float:
+        """Of `wall` seconds, the tool's own work (neither waiting on the cluster nor vCenter)."""
+        return max(0.0, wall - self.waited - self.vcenter)
+
 
 def build(plan: Plan, done: dict[str, Obj], timing: Timing, requests: int, workdir: str, kind: str) -> Obj:
     """`done`: the step record (step id -> what the step recorded when done)."""

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,9 @@ WAIT_HINTS = {
     "`kubectl -n vmware-system-csi logs deploy/vsphere-csi-controller -c vsphere-syncer`",
 }
 """What to look at, said once half a wait's time is gone, by the kind waited on."""
+
+OFFLINE_PARALLEL = 4
+"""How many volumes an offline run moves at once."""
 
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
@@ -106,7 +111,9 @@ class Migration:
         self.live = live
         """On a terminal: a live line for each wait (then no line every 30 s)."""
         self.settings = settings or Settings()
-        self.timing = report.Timing()
+        self._timing = report.Timing()
+        self._local = threading.local()
+        self._vcenter_lock = threading.Lock()  # one vCenter connection: one call at a time
         self.done: dict[str, Obj] = {}
         self.run_id = ""
         self.record = ClusterRecord(kube, plan)
@@ -142,25 +149,88 @@ class Migration:
         with self._locked():
             if not resuming:  # nothing was changed yet: (re)start the record
                 self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
-            replica = None
-            steps = steps_for(self.plan)
-            ordinals = self.plan.ordinals_descending()
-            for step in steps:
-                if step.ordinal is not None and step.ordinal != replica:
-                    replica = step.ordinal
-                    self.progress(
-                        f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}"
-                    )
-                    self._stop_if_recreated_elsewhere(
-                        self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
-                    )
-                self.step(step)
+            if self.plan.strategy == "offline":
+                self._run_offline(steps_for(self.plan))
+            else:
+                self._run_in_order(steps_for(self.plan))
             result = report.build(
                 self.plan, self.done, self.timing, self.kube.requests, str(self.workdir.path), "MigrationReport"
             )
             self.workdir.mark_finished(result)
             self.record.save(self.workdir)
         return result
+
+    def _run_in_order(self, steps: list[Step]) -> None:
+        replica = None
+        ordinals = self.plan.ordinals_descending()
+        for step in steps:
+            if step.ordinal is not None and step.ordinal != replica:
+                replica = step.ordinal
+                self.progress(f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}")
+                self._stop_if_recreated_elsewhere(
+                    self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
+                )
+            self.step(step)
+
+    def _run_offline(self, steps: list[Step]) -> None:
+        """Offline, every pod is down once the StatefulSet is gone: the volumes move at once,
+        OFFLINE_PARALLEL at a time, each volume's steps in order. A failing volume stops the others
+        before their next step; the first error is raised once every volume has stopped."""
+        volumes: dict[str, list[Step]] = {}
+        for step in steps:
+            if step.pv and step.ordinal is not None:  # a volume's own steps (not `retain`)
+                volumes.setdefault(step.pv, []).append(step)
+        first = next((i for i, step in enumerate(steps) if step.pv in volumes and step.ordinal is not None), len(steps))
+        for step in steps[:first]:
+            self.step(step)
+        if volumes:
+            self._stop_if_recreated_elsewhere(self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace))
+            failed = threading.Event()
+            total = len(volumes)
+
+            def move(index: int, chain: list[Step]) -> report.Timing:
+                self._local.timing = report.Timing()
+                try:
+                    if not failed.is_set():
+                        self.progress(f"volume {index}/{total}: {chain[0].pv}")
+                    for step in chain:
+                        if failed.is_set():
+                            break
+                        self.step(step)
+                except BaseException:
+                    failed.set()
+                    raise
+                finally:
+                    timing, self._local.timing = self._local.timing, None
+                return timing
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=OFFLINE_PARALLEL, thread_name_prefix="volume") as pool:
+                futures = [pool.submit(move, i, chain) for i, chain in enumerate(volumes.values(), 1)]
+            self._add_concurrent_timing(started, [f for f in futures if f.exception() is None])
+            for future in futures:
+                if future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+        for step in steps[first + sum(len(c) for c in volumes.values()) :]:
+            self.step(step)
+
+    def _add_concurrent_timing(self, started: float, futures: list[Any]) -> None:
+        """Volumes moved side by side: the tool's own work is the busiest volume's, vCenter's
+        the longest; the rest of the section's time went on waiting."""
+        wall = time.monotonic() - started
+        timings = [f.result() for f in futures]
+        own = max((t.own(wall) for t in timings), default=0.0)
+        vcenter = max((t.vcenter for t in timings), default=0.0)
+        self.timing.vcenter += vcenter
+        self.timing.waited += max(0.0, wall - own - vcenter)
+        for t in timings:
+            self.timing.volumes.update(t.volumes)
+
+    @property
+    def timing(self) -> report.Timing:
+        """The run's timing, or, in a thread moving one volume, that volume's."""
+        local: report.Timing | None = getattr(self._local, "timing", None)
+        return local or self._timing
 
     def rollback(self) -> Obj:
         """Undo every step that was started, last first: the StatefulSet back on its in-tree
@@ -265,14 +335,18 @@ class Migration:
         a restart) is logged in again once and the call repeated (every call is idempotent)."""
         started = time.monotonic()
         try:
-            try:
-                return call()
-            except VCenterSessionEnded:
-                self.vsphere.relogin()
-                self.say("logged in to vCenter again (it had ended the session during the run)")
-                return call()
+            with self._vcenter_lock:
+                return self._vcenter_call(call)
         finally:
             self.timing.vcenter += time.monotonic() - started
+
+    def _vcenter_call(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except VCenterSessionEnded:
+            self.vsphere.relogin()
+            self.say("logged in to vCenter again (it had ended the session during the run)")
+            return call()
 
     def _event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
         events.record(self.kube, self.say, kind, api_version, obj, reason, message)

@@ -842,8 +842,9 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
     from kubectl_csi_migrate.migration.steps import NEEDS, REQUIRED_ACCESS, RUN_NEEDS
 
     checked = set(REQUIRED_ACCESS)
-    request = re.compile(r"^D kubectl_csi_migrate\.kube: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
-    step_line = re.compile(r"^D kubectl_csi_migrate\.migration: step (\S+) (\S+): (do|undo)$")
+    # Lines of threads beside the main one name it: `D kubectl_csi_migrate.kube [volume_0]: ...`.
+    request = re.compile(r"^D kubectl_csi_migrate\.kube( \[\S+\])?: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
+    step_line = re.compile(r"^D kubectl_csi_migrate\.migration( \[\S+\])?: step (\S+) (\S+): (do|undo)$")
     for strategy, name in (("rolling", "web"), ("offline", "db")):
         scenario.create(env, name, ns, replicas=2, pdb=strategy == "rolling")
         workdir = ["--working-directory", str(tmp_path / name), "-v", "6"]
@@ -854,13 +855,13 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
             proc = run_plugin(env_vars, *command)
             assert proc.returncode == 0, proc.stderr[-3000:]
             needs: list[tuple[str, tuple[str, str, str], str]] = []
-            kind = ""
+            kinds: dict[str, str] = {}  # thread -> the kind of step it is in
             for text in proc.stderr.splitlines():
                 if m := step_line.match(text):
-                    kind = m[1]
+                    kinds[m[1] or ""] = m[2]
                 elif m := request.match(text):
-                    needs.append((m[1], (m[2], m[3], m[4]), kind))
-            assert needs and kind, "no request or step logged at -v 6"
+                    needs.append((m[2], (m[3], m[4], m[5]), kinds.get(m[1] or "", "")))
+            assert needs and kinds, "no request or step logged at -v 6"
             first_change = next(
                 i for i, (method, access, _) in enumerate(needs)
                 if method != "GET" and not access[1].startswith("SelfSubject")

@@ -42,6 +42,13 @@ def killed(env_vars: dict[str, str], step: str, event: str, *args: str) -> None:
     )
 
 
+def recorded(workdir: Path) -> dict[str, str]:
+    """step id -> its last event in the working directory's record."""
+    path = workdir / "steps.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {e["step"]: e["event"] for e in events}
+
+
 def migrate_args(ns: str, strategy: str, workdir: Path) -> list[str]:
     return [
         "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--strategy", strategy, "--yes",
@@ -122,11 +129,19 @@ def test_killed_at_every_step_the_same_command_finishes_and_a_rollback_killed_at
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
     steps = plan_steps(env_vars, ns, strategy)
     args = migrate_args(ns, strategy, tmp_path / "run")
+    kills = 0
     for step in steps:
+        # Offline, the volumes move side by side: a step of another volume may be done already
+        # when the run is killed after this one; it was passed, not a kill point.
+        if recorded(tmp_path / "run").get(step.id) == "done":
+            continue
         killed(env_vars, step.id, "done", *args)
+        kills += 1
     finished = run_plugin(env_vars, *args)
     assert finished.returncode == 0, finished.stderr
     assert f"({len(steps)} steps already done)" in finished.stdout
+    if strategy == "rolling":
+        assert kills == len(steps)
     intree = scenario.Scenario(made.name, ns, made.replicas, [v for v in made.volumes if not v.csi])
     assert_migrated(env, kubectl, intree, sts_uid)
 
@@ -136,7 +151,7 @@ def test_killed_at_every_step_the_same_command_finishes_and_a_rollback_killed_at
     rolled = run_plugin(env_vars, *back)
     assert rolled.returncode == 0, rolled.stderr
     assert_rolled_back(env, kubectl, made, before)
-    print(f"{strategy}: killed at {len(steps)} step boundaries, then at {len(steps)} undo boundaries")
+    print(f"{strategy}: {len(steps)} steps, killed at {kills} of them, then at each of the {len(steps)} undos")
 
 
 @pytest.mark.parametrize("strategy", ["rolling", "offline"])
