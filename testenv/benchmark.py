@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from testenv import build, cluster, scenario
@@ -56,8 +57,60 @@ def one_run(env: cluster.Env) -> dict[str, float]:
     return forward | back
 
 
+def fleet(env: cluster.Env, statefulsets: int) -> None:
+    """`sts --all` over `statefulsets` StatefulSets of 3 replicas, --parallel 1 then 4 (each on a
+    namespace of its own); then one StatefulSet of 10 replicas, rolling vs offline."""
+    print(f"sts --all on {statefulsets} StatefulSets of 3 replicas (rolling):")
+    walls = {}
+    for parallel in (1, 4):
+        ns = f"bench-{uuid.uuid4().hex[:6]}"
+        cluster.kubectl(env, "create", "namespace", ns)
+        for i in range(statefulsets):
+            scenario.create(env, f"s{i:02d}", ns, replicas=3)
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.monotonic()
+            _, summary = _timed(
+                env, "sts", "--all", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+                "--parallel", str(parallel), "--working-directory", tmp,
+            )  # fmt: skip
+            walls[parallel] = time.monotonic() - started
+        items = summary["items"]
+        assert isinstance(items, list)
+        reports = [i["report"] for i in items if "report" in i]
+        tool = statistics.median(r["timing"]["toolSeconds"] / 3 for r in reports)
+        requests = statistics.median(r["apiRequests"] / 3 for r in reports)
+        print(
+            f"  --parallel {parallel}: {walls[parallel]:6.1f} s wall for {len(reports)} StatefulSets; per replica: "
+            f"the tool's own time {tool:.2f} s, {requests:.1f} API requests (median of the StatefulSets)"
+        )
+        cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+    print(f"  speed-up of --parallel 4: {walls[1] / walls[4]:.1f}x")
+    print("one StatefulSet of 10 replicas:")
+    for strategy in ("rolling", "offline"):
+        ns = f"bench-{uuid.uuid4().hex[:6]}"
+        scenario.create(env, "big", ns, replicas=10)
+        with tempfile.TemporaryDirectory() as tmp:
+            _, result = _timed(
+                env, "sts", "big", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy,
+                "--working-directory", f"{tmp}/run",
+            )  # fmt: skip
+        timing = result["timing"]
+        assert isinstance(timing, dict)
+        print(
+            f"  {strategy:8} {timing['wallSeconds']:6.2f} s wall ({timing['toolSeconds']:.2f} s the tool's own, "
+            f"{timing['waitSeconds']:.2f} s waiting), {float(result['apiRequests']) / 10:.1f} API requests per replica"  # type: ignore[arg-type]
+        )
+        cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["fleet"]:
+        return with_env(lambda env: fleet(env, int(sys.argv[2]) if len(sys.argv) > 2 else 20))
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    return with_env(lambda env: single(env, runs))
+
+
+def with_env(work: Callable[[cluster.Env], None]) -> int:
     env = cluster.Env()
     procs = env.processes() if env.exists() else {}
     started_here = not (procs and all(procs.values()))
@@ -66,10 +119,15 @@ def main() -> int:
             cluster.down(env)
         cluster.up(build.build(verbose=False), env)
     try:
-        results = [one_run(env) for _ in range(runs)]
+        work(env)
     finally:
         if started_here:
             cluster.down(env)
+    return 0
+
+
+def single(env: cluster.Env, runs: int) -> None:
+    results = [one_run(env) for _ in range(runs)]
     print(f"rolling migration of 3 replicas (1 in-tree volume each), then its rollback; {runs} runs (median, min-max):")
     print(f"  {'':52} {'migration':>16}    {'rollback':>16}")
     for key, label in (
@@ -86,7 +144,6 @@ def main() -> int:
             unit = "" if key == "requests_per_replica" else " s"
             cells.append(f"{statistics.median(values):6.2f}{unit:2} ({min(values):.2f}-{max(values):.2f})")
         print(f"  {label:52} {cells[0]:>16}    {cells[1]:>16}")
-    return 0
 
 
 if __name__ == "__main__":
