@@ -450,6 +450,12 @@ def down(env: Env) -> None:
     if not env.root.exists():
         print("testenv: not up")
         return
+    for name in [n for n, pid in env.processes().items() if pid is None]:
+        # A component that died while the environment was up: its log goes with the folder, so
+        # say how it ended (a CI log is all that is left of a CI machine).
+        log = env.logs / f"{name}.log"
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-40:]) if log.exists() else "(no log)\n"
+        print(f"testenv: {name} had exited before `down`; the end of its log:\n{tail}", end="")
     env.stop_all()
     left = [n for n, p in env.processes().items() if p]
     if left:
