@@ -792,9 +792,16 @@ def test_user_without_permissions(
         (["preflight", STS, "--no-such-flag"], "--no-such-flag"),
         (["sts", STS, "--csi-storageclass", "standard-rwo", "--yes", "--no-such-flag"], "--no-such-flag"),
         (["sts", STS, "--yes"], "--csi-storageclass"),
+        (["sts", STS, "--all", "--csi-storageclass", "standard-rwo", "--yes"], "--all"),
+        (["sts", STS, "-A", "--csi-storageclass", "standard-rwo", "--yes"], "--all-namespaces"),
+        (["sts", "--all", "--parallel", "0", "--csi-storageclass", "standard-rwo", "--yes"], "--parallel"),
+        (["rollback", STS, "--dry-run=server"], "--dry-run"),
     ],
-    ids=["preflight-unknown-flag", "sts-unknown-flag", "sts-missing-csi-storageclass"],
-)
+    ids=[
+        "preflight-unknown-flag", "sts-unknown-flag", "sts-missing-csi-storageclass", "sts-names-and-all",
+        "sts-all-namespaces-alone", "sts-parallel-0", "rollback-server-dry-run",
+    ],
+)  # fmt: skip
 def test_usage_errors(
     env: cluster.Env,
     env_vars: dict[str, str],
@@ -961,3 +968,18 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
         for doc in applied:
             where = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
             kubectl(*where, "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
+
+
+@pytest.mark.parametrize("command", ["rollback", "status"])
+def test_rollback_and_status_without_a_run_say_so(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, command: str
+) -> None:
+    """No run recorded (neither a working directory nor the record in the cluster): one error line
+    naming where it looked, exit 1, nothing changed, no folder created."""
+    _, before = prepare(env, kubectl, ns)
+    workdir = tmp_path / "wd"
+    extra = ["--yes"] if command == "rollback" else []
+    proc = plugin(env_vars, command, STS, "-n", ns, "--working-directory", str(workdir), *extra)
+    assert_failed(proc, 1, (str(workdir),), secrets_of(env, env_vars))
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
