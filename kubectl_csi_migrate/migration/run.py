@@ -388,7 +388,10 @@ class Migration:
 
     def _set_retain(self, step: Step) -> None:
         v = self._volume(step)
-        pv = self.kube.get("PersistentVolume", v.pv)
+        self._retain(v, self.kube.get("PersistentVolume", v.pv))
+
+    def _retain(self, v: VolumePlan, pv: Obj | None) -> None:
+        """`pv` (v.pv as last read) to Retain, the user's policy noted to be restored later."""
         if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
             return
         patch = {
@@ -839,15 +842,8 @@ class Migration:
     def _ensure_csi_retained(self, v: VolumePlan) -> None:
         """Invariant 2 backwards: the CSI PV is Retain before its claim or itself is deleted."""
         pv = self.kube.get("PersistentVolume", v.pv)
-        if pv is None or not translate.is_csi_vsphere_pv(pv):
-            return
-        if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
-            patch = {
-                "metadata": {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: v.reclaim_policy}},
-                "spec": {"persistentVolumeReclaimPolicy": "Retain"},
-            }
-            self.kube.patch("PersistentVolume", v.pv, patch)
-            self.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
+        if pv is not None and translate.is_csi_vsphere_pv(pv):
+            self._retain(v, pv)
 
     def _undo_restore_reclaim_policy(self, step: Step) -> None:
         for v in self.plan.to_migrate():
