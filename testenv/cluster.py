@@ -143,6 +143,16 @@ class Env:
             result[pid_file.stem] = pid if alive else None
         return result
 
+    def how_it_ended(self, name: str) -> str:
+        """The part of a component's log that tells how it ended: from a Go panic or fatal error
+        on (the first 80 lines), else its last 40 lines."""
+        log = self.logs / f"{name}.log"
+        if not log.exists():
+            return "(no log)\n"
+        lines = log.read_text(errors="replace").splitlines(True)
+        crash = next((i for i, line in enumerate(lines) if line.startswith(("panic:", "fatal error:"))), None)
+        return "".join(lines[crash : crash + 80] if crash is not None else lines[-40:])
+
     def stop_all(self) -> None:
         running = {n: p for n, p in self.processes().items() if p}
         for pid in running.values():
@@ -453,9 +463,7 @@ def down(env: Env) -> None:
     for name in [n for n, pid in env.processes().items() if pid is None]:
         # A component that died while the environment was up: its log goes with the folder, so
         # say how it ended (a CI log is all that is left of a CI machine).
-        log = env.logs / f"{name}.log"
-        tail = "".join(log.read_text(errors="replace").splitlines(True)[-40:]) if log.exists() else "(no log)\n"
-        print(f"testenv: {name} had exited before `down`; the end of its log:\n{tail}", end="")
+        print(f"testenv: {name} had exited before `down`; from its log:\n{env.how_it_ended(name)}", end="")
     env.stop_all()
     left = [n for n, p in env.processes().items() if p]
     if left:

@@ -20,18 +20,43 @@ MARKER_OFFSET = 4096
 # vStorageObjectManager; `si.RetrieveContent()` has it. Use the latter for FCD calls.
 
 
-def connect(env: cluster.Env) -> Any:
-    from pyVim.connect import Disconnect, SmartConnect
+_sessions: dict[int, Any] = {}
 
+
+def connect(env: cluster.Env) -> Any:
+    """The test process's one session with the simulator (per port), opened again if it ended.
+
+    One session for the whole run: a session per call left thousands open in vcsim by the end of
+    the suite (each with its TCP connection), and the simulator died under them in CI.
+    """
+    from pyVim.connect import SmartConnect
+
+    port = int(env.info()["vcsim_port"])
+    si = _sessions.get(port)
+    if si is not None:
+        with contextlib.suppress(Exception):
+            if si.content.sessionManager.currentSession is not None:
+                return si
     si = SmartConnect(
         host="127.0.0.1",
-        port=env.info()["vcsim_port"],
+        port=port,
         user=cluster.VC_USER,
         pwd=cluster.VC_PASSWORD,
         disableSslCertValidation=True,
     )
-    atexit.register(Disconnect, si)
+    if port not in _sessions:
+        atexit.register(lambda: _disconnect(port))
+    _sessions[port] = si
     return si
+
+
+def _disconnect(port: int) -> None:
+    from pyVim.connect import Disconnect
+
+    si = _sessions.pop(port, None)
+    if si is not None:
+        with contextlib.suppress(Exception):
+            Disconnect(si)
 
 
 def _datacenter(si: Any) -> Any:
@@ -56,8 +81,11 @@ def vm_uuids(env: cluster.Env) -> list[str]:
 
     si = connect(env)
     view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    vms = sorted(view.view, key=lambda vm: vm.name)
-    return [vm.config.uuid for vm in vms]
+    try:
+        vms = sorted(view.view, key=lambda vm: vm.name)
+        return [vm.config.uuid for vm in vms]
+    finally:
+        view.DestroyView()
 
 
 def datastore_folder(env: cluster.Env) -> Path:

@@ -38,6 +38,22 @@ def env() -> Iterator[cluster.Env]:
         cluster.down(environment)
 
 
+@pytest.fixture(autouse=True)
+def components_stay_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each e2e test, every component of the environment still runs; a test during which
+    one died fails with what its log says (CI keeps no logs but the test report)."""
+    if "env" not in request.fixturenames:
+        yield
+        return
+    environment: cluster.Env = request.getfixturevalue("env")
+    dead_before = {n for n, pid in environment.processes().items() if pid is None}
+    yield
+    died = [n for n, pid in environment.processes().items() if pid is None and n not in dead_before]
+    if died:
+        told = "".join(f"--- {n}, from its log:\n{environment.how_it_ended(n)}" for n in died)
+        pytest.fail(f"test environment component(s) died during this test: {', '.join(died)}\n{told}")
+
+
 @pytest.fixture(scope="session")
 def env_vars(env: cluster.Env) -> dict[str, str]:
     """The environment a user has after `eval "$(scripts/testenv env)"`."""
