@@ -606,6 +606,9 @@ def signal_at(env_vars: dict[str, str], args: list[str], marker: str, signum: in
     proc = subprocess.Popen(
         ["kubectl", "csi-migrate", *args],
         env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a test run started in the background (`pytest &`) ignores SIGINT,
+        # and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     seen = []

@@ -183,6 +183,41 @@ def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
     print(f"{strategy}: {len(steps)} boundaries killed and rolled back in {time.monotonic() - started:.0f}s")
 
 
+def test_killed_at_every_offline_step_the_same_command_finishes(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """(a) at every boundary of the offline plan. Offline, the volumes move side by side, so the
+    chain above passes some boundaries without stopping there; here each boundary gets a
+    StatefulSet of its own (namespace `ns-N`), killed right after that step, and the same command
+    finishes it. (Rolling: the chain above stops at every one of its steps.)"""
+    probe = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    steps = plan_steps(env_vars, probe.namespace, "offline")
+    started = time.monotonic()
+    for index, step in enumerate(steps):
+        here = f"{ns}-{index}"
+        cluster.kubectl(env, "create", "namespace", here)
+        try:
+            made = scenario.create(env, "web", here, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+            sts_uid = kubectl.get("statefulset", "web", here)["metadata"]["uid"]
+            workdir = tmp_path / f"run-{index}"
+            mine = plan_steps(env_vars, here, "offline")
+            assert [s.kind for s in mine] == [s.kind for s in steps]
+            step = mine[index]
+            args = migrate_args(here, "offline", workdir)
+            killed(env_vars, step.id, "done", *args)
+            assert recorded(workdir)[step.id] == "done"
+            finished = run_plugin(env_vars, *args)
+            assert finished.returncode == 0, finished.stderr
+            assert "resuming the run" in finished.stdout
+            intree = scenario.Scenario(made.name, here, made.replicas, [v for v in made.volumes if not v.csi])
+            assert_migrated(env, kubectl, intree, sts_uid)
+        except AssertionError as exc:
+            raise AssertionError(f"killed after {step.id}: {exc}") from exc
+        finally:
+            cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
+    print(f"offline: {len(steps)} boundaries killed and finished in {time.monotonic() - started:.0f}s")
+
+
 def status(env_vars: dict[str, str], ns: str, workdir: Path) -> dict[str, Any]:
     proc = run_plugin(env_vars, "status", "web", "-n", ns, "--working-directory", str(workdir), "-o", "json")
     assert proc.returncode == 0, proc.stderr
