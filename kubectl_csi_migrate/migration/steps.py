@@ -3,8 +3,9 @@ server dry run, preflight's permission check, `status`, `rollback` and the kill 
 
 A step is a value: its id (recorded in the working directory), its kind, the object it acts on,
 one line saying what it does and one saying how it is undone, and the API access it needs (for
-both). How each kind is done and undone lives in `run.py` (`Migration.ACTIONS`), one pair of
-methods per kind; a unit test keeps the two tables equal.
+both). How each kind is done and undone: `run.ACTIONS`, one pair of functions per kind, in
+`workload.py` (the StatefulSet and its pods), `volumes.py` (claims and PVs) and `disks.py` (the
+disk in vCenter); a unit test keeps the two tables equal.
 """
 
 from __future__ import annotations
