@@ -29,6 +29,7 @@ from kubectl_csi_migrate.errors import (
     VCenterSessionEnded,
 )
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.cache import Cache
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
@@ -107,6 +108,8 @@ class Migration:
         self.done: dict[str, Obj] = {}
         self.run_id = ""
         self.record = ClusterRecord(kube, plan)
+        self.pvs = Cache(kube, "PersistentVolume")
+        """Every PV, for "does another PV name this disk?" (volumes.py): one list per run."""
 
     # -- a run, a rollback --------------------------------------------------------------------
 
@@ -240,6 +243,7 @@ class Migration:
         try:
             yield
         finally:
+            self.pvs.stop()
             self.kube.before_mutation = None
             self.kube.outage_seconds = 0.0
             lease.release()

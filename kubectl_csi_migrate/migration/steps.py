@@ -87,6 +87,8 @@ RUN_NEEDS: tuple[Access, ...] = (
     *_crud("ConfigMap", "get", "create", "patch"),
     # The plan reads the CSI StorageClass (resume and rollback check it still exists).
     *_crud("StorageClass", "get"),
+    # Every PV, listed once and followed by a watch (kube/cache.py): no second PV for a disk.
+    *_crud("PersistentVolume", "list", "watch", "get"),
 )
 
 

@@ -97,15 +97,25 @@ def delete_pv(m: Migration, step: Step) -> Obj:
 
 def _disk_named_elsewhere(m: Migration, v: VolumePlan, fcd_id: str | None, kind: str) -> Obj | None:
     """The PV named v.pv of `kind` ("csi" or "in-tree") when it exists and names the disk;
-    raises when any other PV names the disk (never a second PV for one disk)."""
+    raises when any other PV names the disk (never a second PV for one disk).
+
+    Every PV is looked at, from the run's PV cache (listed once, kept current by a watch); a PV
+    found there is read again before it counts, so a view a moment old never decides."""
+
+    def names_disk(pv: Obj) -> bool:
+        spec = pv.get("spec", {})
+        path = spec.get("vsphereVolume", {}).get("volumePath", "")
+        return translate.disk_key(path) == translate.disk_key(v.vmdk) or bool(
+            fcd_id and spec.get("csi", {}).get("volumeHandle") == fcd_id
+        )
+
     mine = None
-    for other in m.kube.items("PersistentVolume"):
-        spec = other.get("spec", {})
-        names_disk = translate.disk_key(spec.get("vsphereVolume", {}).get("volumePath", "")) == translate.disk_key(
-            v.vmdk
-        ) or bool(fcd_id and spec.get("csi", {}).get("volumeHandle") == fcd_id)
-        if not names_disk:
+    for cached in m.pvs.items():
+        if not names_disk(cached):
             continue
+        other = m.kube.get("PersistentVolume", cached["metadata"]["name"])
+        if other is None or not names_disk(other):
+            continue  # gone or changed since the cache saw it
         csi = translate.is_csi_vsphere_pv(other)
         if other["metadata"]["name"] == v.pv and csi == (kind == "csi"):
             mine = other

@@ -251,3 +251,36 @@ def test_a_live_line_says_what_is_waited_for_and_is_cleared_at_the_end() -> None
     with LiveLine(quiet, quiet=5.0, every=0.01).waiting("a short wait"):
         time.sleep(0.05)
     assert quiet.getvalue() == "", "a wait shorter than `quiet` draws nothing"
+
+
+def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_version() -> None:
+    from kubectl_csi_migrate.kube.cache import Cache
+
+    class Lister:
+        lists = 0
+
+        def list_raw(self, kind: str) -> dict[str, Any]:
+            self.lists += 1
+            items = [{"metadata": {"name": f"pv-{i}", "resourceVersion": "1"}} for i in range(2)]
+            return {"metadata": {"resourceVersion": str(self.lists)}, "items": items}
+
+        def _watch(self, *args: Any) -> Any:  # the follower thread: nothing arrives
+            return iter(())
+
+    kube = Lister()
+    cache = Cache(kube, "PersistentVolume")  # type: ignore[arg-type]
+    cache.stop()  # no background watch: events are applied by hand below
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
+
+    def event(kind: str, name: str, version: str) -> dict[str, Any]:
+        return {"type": kind, "object": {"metadata": {"name": name, "resourceVersion": version}}}
+
+    cache._apply(event("ADDED", "pv-2", "5"))
+    cache._apply(event("DELETED", "pv-0", "6"))
+    cache._apply(event("MODIFIED", "pv-1", "7"))
+    cache._apply(event("BOOKMARK", "", "9"))
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-1", "pv-2"]
+    assert cache._version == "9" and kube.lists == 1
+    cache._apply({"type": "ERROR", "object": {"metadata": {}, "code": 410}})
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
+    assert kube.lists == 2, "an expired version is followed by a fresh list"
