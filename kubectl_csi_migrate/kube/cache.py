@@ -14,6 +14,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from kubectl_csi_migrate.kube.client import apply_event
+
 if TYPE_CHECKING:
     from kubectl_csi_migrate.kube.client import Kube
 
@@ -81,9 +83,5 @@ class Cache:
                 self._objects = None
                 return
             if event["type"] != "BOOKMARK":
-                name = obj["metadata"]["name"]
-                if event["type"] == "DELETED":
-                    self._objects.pop(name, None)
-                else:
-                    self._objects[name] = obj
+                apply_event(self._objects, event)
             self._version = obj["metadata"].get("resourceVersion") or self._version

@@ -96,6 +96,15 @@ def access_of(method: str, path: str, query: dict[str, Any] | None = None) -> tu
     return None
 
 
+def apply_event(objects: dict[str, Obj], event: Obj) -> None:
+    """A watch event (ADDED, MODIFIED, DELETED) applied to `objects` by name."""
+    obj = event["object"]
+    if event["type"] == "DELETED":
+        objects.pop(obj["metadata"]["name"], None)
+    else:
+        objects[obj["metadata"]["name"]] = obj
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     """Which cluster the client talks to, as kubectl would name it."""
@@ -464,16 +473,11 @@ class Kube:
             until = min(deadline, next_tick) if tick is not None else deadline
             try:
                 for event in self._watch(kind, namespace, version, until, field_selector, label_selector):
-                    obj = event["object"]
                     if event["type"] == "ERROR":
                         break  # expired resourceVersion: list again
                     if event["type"] == "BOOKMARK":
                         continue
-                    name = obj["metadata"]["name"]
-                    if event["type"] == "DELETED":
-                        objects.pop(name, None)
-                    else:
-                        objects[name] = obj
+                    apply_event(objects, event)
                     if predicate(objects):
                         return objects
             except TemporaryError:
@@ -521,11 +525,7 @@ class Kube:
                             if predicate(objects):
                                 return objects
                         continue
-                    name = obj["metadata"]["name"]
-                    if event["type"] == "DELETED":
-                        objects.pop(name, None)
-                    else:
-                        objects[name] = obj
+                    apply_event(objects, event)
                     if synced and predicate(objects):
                         return objects
             except TemporaryError:

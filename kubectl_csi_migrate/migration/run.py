@@ -301,6 +301,11 @@ class Migration:
         finally:
             self.timing.waited += time.monotonic() - started
 
+    def wait_gone(self, kind: str, name: str, uid: str | None, what: str, namespace: str | None = None) -> None:
+        """Until the `kind` object `name` (of that uid, when given) is gone."""
+        predicate = p.gone(name, uid) if uid else p.gone(name)
+        self.wait(kind, predicate, what, namespace=namespace, field_selector=f"metadata.name={name}")
+
     def sleep(self, seconds: float) -> None:
         started = time.monotonic()
         time.sleep(seconds)

@@ -51,13 +51,7 @@ def delete_pvc(m: Migration, step: Step) -> None:
         _ensure_retained(m, v)
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
         m.say(f"persistentvolumeclaim/{v.pvc} deleted")
-    m.wait(
-        "PersistentVolumeClaim",
-        p.gone(v.pvc, uid),
-        f"pvc {v.pvc} to go",
-        namespace=ns,
-        field_selector=f"metadata.name={v.pvc}",
-    )
+    m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
 
 
 def _ensure_retained(m: Migration, v: VolumePlan) -> None:
@@ -86,12 +80,7 @@ def delete_pv(m: Migration, step: Step) -> Obj:
             raise PermanentError(f"persistentvolume {v.pv} is not Retain; refusing to delete it")
         m.kube.delete("PersistentVolume", v.pv, uid=uid)
         m.say(f"persistentvolume/{v.pv} deleted (the disk is kept: reclaim policy Retain)")
-    m.wait(
-        "PersistentVolume",
-        p.gone(v.pv, uid),
-        f"pv {v.pv} to go",
-        field_selector=f"metadata.name={v.pv}",
-    )
+    m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")
     return {"gone_at": m.kube.server_date}  # the API server's clock, for disks.wait_cns_release
 
 
@@ -208,13 +197,7 @@ def undo_create_pvc(m: Migration, step: Step) -> None:
     if not live["metadata"].get("deletionTimestamp"):
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
         m.say(f"persistentvolumeclaim/{v.pvc} (CSI) deleted")
-    m.wait(
-        "PersistentVolumeClaim",
-        p.gone(v.pvc, uid),
-        f"pvc {v.pvc} to go (a pod still using it holds it)",
-        namespace=ns,
-        field_selector=f"metadata.name={v.pvc}",
-    )
+    m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go (a pod still using it holds it)", ns)
     m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
 
 
@@ -233,7 +216,7 @@ def undo_create_pv(m: Migration, step: Step) -> None:
         m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
         m.kube.delete("PersistentVolume", v.pv, uid=uid)
         m.say(f"persistentvolume/{v.pv} (CSI) deleted (the disk is kept: reclaim policy Retain)")
-    m.wait("PersistentVolume", p.gone(v.pv, uid), f"pv {v.pv} to go", field_selector=f"metadata.name={v.pv}")
+    m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")
 
 
 def undo_delete_pv(m: Migration, step: Step) -> None:
@@ -244,7 +227,7 @@ def undo_delete_pv(m: Migration, step: Step) -> None:
     if live is not None and live["metadata"]["uid"] == uid:
         if not live["metadata"].get("deletionTimestamp"):
             return  # never deleted
-        m.wait("PersistentVolume", p.gone(v.pv, uid), f"pv {v.pv} to go", field_selector=f"metadata.name={v.pv}")
+        m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")
     fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id")
     if _disk_named_elsewhere(m, v, fcd_id, "in-tree") is not None:
         return  # created again by an earlier attempt of this undo
@@ -258,13 +241,7 @@ def undo_delete_pvc(m: Migration, step: Step) -> None:
     uid = backup["metadata"]["uid"]
     live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
     if live is not None and live["metadata"]["uid"] == uid and live["metadata"].get("deletionTimestamp"):
-        m.wait(
-            "PersistentVolumeClaim",
-            p.gone(v.pvc, uid),
-            f"pvc {v.pvc} to go",
-            namespace=ns,
-            field_selector=f"metadata.name={v.pvc}",
-        )
+        m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
         live = None
     if live is None:
         _release_claim_ref(m, v)

@@ -89,13 +89,7 @@ def delete_statefulset(m: Migration, step: Step) -> None:
             m.say(f"statefulset.apps/{name} claim retention set to Retain for the migration")
         m.kube.delete("StatefulSet", name, ns, uid=m.plan.uid, propagation="Orphan")
         m.say(f"statefulset.apps/{name} deleted (orphan: pods, PVCs and PVs kept)")
-    m.wait(
-        "StatefulSet",
-        p.gone(name, m.plan.uid),
-        f"statefulset {name} to go",
-        namespace=ns,
-        field_selector=f"metadata.name={name}",
-    )
+    m.wait_gone("StatefulSet", name, m.plan.uid, f"statefulset {name} to go", ns)
     pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
     m.wait(
         "Pod",
@@ -211,13 +205,7 @@ def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
                     raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
                 m.sleep(1)  # the disruption budget allows it once the last pod is Ready
     uid = live["metadata"]["uid"] if live else None
-    m.wait(
-        "Pod",
-        p.gone(pod, uid) if uid else p.gone(pod),
-        f"pod {pod} to go",
-        namespace=ns,
-        field_selector=f"metadata.name={pod}",
-    )
+    m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
 
 
 def recreate_pod(m: Migration, step: Step) -> None:
@@ -318,13 +306,7 @@ def undo_recreate_statefulset(m: Migration, step: Step) -> None:
             m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
         m.kube.delete("StatefulSet", name, ns, uid=uid, propagation="Orphan")
         m.say(f"statefulset.apps/{name} (CSI) deleted (orphan: pods, PVCs and PVs kept)")
-    m.wait(
-        "StatefulSet",
-        p.gone(name, uid),
-        f"statefulset {name} to go",
-        namespace=ns,
-        field_selector=f"metadata.name={name}",
-    )
+    m.wait_gone("StatefulSet", name, uid, f"statefulset {name} to go", ns)
     pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
     m.wait("Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns)
 
@@ -361,13 +343,7 @@ def undo_delete_statefulset(m: Migration, step: Step) -> None:
                 m.kube.patch("StatefulSet", name, patch, ns)
                 m.say(f"statefulset.apps/{name} claim retention policy restored")
             return  # never deleted
-        m.wait(
-            "StatefulSet",
-            p.gone(name, m.plan.uid),
-            f"statefulset {name} to go",
-            namespace=ns,
-            field_selector=f"metadata.name={name}",
-        )
+        m.wait_gone("StatefulSet", name, m.plan.uid, f"statefulset {name} to go", ns)
         live = None
     if live is None:
         live = m.kube.create(translate.strip_server_fields(backup))
