@@ -137,9 +137,9 @@ class Kube:
         """How long a refused connection (or a failed read) is tried again before it is an error:
         none for a command that has changed nothing (a wrong address fails at once, as in
         kubectl); a migration run, which must not stop half way for a restart, sets it."""
-        self.watch_list: bool | None = None
-        """Whether the API server streams a watch's initial state (sendInitialEvents, GA in
-        Kubernetes 1.34): a wait is then one request, not a list and a watch. None: not tried."""
+        self.watch_list: dict[str, bool] = {}
+        """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
+        served from its watch cache): a wait is then one request, not a list and a watch."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -450,17 +450,17 @@ class Kube:
         started = time.monotonic()
         deadline = started + timeout
         next_tick = started + tick_every
-        if self.watch_list is not False:
+        if self.watch_list.get(kind) is not False:
             try:
                 return self._watch_list_until(
                     kind, predicate, what, timeout, namespace, field_selector, label_selector, tick, tick_every
                 )
             except PermanentError as exc:
-                if self.watch_list:
+                if self.watch_list.get(kind):
                     raise
                 # An API server before watch lists refuses the parameters: list, then watch.
                 log.debug("no watch list (%s): a list, then a watch, for each wait", exc)
-                self.watch_list = False
+                self.watch_list[kind] = False
         while True:
             if tick is not None and time.monotonic() >= next_tick:
                 tick(time.monotonic() - started)
@@ -508,7 +508,7 @@ class Kube:
                 tick(time.monotonic() - started)
                 next_tick = time.monotonic() + tick_every
             until = min(deadline, next_tick) if tick is not None else deadline
-            if self.watch_list is None:
+            if kind not in self.watch_list:
                 until = min(until, time.monotonic() + 5)  # a server that supports it marks the end at once
             objects: dict[str, Obj] = {}
             synced = False
@@ -521,7 +521,7 @@ class Kube:
                         annotations = obj.get("metadata", {}).get("annotations") or {}
                         if annotations.get("k8s.io/initial-events-end") == "true":
                             synced = True
-                            self.watch_list = True
+                            self.watch_list[kind] = True
                             if predicate(objects):
                                 return objects
                         continue
@@ -531,7 +531,7 @@ class Kube:
             except TemporaryError:
                 if time.monotonic() >= deadline:
                     raise
-            if not synced and self.watch_list is None:
+            if not synced and kind not in self.watch_list:
                 # Parameters accepted but no initial state marked: a server that ignores them.
                 raise PermanentError("the API server did not mark the end of a watch's initial state")
             if time.monotonic() >= deadline:
