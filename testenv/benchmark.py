@@ -103,9 +103,68 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
         cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
 
 
+def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
+    """The survey (`preflight -A -o json`) against `kubectl get sts,pvc,pv -A -o json`, on
+    `statefulsets` StatefulSets of `replicas` in-tree claims each (claims and PVs bound, no pods:
+    the pods are held Pending by a node selector no node has, so only ordinal 0 of each exists)."""
+    ns = f"bench-survey-{uuid.uuid4().hex[:6]}"
+    label = f"csi-migrate-bench={ns}"
+    cluster.kubectl(env, "create", "namespace", ns)
+    docs: list[dict[str, object]] = []
+    for i in range(statefulsets):
+        name = f"s{i:03d}"
+        sts = scenario.statefulset(name, ns, replicas, {"data": "standard"}, "1Gi")
+        sts["spec"]["template"]["spec"]["nodeSelector"] = {"csi-migrate-bench": "no-such-node"}
+        docs.append(sts)
+        for ordinal in range(replicas):
+            pvc, pv = f"data-{name}-{ordinal}", f"pv-{ns}-{name}-{ordinal}"
+            claim = scenario.pvc_for(pvc, ns, name, "1Gi", "standard", "kubernetes.io/vsphere-volume")
+            claim["spec"]["volumeName"] = pv
+            volume = scenario.in_tree_pv(pv, f"[{cluster.DATASTORE}] kubevols/{pv}.vmdk", ns, pvc, "1Gi")
+            volume["metadata"]["labels"] = {"csi-migrate-bench": ns}
+            docs += [claim, volume]
+    created = time.monotonic()
+    for start in range(0, len(docs), 500):
+        cluster.kubectl(
+            env,
+            "create",
+            "-f",
+            "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs[start : start + 500]}),
+        )
+    print(f"survey: {statefulsets} StatefulSets, {statefulsets * replicas} in-tree claims and PVs "
+          f"(created in {time.monotonic() - created:.0f} s); 3 runs each, median:")  # fmt: skip
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
+    environ = {**os.environ, **env.exports(), "PATH": path}
+    try:
+        times: dict[str, list[float]] = {}
+        for label_, argv in (
+            ("kubectl get sts,pvc,pv -A -o json", ["kubectl", "get", "sts,pvc,pv", "-A", "-o", "json"]),
+            ("kubectl csi-migrate preflight -A -o json", ["kubectl", "csi-migrate", "preflight", "-A", "-o", "json"]),
+        ):
+            for _ in range(3):
+                started = time.monotonic()
+                proc = subprocess.run(argv, env=environ, capture_output=True, text=True)
+                times.setdefault(label_, []).append(time.monotonic() - started)
+                if proc.returncode != 0:
+                    raise SystemExit(f"benchmark: {' '.join(argv)} failed:\n{proc.stderr}")
+        rows = json.loads(proc.stdout)["items"]
+        found = sum(r["inTreeVolumes"] for r in rows if r["namespace"] == ns)
+        assert found == statefulsets * replicas, f"the survey found {found} claims"
+        for label_, values in times.items():
+            print(f"  {label_:42} {statistics.median(values):6.2f} s ({min(values):.2f}-{max(values):.2f})")
+        medians = [statistics.median(v) for v in times.values()]
+        print(f"  the survey takes {medians[1] / medians[0]:.2f}x kubectl's time")
+    finally:
+        cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+        cluster.kubectl(env, "delete", "pv", "-l", label, "--wait=false")
+
+
 def main() -> int:
     if sys.argv[1:2] == ["fleet"]:
         return with_env(lambda env: fleet(env, int(sys.argv[2]) if len(sys.argv) > 2 else 20))
+    if sys.argv[1:2] == ["survey"]:
+        return with_env(lambda env: survey(env, int(sys.argv[2]) if len(sys.argv) > 2 else 200))
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     return with_env(lambda env: single(env, runs))
 

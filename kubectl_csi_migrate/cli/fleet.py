@@ -1,4 +1,5 @@
-"""Many StatefulSets in one command: `sts NAME NAME...`, `sts -l SELECTOR`, `sts --all [-A]`.
+"""Many StatefulSets in one command: `sts NAME NAME...`, `sts -l SELECTOR`, `sts --all [-A]`,
+`sts --from-file FILE` (the survey's JSON, `preflight -A -o json`, fed back).
 
 Each StatefulSet is migrated by a `kubectl csi-migrate sts NAME` process of its own (the same
 program, the same flags), up to `--parallel N` at once: its own working directory, Lease, record
@@ -25,9 +26,40 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Flags of the parent that choose the targets or the output; every other flag is passed on.
 NOT_PASSED_ON = {
-    "name", "names", "sts_name", "selector", "all", "all_namespaces", "parallel", "fail_fast", "output",
+    "name", "names", "sts_name", "selector", "all", "all_namespaces", "parallel", "fail_fast", "output", "from_file",
     "working_directory", "yes", "namespace", "run", "confirm_needs_yes", "command", "parser",
 }  # fmt: skip
+
+
+def from_file(path: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
+    """(namespace, name) of each item of a JSON list read from `path` ("-": standard input),
+    and, for the survey's rows it found not migratable, why (they are skipped, not run)."""
+    from kubectl_csi_migrate.errors import UsageError
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON ({exc.msg}, line {exc.lineno}): give the output of `-o json`") from exc
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise UsageError(f'{path}: expected a JSON object with "items" (`preflight -A -o json`)')
+    targets: list[tuple[str, str]] = []
+    refused: dict[tuple[str, str], str] = {}
+    for index, item in enumerate(items):
+        where = item.get("metadata", item) if isinstance(item, dict) else {}
+        ns, name = where.get("namespace"), where.get("name")
+        if not isinstance(ns, str) or not isinstance(name, str) or not ns or not name:
+            raise UsageError(f"{path}: item {index} has no namespace and name")
+        if (ns, name) in targets:
+            continue
+        targets.append((ns, name))
+        if item.get("migratable") is False:
+            problems = "; ".join(item.get("problems") or []) or "not migratable"
+            refused[(ns, name)] = f"the survey found: {problems} (nothing changed)"
+    return targets, refused
 
 
 def targets_of(args: argparse.Namespace, kube: Any) -> list[tuple[str, str]]:
@@ -79,10 +111,17 @@ def _self() -> list[str]:
 def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
     from kubectl_csi_migrate.migration.workdir import default_name
 
-    targets = targets_of(args, kube)
-    where = "every namespace" if args.all_namespaces else f"namespace {common.namespace_of(args, kube)}"
+    refused: dict[tuple[str, str], str] = {}
+    if args.from_file is not None:
+        targets, refused = from_file(args.from_file)
+        where = args.from_file if args.from_file != "-" else "standard input"
+    else:
+        targets = targets_of(args, kube)
+        where = "every namespace" if args.all_namespaces else f"namespace {common.namespace_of(args, kube)}"
     if not targets:
         human = f"no StatefulSet with in-tree vSphere volumes in {where}: nothing to do"
+        if args.from_file is not None:
+            human = f"no StatefulSet listed in {where}: nothing to do"
         printers.render({"apiVersion": "v1", "kind": "List", "items": []}, args.output, human, [])
         return EXIT_OK
     listing = ", ".join(f"{ns}/{n}" for ns, n in targets)
@@ -112,6 +151,8 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
     def one(target: tuple[str, str]) -> dict[str, Any]:
         ns, name = target
         entry: dict[str, Any] = {"namespace": ns, "name": name}
+        if target in refused:
+            return entry | {"result": "skipped", "reason": refused[target]}
         if stop.is_set():
             return entry | {"result": "not started", "reason": "an earlier one failed (--fail-fast)"}
         folder = default_name(kube.info.context, ns, name)

@@ -47,6 +47,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     many.add_argument("-A", "--all-namespaces", action="store_true", help="with --all or -l: in every namespace")
     many.add_argument(
+        "-f", "--from-file", metavar="FILE",
+        help="the StatefulSets listed in FILE ('-': standard input): the survey's JSON "
+        "(`preflight -A -o json`; rows it found not migratable are skipped), or any JSON list of "
+        "objects with a namespace and a name",
+    )  # fmt: skip
+    many.add_argument(
         "--parallel", type=_positive, default=1, metavar="N",
         help="migrate up to N StatefulSets at once (default 1); each keeps at most one replica down",
     )  # fmt: skip
@@ -70,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
     # The compatibility commands (rolling-migration...) name one StatefulSet, in `name`.
     names = getattr(args, "names", None) or ([args.name] if getattr(args, "name", None) else [])
-    for flag, default in (("selector", None), ("all", False), ("all_namespaces", False), ("parallel", 1)):
+    defaults = (("selector", None), ("all", False), ("all_namespaces", False), ("parallel", 1), ("from_file", None))
+    for flag, default in defaults:
         setattr(args, flag, getattr(args, flag, default))
-    several = len(names) > 1 or bool(args.selector) or bool(args.all)
-    if (names and (args.selector or args.all)) or (args.selector and args.all):
-        raise UsageError("give StatefulSet names, -l SELECTOR or --all, not several of them")
+    several = len(names) > 1 or bool(args.selector) or bool(args.all) or args.from_file is not None
+    if sum(map(bool, (names, args.selector, args.all, args.from_file is not None))) > 1:
+        raise UsageError("give StatefulSet names, -l SELECTOR, --all or --from-file, not several of them")
     if args.all_namespaces and not (args.selector or args.all):
         raise UsageError("-A/--all-namespaces needs --all or -l SELECTOR")
     if several:

@@ -96,6 +96,15 @@ def access_of(method: str, path: str, query: dict[str, Any] | None = None) -> tu
     return None
 
 
+def apply_event(objects: dict[str, Obj], event: Obj) -> None:
+    """A watch event (ADDED, MODIFIED, DELETED) applied to `objects` by name."""
+    obj = event["object"]
+    if event["type"] == "DELETED":
+        objects.pop(obj["metadata"]["name"], None)
+    else:
+        objects[obj["metadata"]["name"]] = obj
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     """Which cluster the client talks to, as kubectl would name it."""
@@ -123,11 +132,14 @@ class Kube:
         self.before_mutation: Callable[[], None] | None = None
         """Called before every change is sent (a run checks it still holds its lease)."""
         self.server_date: str | None = None
+        """The Date header of the last response: the API server's clock, to the second."""
         self.outage_seconds = 0.0
         """How long a refused connection (or a failed read) is tried again before it is an error:
         none for a command that has changed nothing (a wrong address fails at once, as in
         kubectl); a migration run, which must not stop half way for a restart, sets it."""
-        """The Date header of the last response: the API server's clock, to the second."""
+        self.watch_list: dict[str, bool] = {}
+        """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
+        served from its watch cache): a wait is then one request, not a list and a watch."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -438,6 +450,17 @@ class Kube:
         started = time.monotonic()
         deadline = started + timeout
         next_tick = started + tick_every
+        if self.watch_list.get(kind) is not False:
+            try:
+                return self._watch_list_until(
+                    kind, predicate, what, timeout, namespace, field_selector, label_selector, tick, tick_every
+                )
+            except PermanentError as exc:
+                if self.watch_list.get(kind):
+                    raise
+                # An API server before watch lists refuses the parameters: list, then watch.
+                log.debug("no watch list (%s): a list, then a watch, for each wait", exc)
+                self.watch_list[kind] = False
         while True:
             if tick is not None and time.monotonic() >= next_tick:
                 tick(time.monotonic() - started)
@@ -450,21 +473,67 @@ class Kube:
             until = min(deadline, next_tick) if tick is not None else deadline
             try:
                 for event in self._watch(kind, namespace, version, until, field_selector, label_selector):
-                    obj = event["object"]
                     if event["type"] == "ERROR":
                         break  # expired resourceVersion: list again
                     if event["type"] == "BOOKMARK":
                         continue
-                    name = obj["metadata"]["name"]
-                    if event["type"] == "DELETED":
-                        objects.pop(name, None)
-                    else:
-                        objects[name] = obj
+                    apply_event(objects, event)
                     if predicate(objects):
                         return objects
             except TemporaryError:
                 if time.monotonic() >= deadline:
                     raise
+            if time.monotonic() >= deadline:
+                raise TemporaryError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def _watch_list_until(
+        self,
+        kind: str,
+        predicate: Callable[[dict[str, Obj]], bool],
+        what: str,
+        timeout: float,
+        namespace: str | None,
+        field_selector: str | None,
+        label_selector: str | None,
+        tick: Callable[[float], None] | None,
+        tick_every: float,
+    ) -> dict[str, Obj]:
+        """watch_until in one request per watch: the watch first streams the objects as they are
+        (ADDED events, then a bookmark marking the end of that initial state), then changes."""
+        started = time.monotonic()
+        deadline = started + timeout
+        next_tick = started + tick_every
+        while True:
+            if tick is not None and time.monotonic() >= next_tick:
+                tick(time.monotonic() - started)
+                next_tick = time.monotonic() + tick_every
+            until = min(deadline, next_tick) if tick is not None else deadline
+            if kind not in self.watch_list:
+                until = min(until, time.monotonic() + 5)  # a server that supports it marks the end at once
+            objects: dict[str, Obj] = {}
+            synced = False
+            try:
+                for event in self._watch(kind, namespace, None, until, field_selector, label_selector, initial=True):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        break  # watch again, from a fresh initial state
+                    if event["type"] == "BOOKMARK":
+                        annotations = obj.get("metadata", {}).get("annotations") or {}
+                        if annotations.get("k8s.io/initial-events-end") == "true":
+                            synced = True
+                            self.watch_list[kind] = True
+                            if predicate(objects):
+                                return objects
+                        continue
+                    apply_event(objects, event)
+                    if synced and predicate(objects):
+                        return objects
+            except TemporaryError:
+                if time.monotonic() >= deadline:
+                    raise
+            if not synced and kind not in self.watch_list:
+                # Parameters accepted but no initial state marked: a server that ignores them.
+                raise PermanentError("the API server did not mark the end of a watch's initial state")
             if time.monotonic() >= deadline:
                 raise TemporaryError(f"timed out after {timeout:.0f}s waiting for {what}")
 
@@ -476,6 +545,7 @@ class Kube:
         deadline: float,
         field_selector: str | None,
         label_selector: str | None,
+        initial: bool = False,
     ) -> Iterator[Obj]:
         remaining = max(1, int(deadline - time.monotonic()))
         query = {
@@ -486,6 +556,8 @@ class Kube:
             "fieldSelector": field_selector,
             "labelSelector": label_selector,
         }
+        if initial:
+            query |= {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
         resp = self.request("GET", resource_path(kind, namespace), query, stream=True, timeout=remaining + 5)
         try:
             buffer = b""

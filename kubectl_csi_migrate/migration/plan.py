@@ -217,9 +217,9 @@ def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
     """Snapshots of every StatefulSet in a namespace (or all), from four list requests: the
     survey reads many objects, so it lists once instead of getting one by one."""
     stss = kube.items("StatefulSet", namespace)
-    pods: dict[tuple[str, str], Obj] = {
-        (o["metadata"]["namespace"], o["metadata"]["name"]): o for o in kube.items("Pod", namespace)
-    }
+    pods: dict[str, dict[str, Obj]] = {}  # namespace -> name -> pod
+    for o in kube.items("Pod", namespace):
+        pods.setdefault(o["metadata"]["namespace"], {})[o["metadata"]["name"]] = o
     pvcs: dict[tuple[str, str], Obj] = {
         (o["metadata"]["namespace"], o["metadata"]["name"]): o for o in kube.items("PersistentVolumeClaim", namespace)
     }
@@ -243,9 +243,7 @@ def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
             if pvc["spec"].get("volumeName") in pvs
         }
         snap_pods = {
-            pod_name: pod
-            for (pod_ns, pod_name), pod in pods.items()
-            if pod_ns == ns and _ordinal(pod_name, name) is not None
+            pod_name: pod for pod_name, pod in pods.get(ns, {}).items() if _ordinal(pod_name, name) is not None
         }
         snapshots.append(Snapshot(ns, name, sts, snap_pods, snap_pvcs, snap_pvs, missing))
     return snapshots

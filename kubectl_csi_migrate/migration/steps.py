@@ -3,8 +3,9 @@ server dry run, preflight's permission check, `status`, `rollback` and the kill 
 
 A step is a value: its id (recorded in the working directory), its kind, the object it acts on,
 one line saying what it does and one saying how it is undone, and the API access it needs (for
-both). How each kind is done and undone lives in `run.py` (`Migration.ACTIONS`), one pair of
-methods per kind; a unit test keeps the two tables equal.
+both). How each kind is done and undone: `run.ACTIONS`, one pair of functions per kind, in
+`workload.py` (the StatefulSet and its pods), `volumes.py` (claims and PVs) and `disks.py` (the
+disk in vCenter); a unit test keeps the two tables equal.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ RUN_NEEDS: tuple[Access, ...] = (
     *_crud("ConfigMap", "get", "create", "patch"),
     # The plan reads the CSI StorageClass (resume and rollback check it still exists).
     *_crud("StorageClass", "get"),
+    # Every PV, listed once and followed by a watch (kube/cache.py): no second PV for a disk.
+    *_crud("PersistentVolume", "list", "watch", "get"),
 )
 
 
@@ -278,15 +281,35 @@ def steps_for(plan: Plan) -> list[Step]:
     return steps
 
 
+CHANGES_NOTHING = frozenset({"detach", "cns-release"})
+"""Kinds of step that only wait: the record in the cluster is not written after them (it lags by
+them), and they have nothing to undo."""
+
+
 def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step]:
     """What a rollback undoes, last first: every step recorded (started, done, being undone),
-    and the first step not recorded at all: the record in the cluster keeps "done" events only, so
-    that step may have started; undoing a step that never started finds nothing to undo."""
+    and each step that may have started without being recorded. The record in the cluster keeps
+    "done" events only, and is not written after a wait (CHANGES_NOTHING): after the last
+    recorded step, the waits not recorded and the first step that changes something may have
+    run; offline, where the volumes move side by side, that holds for each volume's chain of
+    steps. Undoing a step that never started finds nothing to undo."""
     steps = steps_for(plan)
     started = any(entry.get("event") in ("undo-start", "undone") for entry in record.values())
-    # Once a rollback has started, it has recorded that step (undo-start) like the others.
-    unrecorded = None if started else next((s for s in steps if s.id not in record), None)
-    return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s is unrecorded]
+    maybe: set[str] = set()
+    if not started:  # once a rollback has started, it has recorded its steps (undo-start)
+        chains: dict[str, list[Step]] = {}
+        for step in steps:
+            side_by_side = plan.strategy == "offline" and step.pv and step.ordinal is not None
+            chains.setdefault(step.pv if side_by_side else "", []).append(step)
+        for chain in chains.values():
+            first = next((i for i, step in enumerate(chain) if step.id not in record), len(chain))
+            for step in chain[first:]:
+                if step.id in record:
+                    break
+                maybe.add(step.id)
+                if step.kind not in CHANGES_NOTHING:
+                    break
+    return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s.id in maybe]
 
 
 def describe_steps(plan: Plan) -> list[str]:

@@ -149,6 +149,8 @@ class VCenter:
         self.config = config
         self._content: Any = None
         self._dc_paths: dict[str, str] = {}
+        self._fcds: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+        """(datacenter, datastore) -> its FCDs, (datastore, path) of the backing file -> id."""
         self._login_again: Callable[[], Any] | None = None
 
     def relogin(self) -> None:
@@ -494,24 +496,29 @@ class VCenter:
             )
         return manager
 
-    def find_fcd(self, datastore_path: str, datacenter: str | None) -> str | None:
+    def find_fcd(self, datastore_path: str, datacenter: str | None, fresh: bool = False) -> str | None:
         """The id of the FCD whose backing file is `datastore_path` ("[ds] dir/x.vmdk"), or None.
 
-        Lists the FCDs of that datastore and reads each (one call per FCD: on datastores with
-        many FCDs, look the id up elsewhere first, e.g. CnsVSphereVolumeMigration)."""
+        vCenter has no lookup by path: the datastore's FCDs are listed and each read (one call
+        per FCD), once per datastore per session; later lookups there use that index (`fresh`
+        reads it again). Where the CSI driver keeps a path -> id record, look there first."""
         from pyVmomi import vim
 
         with self._calls(f"list the First Class Disks on the datastore of {datastore_path}"):
-            _, _, ds, _ = self._locate(datastore_path, datacenter)
-            vsom = self._vsom()
-            for fcd in vsom.ListVStorageObject(datastore=ds) or []:
-                try:
-                    obj = vsom.RetrieveVStorageObject(id=fcd, datastore=ds)
-                except vim.fault.NotFound:
-                    continue  # removed while we looked
-                if _same_ds_path(obj.config.backing.filePath, datastore_path):
-                    return str(obj.config.id.id)
-        return None
+            _, dc_path, ds, ds_name = self._locate(datastore_path, datacenter)
+            key = (dc_path, ds_name)
+            if fresh or key not in self._fcds:
+                index: dict[tuple[str, str], str] = {}
+                vsom = self._vsom()
+                for fcd in vsom.ListVStorageObject(datastore=ds) or []:
+                    try:
+                        obj = vsom.RetrieveVStorageObject(id=fcd, datastore=ds)
+                    except vim.fault.NotFound:
+                        continue  # removed while we looked
+                    with contextlib.suppress(PermanentError):
+                        index[_split_ds_path(obj.config.backing.filePath)] = str(obj.config.id.id)
+                self._fcds[key] = index
+            return self._fcds[key].get(_split_ds_path(datastore_path))
 
     def fcd_file_path(self, fcd_id: str, datastore_path: str, datacenter: str | None) -> str | None:
         """The backing file ("[ds] path") of FCD `fcd_id` on the datastore of `datastore_path`,
@@ -604,16 +611,13 @@ class VCenter:
     def register_fcd(self, datastore_path: str, name: str, datacenter: str | None) -> str:
         """Make the VMDK `datastore_path` a First Class Disk named `name`; return its FCD id.
 
-        Idempotent: an existing registration is found first (find_fcd) and its id returned;
-        a race with another registration is resolved from the fault (AlreadyExists.name on
-        vCenter, InvalidArgument on vcsim). Nothing is ever deleted. Raises VCenterNotFound
-        when the file does not exist.
+        Idempotent: a disk registered already is refused with a fault that names its id
+        (AlreadyExists.name on vCenter), which is returned; only when the fault does not name it
+        (InvalidArgument on vcsim) are the datastore's FCDs searched (find_fcd, one call per FCD).
+        Nothing is ever deleted. Raises VCenterNotFound when the file does not exist.
         """
         from pyVmomi import vim, vmodl
 
-        existing = self.find_fcd(datastore_path, datacenter)
-        if existing:
-            return existing
         with self._calls(f"register {datastore_path} as a First Class Disk"):
             _, dc_path, _, ds_name = self._locate(datastore_path, datacenter)
             _, rel = _split_ds_path(datastore_path)
@@ -627,7 +631,7 @@ class VCenter:
                     self.fcd_file_path(fault_id, datastore_path, datacenter), datastore_path
                 ):
                     return str(fault_id)
-                found = self.find_fcd(datastore_path, datacenter)
+                found = self.find_fcd(datastore_path, datacenter, fresh=True)
                 if found:
                     return found
                 raise VCenterError(
@@ -635,7 +639,7 @@ class VCenter:
                     f"its First Class Disk id could not be found ({_fault_text(exc)})"
                 ) from exc
             except vmodl.fault.InvalidArgument as exc:
-                found = self.find_fcd(datastore_path, datacenter)
+                found = self.find_fcd(datastore_path, datacenter, fresh=True)
                 if found:
                     return found
                 if not self.disk_exists(datastore_path, datacenter):

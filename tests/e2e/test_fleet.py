@@ -105,3 +105,55 @@ def test_parallel_3_holds_three_leases_at_once_and_keeps_one_replica_of_each_dow
         assert_migrated(env, kubectl, made[name], uids[name])
     for name in names:
         assert f"{ns}   {name}" in proc.stdout or name in proc.stdout
+
+
+def test_the_survey_fed_back_with_from_file_migrates_what_it_lists(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """`preflight -o json | sts --from-file -`: every StatefulSet the survey lists is migrated; a
+    row it found not migratable is skipped with the survey's reason (never run), exit 1. A file
+    that cannot be read, is not JSON or has an item without a name: one error line, exit 2,
+    nothing changed."""
+    web = scenario.create(env, "web", ns, replicas=2)
+    db = scenario.create(env, "db", ns, replicas=1)
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in ("web", "db")}
+    surveyed = run_plugin(env_vars, "preflight", "-n", ns, "-o", "json")
+    assert surveyed.returncode == 0, surveyed.stderr
+    survey = json.loads(surveyed.stdout)
+    assert sorted((r["name"], r["migratable"]) for r in survey["items"]) == [("db", True), ("web", True)]
+    # A row as the survey writes one it refuses (a StatefulSet not Ready); it must not be run.
+    survey["items"].append(
+        {"namespace": ns, "name": "cache", "replicas": 2, "inTreeVolumes": 2, "csiVolumes": 0,
+         "migratable": False, "problems": ["statefulset/cache: 1/2 replicas ready; fix the application first"]}
+    )  # fmt: skip
+    common = ["--csi-storageclass", "standard-rwo", "--working-directory", str(tmp_path)]
+
+    def pvs() -> list[tuple[str, str, str]]:
+        items = kubectl.get("pv")["items"]
+        return sorted(
+            (v["metadata"]["uid"], v["spec"]["persistentVolumeReclaimPolicy"], str(v["spec"].get("csi"))) for v in items
+        )
+
+    before = pvs()
+    for bad, says in (
+        (["--from-file", str(tmp_path / "missing.json")], "cannot read"),
+        (["--from-file", "-"], "is not JSON"),
+        (["--from-file", "-", "web"], "not several of them"),
+    ):
+        proc = run_plugin(env_vars, "sts", *bad, "-n", ns, *common, "--yes", stdin="{not json")
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
+    nameless = json.dumps({"items": [{"namespace": ns}]})
+    proc = run_plugin(env_vars, "sts", "--from-file", "-", *common, "--yes", stdin=nameless)
+    assert proc.returncode == 2 and "item 0 has no namespace and name" in proc.stderr, proc.stderr
+    assert pvs() == before, "a refused command changed a PV"
+
+    proc = run_plugin(env_vars, "sts", "--from-file", "-", *common, "--yes", "-o", "json", stdin=json.dumps(survey))
+    assert proc.returncode == 1, proc.stderr
+    summary = {item["name"]: item for item in json.loads(proc.stdout)["items"]}
+    assert summary["web"]["result"] == summary["db"]["result"] == "migrated"
+    assert summary["cache"]["result"] == "skipped" and "1/2 replicas ready" in summary["cache"]["reason"]
+    assert f"[{ns}/cache]" not in proc.stderr, "a refused row was run"
+    assert_migrated(env, kubectl, web, uids["web"])
+    assert_migrated(env, kubectl, db, uids["db"])

@@ -211,13 +211,10 @@ def test_private_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
 
 
 def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:
-    from kubectl_csi_migrate.migration.run import Migration
+    from kubectl_csi_migrate.migration.run import ACTIONS
     from kubectl_csi_migrate.migration.steps import NEEDS, steps_for
 
-    actions = Migration(
-        None, None, build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling"), WorkDir("x"), print
-    ).actions
-    assert set(actions) == set(NEEDS)
+    assert set(ACTIONS) == set(NEEDS)
     for strategy in ("rolling", "offline"):
         plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, strategy)
         steps = steps_for(plan)
@@ -226,15 +223,43 @@ def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:
 
 
 def test_a_rollback_undoes_what_was_recorded_and_the_step_after_it() -> None:
-    from kubectl_csi_migrate.migration.steps import steps_for, steps_to_undo
+    from kubectl_csi_migrate.migration.steps import CHANGES_NOTHING, steps_for, steps_to_undo
 
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
     steps = steps_for(plan)
+    kinds = [s.kind for s in steps]
+    after_evict = kinds.index("evict") + 1  # the replica's detach (a wait), then delete-pvc
+    assert steps[after_evict].kind in CHANGES_NOTHING and steps[after_evict + 1].kind == "delete-pvc"
+    for done, may_have_run in ((2, 3), (after_evict, after_evict + 2), (after_evict + 1, after_evict + 2)):
+        record = {s.id: {"event": "done"} for s in steps[:done]}
+        undo = steps_to_undo(plan, record)
+        assert [s.id for s in undo] == [s.id for s in reversed(steps[:may_have_run])], done
     record = {s.id: {"event": "done"} for s in steps[:5]}
-    undo = steps_to_undo(plan, record)
-    assert [s.id for s in undo] == [s.id for s in reversed(steps[:6])]
     record.update({s.id: {"event": "undone"} for s in steps[3:6]})  # a rollback stopped there
     assert [s.id for s in steps_to_undo(plan, record)] == [s.id for s in reversed(steps[:3])]
+
+
+def test_an_offline_rollback_from_the_record_undoes_each_volume_s_step_in_progress() -> None:
+    """Offline, the volumes move side by side: each volume's chain may have a step in progress
+    that the record does not show yet."""
+    from kubectl_csi_migrate.migration.steps import steps_for, steps_to_undo
+
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "offline")
+    steps = steps_for(plan)
+    chains: dict[str, list[str]] = {}
+    for s in steps:
+        if s.pv and s.ordinal is not None:
+            chains.setdefault(s.pv, []).append(s.id)
+    assert len(chains) >= 2
+    first, second = list(chains.values())[:2]
+    shared = [s.id for s in steps if s.id not in first and s.id not in second and s.ordinal is None]
+    shared = shared[: next(i for i, s in enumerate(steps) if s.id == first[0])]
+    # Volume 1 is past its claim and PV, volume 2 only past its detach wait.
+    record = {i: {"event": "done"} for i in [*shared, *first[:3], *second[:1]]}
+    undo = {s.id for s in steps_to_undo(plan, record)}
+    assert first[3] in undo, "volume 1's next step may have run"
+    assert second[1] in undo and second[2] not in undo, "volume 2's delete-pvc may have run, not its delete-pv"
+    assert set(record) <= undo
 
 
 def test_a_live_line_says_what_is_waited_for_and_is_cleared_at_the_end() -> None:
@@ -254,3 +279,36 @@ def test_a_live_line_says_what_is_waited_for_and_is_cleared_at_the_end() -> None
     with LiveLine(quiet, quiet=5.0, every=0.01).waiting("a short wait"):
         time.sleep(0.05)
     assert quiet.getvalue() == "", "a wait shorter than `quiet` draws nothing"
+
+
+def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_version() -> None:
+    from kubectl_csi_migrate.kube.cache import Cache
+
+    class Lister:
+        lists = 0
+
+        def list_raw(self, kind: str) -> dict[str, Any]:
+            self.lists += 1
+            items = [{"metadata": {"name": f"pv-{i}", "resourceVersion": "1"}} for i in range(2)]
+            return {"metadata": {"resourceVersion": str(self.lists)}, "items": items}
+
+        def _watch(self, *args: Any) -> Any:  # the follower thread: nothing arrives
+            return iter(())
+
+    kube = Lister()
+    cache = Cache(kube, "PersistentVolume")  # type: ignore[arg-type]
+    cache.stop()  # no background watch: events are applied by hand below
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
+
+    def event(kind: str, name: str, version: str) -> dict[str, Any]:
+        return {"type": kind, "object": {"metadata": {"name": name, "resourceVersion": version}}}
+
+    cache._apply(event("ADDED", "pv-2", "5"))
+    cache._apply(event("DELETED", "pv-0", "6"))
+    cache._apply(event("MODIFIED", "pv-1", "7"))
+    cache._apply(event("BOOKMARK", "", "9"))
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-1", "pv-2"]
+    assert cache._version == "9" and kube.lists == 1
+    cache._apply({"type": "ERROR", "object": {"metadata": {}, "code": 410}})
+    assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
+    assert kube.lists == 2, "an expired version is followed by a fresh list"

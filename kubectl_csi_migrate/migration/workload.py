@@ -1,0 +1,370 @@
+"""The steps that act on the StatefulSet and its pods, forwards and backwards (rollback): the
+backup, scaling down, the orphan delete, evictions, pods and the StatefulSet created again.
+
+Each function takes the run (`Migration`: its plan, clients, working directory and waits) and the
+step; each looks at the live object first and does only what is left (a killed run repeats it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from kubectl_csi_migrate.errors import NotFoundError, PermanentError, TemporaryError, TooManyRequestsError
+from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.migration import events, translate
+from kubectl_csi_migrate.migration.budget import orphan_budget
+from kubectl_csi_migrate.migration.steps import Step
+
+if TYPE_CHECKING:
+    from kubectl_csi_migrate.migration.run import Migration
+
+Obj = dict[str, Any]
+
+RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+# On the StatefulSet the tool recreates: the uid of the one it replaced. It tells the tool's own
+# StatefulSet from one put back by someone else.
+RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
+
+
+def backup(m: Migration, step: Step) -> Obj:
+    ns = m.plan.namespace
+    sts = m.kube.get("StatefulSet", m.plan.statefulset, ns)
+    if sts is None or sts["metadata"]["uid"] != m.plan.uid:
+        raise PermanentError(f"statefulset {ns}/{m.plan.statefulset} changed since it was planned; run again")
+    objects = [("StatefulSet", "apps/v1", sts)]
+    for ordinal in range(m.plan.replicas):
+        pod = m.kube.get("Pod", m.plan.pod_name(ordinal), ns)
+        if pod is not None:
+            objects.append(("Pod", "v1", pod))
+    for v in m.plan.volumes:
+        for kind, name, namespace in (
+            ("PersistentVolumeClaim", v.pvc, ns),
+            ("PersistentVolume", v.pv, None),
+        ):
+            obj = m.kube.get(kind, name, namespace)
+            if obj is None:
+                raise NotFoundError(f"{kind.lower()} {name} disappeared before the backup")
+            objects.append((kind, "v1", obj))
+    if m.kube.has_resource("CnsVSphereVolumeMigration"):
+        # The CSI driver's path -> FCD id records: kept as the quickest way to the FCD id,
+        # since the driver deletes them once the in-tree PV is gone.
+        disks = {v.vmdk for v in m.plan.to_migrate()}
+        for record in m.kube.items("CnsVSphereVolumeMigration"):
+            if record.get("spec", {}).get("volumepath") in disks:
+                objects.append(("CnsVSphereVolumeMigration", "cns.vmware.com/v1alpha1", record))
+    for kind, api_version, obj in objects:
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", api_version)
+        m.workdir.save_backup(obj)
+    m.say(f"backed up {len(objects)} objects to {m.workdir.backup_dir}")
+    return {"objects": len(objects)}
+
+
+def scale_down(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    sts = m.kube.get("StatefulSet", name, ns)
+    if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
+        # With persistentVolumeClaimRetentionPolicy.whenScaled: Delete, scaling to zero
+        # would delete every claim, the skipped ones too: keep them (the backup has the
+        # original policy, which the recreated StatefulSet gets back).
+        _refresh_backups(m, sts)
+        patch = {"spec": {"replicas": 0, "persistentVolumeClaimRetentionPolicy": RETAIN_CLAIMS}}
+        m.kube.patch("StatefulSet", name, patch, ns)
+        m.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
+    pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
+    m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+
+
+def delete_statefulset(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    sts = m.kube.get("StatefulSet", name, ns)
+    if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
+        if m.plan.strategy == "rolling":  # offline: refreshed before our own scale-down
+            _refresh_backups(m, sts)
+        policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if any(policy.get(k) == "Delete" for k in ("whenDeleted", "whenScaled")):
+            patch = {"spec": {"persistentVolumeClaimRetentionPolicy": RETAIN_CLAIMS}}
+            m.kube.patch("StatefulSet", name, patch, ns)
+            m.say(f"statefulset.apps/{name} claim retention set to Retain for the migration")
+        m.kube.delete("StatefulSet", name, ns, uid=m.plan.uid, propagation="Orphan")
+        m.say(f"statefulset.apps/{name} deleted (orphan: pods, PVCs and PVs kept)")
+    m.wait_gone("StatefulSet", name, m.plan.uid, f"statefulset {name} to go", ns)
+    pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
+    m.wait(
+        "Pod",
+        p.not_owned_by(m.plan.uid, pods),
+        "the garbage collector to orphan the pods",
+        namespace=ns,
+    )
+
+
+def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
+    """Once the tool has deleted the StatefulSet, the only one of that name it accepts is the
+    one it creates itself (annotated with the old uid). Any other was put back by someone
+    else, with the in-tree templates: adopting it would end the run "migrated" with the
+    application still asking for in-tree volumes, and it would recreate pods under the run."""
+    if live is None or live["metadata"]["uid"] == m.plan.uid:
+        return
+    if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == m.plan.uid:
+        return
+    ns, name = m.plan.namespace, m.plan.statefulset
+    fields = live["metadata"].get("managedFields") or [{}]
+    writer = f", written by {fields[0]['manager']}" if fields[0].get("manager") else ""
+    raise PermanentError(
+        f"statefulset {ns}/{name} was created again by someone else while the migration ran "
+        f"(uid {live['metadata']['uid']}{writer}), not by this run: something manages it (Argo CD, "
+        "Flux, a Helm release, an operator?) and puts the in-tree templates back. Nothing is lost: "
+        f"migrated volumes are on CSI, the rest untouched, all recorded in {m.workdir.path}. Pause "
+        f"that manager, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan`, and run "
+        "the same command again"
+    )
+
+
+def _own_retention_patch(live: Obj, backup: Obj) -> Obj | None:
+    """The user's claim retention policy (from the backup) when the live StatefulSet carries
+    the tool's own (RETAIN_CLAIMS) in its place, else None."""
+    original = backup["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+    current = live["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+    if current == RETAIN_CLAIMS and any(original.get(k) == "Delete" for k in RETAIN_CLAIMS):
+        return dict(original)
+    return None
+
+
+def _refresh_backups(m: Migration, sts: Obj) -> None:
+    """A run resumed before the StatefulSet was deleted may find it changed since the
+    backup (a rollout, a replaced pod). Nothing is deleted yet: back up the current
+    StatefulSet and pods again, so that what is recreated is what ran last."""
+    backup = m.workdir.load_backup("StatefulSet", m.plan.statefulset)
+    if m.plan.strategy == "offline" and sts["spec"].get("replicas") == 0:
+        return  # our own scale-down, interrupted before it was recorded: the backup stands
+    if int(sts["spec"].get("replicas", 1)) != m.plan.replicas and m.plan.strategy == "rolling":
+        raise PermanentError(
+            f"statefulset {m.plan.namespace}/{m.plan.statefulset} was scaled since it was planned; "
+            "nothing was deleted: start again with a new --working-directory"
+        )
+    if sts["metadata"].get("deletionTimestamp"):
+        return  # our own orphan delete, interrupted before it was recorded: the backup stands
+    ours = _own_retention_patch(sts, backup)
+    if ours:
+        # Our own patch (claims kept for the migration) bumped the generation: recreate with
+        # the user's policy, not ours.
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"] = ours
+    generation = int(sts["metadata"].get("generation") or 0) - (1 if ours else 0)
+    changed = generation != backup["metadata"].get("generation")
+    pods = []
+    for ordinal in range(m.plan.replicas):
+        pod = m.kube.get("Pod", m.plan.pod_name(ordinal), m.plan.namespace)
+        if pod is None:
+            continue
+        pods.append(pod)
+        if not m.workdir.has_backup("Pod", pod["metadata"]["name"]):
+            changed = True
+        else:
+            old = m.workdir.load_backup("Pod", pod["metadata"]["name"])
+            changed = changed or old["metadata"]["uid"] != pod["metadata"]["uid"]
+    if not changed:
+        return
+    for kind, api_version, obj in [("StatefulSet", "apps/v1", sts)] + [("Pod", "v1", x) for x in pods]:
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", api_version)
+        m.workdir.save_backup(obj, overwrite=True)
+    m.say("the StatefulSet or its pods changed since the backup: backed them up again")
+
+
+def evict(m: Migration, step: Step) -> None:
+    ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
+    backup = m.workdir.load_backup("Pod", pod) if m.workdir.has_backup("Pod", pod) else None
+    live = m.kube.get("Pod", pod, ns)
+    if live is not None and backup is not None and live["metadata"]["uid"] != backup["metadata"]["uid"]:
+        raise PermanentError(f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect")
+    _evict_live(m, pod, live)
+
+
+def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
+    """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone: through
+    the disruption budget, or, while the StatefulSet is deleted and the cluster cannot count
+    its pods, against the budget as the tool evaluates it."""
+    ns = m.plan.namespace
+    if live is not None:
+        deadline = time.monotonic() + m.settings.timeout
+        while True:
+            try:
+                m.kube.evict(pod, ns)
+                m.say(f"pod/{pod} evicted")
+                break
+            except NotFoundError:
+                break
+            except TooManyRequestsError as exc:
+                budget = orphan_budget(m.kube, m.plan, live)
+                if budget is not None and budget[0]:
+                    m.kube.delete("Pod", pod, ns, uid=live["metadata"]["uid"])
+                    m.say(f"pod/{pod} deleted ({budget[1]})")
+                    break
+                if time.monotonic() > deadline:
+                    raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
+                m.sleep(1)  # the disruption budget allows it once the last pod is Ready
+    uid = live["metadata"]["uid"] if live else None
+    m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
+
+
+def recreate_pod(m: Migration, step: Step) -> None:
+    ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
+    if not m.workdir.has_backup("Pod", pod):
+        return  # there was no pod for this ordinal
+    if m.kube.get("Pod", pod, ns) is None:
+        m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+        m.say(f"pod/{pod} created")
+    m.wait(
+        "Pod",
+        p.pod_ready(pod),
+        f"pod {pod} to be Ready",
+        namespace=ns,
+        field_selector=f"metadata.name={pod}",
+    )
+
+
+def recreate_statefulset(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    backup = m.workdir.load_backup("StatefulSet", name)
+    live = m.kube.get("StatefulSet", name, ns)
+    stop_if_recreated_elsewhere(m, live)
+    if live is None:
+        new = translate.statefulset_for_recreate(backup, m.plan.csi_class, set(m.plan.migrate_templates))
+        new["metadata"].setdefault("annotations", {})[RECREATED_FROM] = m.plan.uid
+        live = m.kube.create(new)
+        m.say(f"statefulset.apps/{name} created (volumeClaimTemplates on {m.plan.csi_class})")
+    elif live["metadata"]["uid"] == m.plan.uid:
+        raise PermanentError(f"statefulset {ns}/{name} still has its old uid; it was not deleted")
+    sts = _wait_owns_ready_pods(m, live["metadata"]["uid"], backup)
+    if sts is not None:
+        for v in m.plan.to_migrate():
+            fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+            message = f"{v.pvc}: {events.migrated_message(m.plan, v, fcd_id)}"
+            m.event("StatefulSet", "apps/v1", sts, "MigratedToCSI", message)
+
+
+def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
+    """Until the StatefulSet `uid` owns its pods, all Ready; then, for a while and without
+    failing over it, until its own status says so. Returns it as last read."""
+    ns, name = m.plan.namespace, m.plan.statefulset
+    replicas = int(backup["spec"].get("replicas", 1))
+    pods = {m.plan.pod_name(o) for o in range(replicas)}
+    selector = ",".join(f"{k}={v}" for k, v in backup["spec"]["selector"].get("matchLabels", {}).items())
+    m.wait(
+        "Pod",
+        lambda objs: p.statefulset_adopted_and_ready(uid, replicas, pods, objs),
+        f"statefulset {name} to adopt {replicas} Ready pods",
+        namespace=ns,
+        label_selector=selector or None,
+    )
+    m.say(f"statefulset.apps/{name} owns {replicas} Ready pods")
+    # Every pod is Ready and adopted (checked above); the StatefulSet's own status can lag
+    # behind its pods. Wait a while for it, but do not fail the migration over it.
+    started = time.monotonic()
+    try:
+        m.kube.watch_until(
+            "StatefulSet",
+            p.statefulset_ready(replicas),
+            f"statefulset {name} to report {replicas} ready",
+            min(60.0, m.settings.timeout),
+            namespace=ns,
+            field_selector=f"metadata.name={name}",
+        )
+    except TemporaryError:
+        m.say(f"warning: statefulset.apps/{name} status does not report {replicas} ready yet; its pods are Ready")
+    finally:
+        m.timing.waited += time.monotonic() - started
+    return m.kube.get("StatefulSet", name, ns)
+
+
+def undo_recreate_statefulset(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    live = m.kube.get("StatefulSet", name, ns)
+    if live is None or live["metadata"]["uid"] == m.plan.uid:
+        return
+    uid = live["metadata"]["uid"]
+    if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) != m.plan.uid:
+        raise PermanentError(
+            f"statefulset {ns}/{name} (uid {uid}) was not created by this run; the rollback leaves it "
+            f"alone. If it should go, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan` "
+            "and the same rollback command again"
+        )
+    if not live["metadata"].get("deletionTimestamp"):
+        policy = live["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        patch: Obj = {}
+        if any(policy.get(k) == "Delete" for k in RETAIN_CLAIMS):
+            patch["persistentVolumeClaimRetentionPolicy"] = RETAIN_CLAIMS
+        if m.plan.strategy == "offline" and live["spec"].get("replicas") != 0:
+            patch["replicas"] = 0
+        if patch:
+            m.kube.patch("StatefulSet", name, {"spec": patch}, ns)
+            if "replicas" in patch:
+                m.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
+        if m.plan.strategy == "offline":
+            pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
+            m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+        m.kube.delete("StatefulSet", name, ns, uid=uid, propagation="Orphan")
+        m.say(f"statefulset.apps/{name} (CSI) deleted (orphan: pods, PVCs and PVs kept)")
+    m.wait_gone("StatefulSet", name, uid, f"statefulset {name} to go", ns)
+    pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
+    m.wait("Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns)
+
+
+def undo_recreate_pod(m: Migration, step: Step) -> None:
+    ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
+    live = m.kube.get("Pod", pod, ns)
+    if live is None or not m.workdir.has_backup("Pod", pod):
+        return
+    if live["metadata"]["uid"] == m.workdir.load_backup("Pod", pod)["metadata"]["uid"]:
+        return  # still the original pod: it runs on in-tree volumes
+    _evict_live(m, pod, live)
+
+
+def undo_evict(m: Migration, step: Step) -> None:
+    ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
+    if not m.workdir.has_backup("Pod", pod):
+        return
+    if m.kube.get("Pod", pod, ns) is None:
+        m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+        m.say(f"pod/{pod} created again from its backup")
+    m.wait("Pod", p.pod_ready(pod), f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")
+
+
+def undo_delete_statefulset(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    backup = m.workdir.load_backup("StatefulSet", name)
+    live = m.kube.get("StatefulSet", name, ns)
+    if live is not None and live["metadata"]["uid"] == m.plan.uid:
+        if not live["metadata"].get("deletionTimestamp"):
+            ours = _own_retention_patch(live, backup)
+            if ours:
+                patch = {"spec": {"persistentVolumeClaimRetentionPolicy": ours}}
+                m.kube.patch("StatefulSet", name, patch, ns)
+                m.say(f"statefulset.apps/{name} claim retention policy restored")
+            return  # never deleted
+        m.wait_gone("StatefulSet", name, m.plan.uid, f"statefulset {name} to go", ns)
+        live = None
+    if live is None:
+        live = m.kube.create(translate.strip_server_fields(backup))
+        m.say(f"statefulset.apps/{name} created again from its backup (in-tree volumeClaimTemplates)")
+    elif (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == m.plan.uid:
+        raise PermanentError(f"statefulset {ns}/{name} is still the CSI one this run created")
+    else:
+        m.say(f"statefulset.apps/{name} exists (uid {live['metadata']['uid']}, not created by this run); kept")
+    _wait_owns_ready_pods(m, live["metadata"]["uid"], backup)
+
+
+def undo_scale_down(m: Migration, step: Step) -> None:
+    ns, name = m.plan.namespace, m.plan.statefulset
+    live = m.kube.get("StatefulSet", name, ns)
+    if live is None or live["metadata"]["uid"] != m.plan.uid:
+        return  # created again from its backup, at its full size
+    backup = m.workdir.load_backup("StatefulSet", name)
+    replicas = int(backup["spec"].get("replicas", 1))
+    if live["spec"].get("replicas") != replicas:
+        policy = backup["spec"].get("persistentVolumeClaimRetentionPolicy") or RETAIN_CLAIMS
+        patch = {"spec": {"replicas": replicas, "persistentVolumeClaimRetentionPolicy": policy}}
+        m.kube.patch("StatefulSet", name, patch, ns)
+        m.say(f"statefulset.apps/{name} scaled back to {replicas}")
+    _wait_owns_ready_pods(m, m.plan.uid, backup)
