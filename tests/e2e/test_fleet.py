@@ -129,7 +129,7 @@ def test_the_survey_fed_back_with_from_file_migrates_what_it_lists(
     common = ["--csi-storageclass", "standard-rwo", "--working-directory", str(tmp_path)]
 
     def pvs() -> list[tuple[str, str, str]]:
-        items = kubectl.get("pv")["items"]
+        items = [v for v in kubectl.get("pv")["items"] if (v["spec"].get("claimRef") or {}).get("namespace") == ns]
         return sorted(
             (v["metadata"]["uid"], v["spec"]["persistentVolumeReclaimPolicy"], str(v["spec"].get("csi"))) for v in items
         )
