@@ -137,6 +137,8 @@ class Kube:
         """How long a refused connection (or a failed read) is tried again before it is an error:
         none for a command that has changed nothing (a wrong address fails at once, as in
         kubectl); a migration run, which must not stop half way for a restart, sets it."""
+        self._discovered: dict[str, set[str]] = {}
+        """API group/version path -> the resources it serves (discovery, asked once)."""
         self.watch_list: dict[str, bool] = {}
         """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
         served from its watch cache): a wait is then one request, not a list and a watch."""
@@ -418,12 +420,15 @@ class Kube:
         return self.request("GET", "/version")
 
     def has_resource(self, kind: str) -> bool:
+        """Whether the API server serves `kind` (asked once per API group and version)."""
         prefix, plural, _ = RESOURCES[kind]
-        try:
-            listing = self.request("GET", prefix)
-        except NotFoundError:
-            return False
-        return any(r.get("name") == plural for r in listing.get("resources", []))
+        if prefix not in self._discovered:
+            try:
+                listing = self.request("GET", prefix)
+                self._discovered[prefix] = {str(r.get("name")) for r in listing.get("resources", [])}
+            except NotFoundError:
+                self._discovered[prefix] = set()
+        return plural in self._discovered[prefix]
 
     # -- watching -------------------------------------------------------------------------
 

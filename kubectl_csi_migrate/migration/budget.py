@@ -33,20 +33,19 @@ def orphan_budget(kube: Kube, plan: Plan, pod: Obj) -> tuple[bool, str] | None:
     """The budgets covering `pod` evaluated against the StatefulSet's replica count: (allowed,
     what to say), or None when the cluster evaluated every budget itself (or there is none)."""
     labels = pod["metadata"].get("labels", {})
-    ready = sum(
-        1
-        for o in range(plan.replicas)
-        if (other := kube.get("Pod", plan.pod_name(o), plan.namespace)) and p.is_pod_ready(other)
-    )
-    verdicts = []
+    budgets = []
     for pdb in kube.items("PodDisruptionBudget", plan.namespace):
         if not p.selector_matches(pdb["spec"].get("selector") or {}, labels):
             continue
         if pdb.get("status", {}).get("expectedPods", 0) != 0:
             return None
-        verdicts.append((budget_allows(pdb["spec"], plan.replicas, ready), pdb["metadata"]["name"]))
-    if not verdicts:
+        budgets.append(pdb)
+    if not budgets:
         return None
+    replicas = {plan.pod_name(o) for o in range(plan.replicas)}
+    pods = kube.items("Pod", plan.namespace)  # one list, not a read per replica
+    ready = sum(1 for other in pods if other["metadata"]["name"] in replicas and p.is_pod_ready(other))
+    verdicts = [(budget_allows(pdb["spec"], plan.replicas, ready), pdb["metadata"]["name"]) for pdb in budgets]
     names = ", ".join(n for _, n in verdicts)
     if all(a for a, _ in verdicts):
         return True, f"poddisruptionbudget {names} checked by csi-migrate: {ready}/{plan.replicas} Ready"

@@ -35,7 +35,7 @@ from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
 from kubectl_csi_migrate.migration.record import ClusterRecord
-from kubectl_csi_migrate.migration.steps import CHANGES_NOTHING, Step, steps_for, steps_to_undo
+from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ class Migration:
         result = ACTIONS[step.kind][0](self, step) or {}
         self.workdir.record(step.id, "done", **result)
         self.done[step.id] = {"step": step.id, "event": "done", **result}
-        if step.kind not in CHANGES_NOTHING:  # steps_to_undo allows for the lag
+        if step.kind in RECORDED_AFTER:  # steps_to_undo allows for the lag
             self.record.save(self.workdir)
         if step.kind == "create-pvc" and step.pv in self.timing.volumes:
             self.timing.volumes[step.pv] = (self.timing.volumes[step.pv][0], time.time())

@@ -281,18 +281,22 @@ def steps_for(plan: Plan) -> list[Step]:
     return steps
 
 
-CHANGES_NOTHING = frozenset({"detach", "cns-release"})
-"""Kinds of step that only wait: the record in the cluster is not written after them (it lags by
-them), and they have nothing to undo."""
+RECORDED_AFTER = frozenset(
+    {"backup", "retain", "scale-down", "delete-statefulset", "fcd", "create-pvc", "recreate-pod",
+     "recreate-statefulset", "restore-reclaim-policy"}
+)  # fmt: skip
+"""Kinds of step after which the record in the cluster is written: the run's own changes, the
+FCD id once known, the end of each volume and replica. It lags the working directory by the
+steps between two of these (three writes per replica instead of one per step)."""
 
 
 def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step]:
     """What a rollback undoes, last first: every step recorded (started, done, being undone),
-    and each step that may have started without being recorded. The record in the cluster keeps
-    "done" events only, and is not written after a wait (CHANGES_NOTHING): after the last
-    recorded step, the waits not recorded and the first step that changes something may have
-    run; offline, where the volumes move side by side, that holds for each volume's chain of
-    steps. Undoing a step that never started finds nothing to undo."""
+    and each step that may have run without being recorded. The record in the cluster keeps
+    "done" events only, written after some kinds of step (RECORDED_AFTER): after the last step
+    it shows, every step up to the next one it is written after may have run; offline, where the
+    volumes move side by side, that holds for each volume's chain of steps. Undoing a step that
+    never started finds nothing to undo."""
     steps = steps_for(plan)
     started = any(entry.get("event") in ("undo-start", "undone") for entry in record.values())
     maybe: set[str] = set()
@@ -307,7 +311,7 @@ def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step
                 if step.id in record:
                     break
                 maybe.add(step.id)
-                if step.kind not in CHANGES_NOTHING:
+                if step.kind in RECORDED_AFTER:
                     break
     return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s.id in maybe]
 

@@ -139,21 +139,21 @@ def create_pvc(m: Migration, step: Step) -> None:
         m.say(f"persistentvolumeclaim/{v.pvc} created ({m.plan.csi_class})")
     elif live["spec"].get("volumeName") != v.pv:
         raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}")
-    _wait_bound(m, v)
-    pvc = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
-    if pvc is not None:
-        message = events.migrated_message(m.plan, v, fcd_id)
-        m.event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
+    pvc = _wait_bound(m, v)
+    message = events.migrated_message(m.plan, v, fcd_id)
+    m.event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
 
 
-def _wait_bound(m: Migration, v: VolumePlan) -> None:
-    m.wait(
+def _wait_bound(m: Migration, v: VolumePlan) -> Obj:
+    """Until claim v.pvc is Bound to v.pv; the claim as the wait last saw it."""
+    claims = m.wait(
         "PersistentVolumeClaim",
         p.pvc_bound(v.pvc, v.pv),
         f"pvc {v.pvc} to be Bound",
         namespace=m.plan.namespace,
         field_selector=f"metadata.name={v.pvc}",
     )
+    return claims[v.pvc]
 
 
 def restore_reclaim_policy(m: Migration, step: Step) -> None:

@@ -222,15 +222,21 @@ def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:
         assert len({s.id for s in steps}) == len(steps), "step ids must be unique: the record is keyed by them"
 
 
-def test_a_rollback_undoes_what_was_recorded_and_the_step_after_it() -> None:
-    from kubectl_csi_migrate.migration.steps import CHANGES_NOTHING, steps_for, steps_to_undo
+def test_a_rollback_undoes_what_was_recorded_and_the_steps_that_may_have_run_after_it() -> None:
+    from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, steps_for, steps_to_undo
 
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
     steps = steps_for(plan)
     kinds = [s.kind for s in steps]
-    after_evict = kinds.index("evict") + 1  # the replica's detach (a wait), then delete-pvc
-    assert steps[after_evict].kind in CHANGES_NOTHING and steps[after_evict + 1].kind == "delete-pvc"
-    for done, may_have_run in ((2, 3), (after_evict, after_evict + 2), (after_evict + 1, after_evict + 2)):
+    evict = kinds.index("evict")  # then detach, delete-pvc, delete-pv, cns-release, fcd (recorded after)
+    fcd = kinds.index("fcd")
+    assert all(k not in RECORDED_AFTER for k in kinds[evict:fcd]) and kinds[fcd] in RECORDED_AFTER
+    for done, may_have_run in (
+        (2, 3),
+        (evict, fcd + 1),
+        (evict + 3, fcd + 1),
+        (fcd + 1, kinds.index("create-pvc") + 1),
+    ):
         record = {s.id: {"event": "done"} for s in steps[:done]}
         undo = steps_to_undo(plan, record)
         assert [s.id for s in undo] == [s.id for s in reversed(steps[:may_have_run])], done
@@ -254,11 +260,12 @@ def test_an_offline_rollback_from_the_record_undoes_each_volume_s_step_in_progre
     first, second = list(chains.values())[:2]
     shared = [s.id for s in steps if s.id not in first and s.id not in second and s.ordinal is None]
     shared = shared[: next(i for i, s in enumerate(steps) if s.id == first[0])]
-    # Volume 1 is past its claim and PV, volume 2 only past its detach wait.
-    record = {i: {"event": "done"} for i in [*shared, *first[:3], *second[:1]]}
+    # Volume 1 recorded up to its FCD, volume 2 nothing yet (its steps until its FCD may have run).
+    fcd = next(i for i, step in enumerate(first) if step.startswith("fcd/"))
+    record = {i: {"event": "done"} for i in [*shared, *first[: fcd + 1]]}
     undo = {s.id for s in steps_to_undo(plan, record)}
-    assert first[3] in undo, "volume 1's next step may have run"
-    assert second[1] in undo and second[2] not in undo, "volume 2's delete-pvc may have run, not its delete-pv"
+    assert first[fcd + 1] in undo and first[fcd + 2] in undo, "volume 1's create-pv and create-pvc may have run"
+    assert set(second[: fcd + 1]) <= undo and second[fcd + 1] not in undo, "volume 2's steps up to its FCD"
     assert set(record) <= undo
 
 
