@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.steps import steps_for
+from kubectl_csi_migrate.migration.steps import may_have_run, steps_for
 
 Obj = dict[str, Any]
 
@@ -53,6 +53,9 @@ def summarize(
     if backwards:
         undone = [s for s in all_steps if steps.get(s.id, {}).get("event") == "undone"]
         last = undone[0] if undone else last
+    # The record in the cluster is written after some steps only: past its last step, some may
+    # have run (the working directory records every step as it starts).
+    maybe = set() if backwards or source == "working directory" else may_have_run(plan, steps)
     replicas = []
     for ordinal in plan.ordinals_descending():
         mine = [s for s in all_steps if s.ordinal == ordinal]
@@ -72,12 +75,14 @@ def summarize(
             state = "done"
         elif any(e is not None for e in events):
             state = "in progress"
+        elif any(s.id in maybe for s in mine):
+            state = "may have started"
         else:
             state = "left"
         nxt = next((s.id for s, e in zip(mine, events, strict=True) if e != "done"), None)
         replicas.append(
             {"ordinal": ordinal, "pod": plan.pod_name(ordinal), "state": state, "stepsDone": f"{count}/{len(mine)}"}
-            | ({"next": nxt} if state == "in progress" and nxt else {})
+            | ({"next": nxt} if state in ("in progress", "may have started") and nxt else {})
         )
     workdir_flag = f" --working-directory {workdir}"
     options = run.get("options") or {}
@@ -111,6 +116,7 @@ def summarize(
             "undone": sum(1 for s in all_steps if steps.get(s.id, {}).get("event") == "undone"),
         },
         "replicas": replicas,
+        "mayHaveRun": [s.id for s in all_steps if s.id in maybe],
         "lease": None
         if lease is None
         else {
@@ -131,6 +137,11 @@ def render(status: Obj) -> str:
         f"record: {s['source']} ({s['workingDirectory']})",
         f"last step: {s['lastStep'] or '-'}",
     ]
+    if s.get("mayHaveRun"):
+        lines.append(
+            f"may have run since: {', '.join(s['mayHaveRun'])} (the record in the cluster is written after "
+            "some steps only; resuming or rolling back does them again or undoes them)"
+        )
     lease = s["lease"]
     if lease is None:
         lines.append("lease: free (no run holds it)")
@@ -146,10 +157,10 @@ def render(status: Obj) -> str:
             )
     if s["replicas"]:
         width = max(len(r["pod"]) for r in s["replicas"])
-        lines.append(f"{'REPLICA':<8} {'POD':<{width}} {'STATE':<13} STEPS")
+        lines.append(f"{'REPLICA':<8} {'POD':<{width}} {'STATE':<16} STEPS")
         for r in s["replicas"]:
             extra = f" (next: {r['next']})" if r.get("next") else ""
-            lines.append(f"{r['ordinal']:<8} {r['pod']:<{width}} {r['state']:<13} {r['stepsDone']}{extra}")
+            lines.append(f"{r['ordinal']:<8} {r['pod']:<{width}} {r['state']:<16} {r['stepsDone']}{extra}")
     for what, command in s["commands"].items():
         lines.append(f"{'to ' + what.replace('rollback', 'roll back') + ':':<13} {command}")
     return "\n".join(lines)

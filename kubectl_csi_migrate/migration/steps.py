@@ -290,29 +290,35 @@ FCD id once known, the end of each volume and replica. It lags the working direc
 steps between two of these (three writes per replica instead of one per step)."""
 
 
+def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:
+    """The steps the record in the cluster does not show that may have run: it keeps "done"
+    events only, written after some kinds of step (RECORDED_AFTER), so after the last step it
+    shows, every step up to the next one it is written after may have run; offline, where the
+    volumes move side by side, that holds for each volume's chain of steps."""
+    chains: dict[str, list[Step]] = {}
+    for step in steps_for(plan):
+        side_by_side = plan.strategy == "offline" and step.pv and step.ordinal is not None
+        chains.setdefault(step.pv if side_by_side else "", []).append(step)
+    maybe: set[str] = set()
+    for chain in chains.values():
+        first = next((i for i, step in enumerate(chain) if step.id not in record), len(chain))
+        for step in chain[first:]:
+            if step.id in record:
+                break
+            maybe.add(step.id)
+            if step.kind in RECORDED_AFTER:
+                break
+    return maybe
+
+
 def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step]:
     """What a rollback undoes, last first: every step recorded (started, done, being undone),
-    and each step that may have run without being recorded. The record in the cluster keeps
-    "done" events only, written after some kinds of step (RECORDED_AFTER): after the last step
-    it shows, every step up to the next one it is written after may have run; offline, where the
-    volumes move side by side, that holds for each volume's chain of steps. Undoing a step that
-    never started finds nothing to undo."""
+    and, from the record in the cluster, each step that may have run without being recorded
+    (may_have_run). Undoing a step that never started finds nothing to undo."""
     steps = steps_for(plan)
     started = any(entry.get("event") in ("undo-start", "undone") for entry in record.values())
-    maybe: set[str] = set()
-    if not started:  # once a rollback has started, it has recorded its steps (undo-start)
-        chains: dict[str, list[Step]] = {}
-        for step in steps:
-            side_by_side = plan.strategy == "offline" and step.pv and step.ordinal is not None
-            chains.setdefault(step.pv if side_by_side else "", []).append(step)
-        for chain in chains.values():
-            first = next((i for i, step in enumerate(chain) if step.id not in record), len(chain))
-            for step in chain[first:]:
-                if step.id in record:
-                    break
-                maybe.add(step.id)
-                if step.kind in RECORDED_AFTER:
-                    break
+    # Once a rollback has started, it has recorded its steps (undo-start).
+    maybe = set() if started else may_have_run(plan, record)
     return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s.id in maybe]
 
 
