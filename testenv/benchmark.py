@@ -111,11 +111,12 @@ def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
     label = f"csi-migrate-bench={ns}"
     cluster.kubectl(env, "create", "namespace", ns)
     docs: list[dict[str, object]] = []
+    stss: list[dict[str, object]] = []  # created last: their controller would make the claims
     for i in range(statefulsets):
         name = f"s{i:03d}"
         sts = scenario.statefulset(name, ns, replicas, {"data": "standard"}, "1Gi")
         sts["spec"]["template"]["spec"]["nodeSelector"] = {"csi-migrate-bench": "no-such-node"}
-        docs.append(sts)
+        stss.append(sts)
         for ordinal in range(replicas):
             pvc, pv = f"data-{name}-{ordinal}", f"pv-{ns}-{name}-{ordinal}"
             claim = scenario.pvc_for(pvc, ns, name, "1Gi", "standard", "kubernetes.io/vsphere-volume")
@@ -123,20 +124,21 @@ def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
             volume = scenario.in_tree_pv(pv, f"[{cluster.DATASTORE}] kubevols/{pv}.vmdk", ns, pvc, "1Gi")
             volume["metadata"]["labels"] = {"csi-migrate-bench": ns}
             docs += [claim, volume]
-    created = time.monotonic()
-    for start in range(0, len(docs), 500):
-        cluster.kubectl(
-            env,
-            "create",
-            "-f",
-            "-",
-            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs[start : start + 500]}),
-        )
-    print(f"survey: {statefulsets} StatefulSets, {statefulsets * replicas} in-tree claims and PVs "
-          f"(created in {time.monotonic() - created:.0f} s); 3 runs each, median:")  # fmt: skip
-    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
-    environ = {**os.environ, **env.exports(), "PATH": path}
     try:
+        docs += stss
+        created = time.monotonic()
+        for start in range(0, len(docs), 500):
+            cluster.kubectl(
+                env,
+                "create",
+                "-f",
+                "-",
+                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs[start : start + 500]}),
+            )
+        print(f"survey: {statefulsets} StatefulSets, {statefulsets * replicas} in-tree claims and PVs "
+              f"(created in {time.monotonic() - created:.0f} s); 3 runs each, median:")  # fmt: skip
+        path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
+        environ = {**os.environ, **env.exports(), "PATH": path}
         times: dict[str, list[float]] = {}
         for label_, argv in (
             ("kubectl get sts,pvc,pv -A -o json", ["kubectl", "get", "sts,pvc,pv", "-A", "-o", "json"]),
