@@ -161,6 +161,8 @@ def render(status: Obj) -> str:
         for r in s["replicas"]:
             extra = f" (next: {r['next']})" if r.get("next") else ""
             lines.append(f"{r['ordinal']:<8} {r['pod']:<{width}} {r['state']:<16} {r['stepsDone']}{extra}")
+    if s["phase"] == "migrating" and s["commands"]:
+        lines.append("that run is running: it finishes by itself; if it stops before the end:")
     for what, command in s["commands"].items():
         lines.append(f"{'to ' + what.replace('rollback', 'roll back') + ':':<13} {command}")
     return "\n".join(lines)

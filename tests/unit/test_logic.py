@@ -319,3 +319,22 @@ def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_
     cache._apply({"type": "ERROR", "object": {"metadata": {}, "code": 410}})
     assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
     assert kube.lists == 2, "an expired version is followed by a fresh list"
+
+
+def test_status_of_a_running_run_and_of_a_stopped_one_read_from_the_record() -> None:
+    from kubectl_csi_migrate.migration.status import render, summarize
+    from kubectl_csi_migrate.migration.steps import steps_for
+
+    plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
+    steps = steps_for(plan)
+    record = {s.id: {"event": "done"} for s in steps[: [s.kind for s in steps].index("evict")]}
+    run = {"plan": plan.to_dict(), "run_id": "r1"}
+    lease = {"spec": {"holderIdentity": "host/r1/42", "leaseDurationSeconds": 30}}
+    running = summarize(run, record, "working directory", lease, 2.0, "/w", holder_alive=True)
+    assert running["phase"] == "migrating" and running["mayHaveRun"] == []
+    assert "that run is running: it finishes by itself" in render(running)
+    stopped = summarize(run, record, "configmap/csi-migrate-web in the cluster", lease, 90.0, "/w")
+    assert stopped["phase"] == "stopped"
+    assert stopped["mayHaveRun"][0].startswith("evict/"), "steps after the record's last write may have run"
+    assert stopped["replicas"][0]["state"] == "may have started"
+    assert "that run is running" not in render(stopped) and "may have run since: evict/" in render(stopped)
