@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +156,30 @@ def test_killed_at_every_step_the_same_command_finishes_and_a_rollback_killed_at
     print(f"{strategy}: {len(steps)} steps, killed at {kills} of them, then at each of the {len(steps)} undos")
 
 
-@pytest.mark.parametrize("strategy", ["rolling", "offline"])
-def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
-    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str
+@dataclass
+class Boundary:
+    """One step boundary of `for_each_boundary`: the StatefulSet killed right after `step`."""
+
+    step: Step
+    made: scenario.Scenario
+    args: list[str]  # the command that was killed; run again, it resumes
+    workdir: Path
+    before: dict[str, Any]  # the in-tree state before the run
+    sts_uid: str
+
+
+def for_each_boundary(
+    env: cluster.Env,
+    env_vars: dict[str, str],
+    kubectl: Kubectl,
+    ns: str,
+    tmp_path: Path,
+    strategy: str,
+    then: Callable[[Boundary], None],
 ) -> None:
-    """For each boundary a StatefulSet of its own (namespace `ns-N`), killed there, rolled back."""
+    """For each step of the plan (iterated, not picked), a StatefulSet of its own (namespace
+    `ns-N`; 3 replicas, two templates, one already CSI) whose run is SIGKILLed right after that
+    step is recorded; then `then` checks what follows."""
     probe = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
     steps = plan_steps(env_vars, probe.namespace, strategy)
     started = time.monotonic()
@@ -168,19 +189,34 @@ def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
         try:
             made = scenario.create(env, "web", here, replicas=3, intree_templates=("data",), csi_templates=("logs",))
             before = in_tree_state(kubectl, here, made)
-            workdir = tmp_path / f"run-{index}"
+            sts_uid = kubectl.get("statefulset", "web", here)["metadata"]["uid"]
             mine = plan_steps(env_vars, here, strategy)  # the same steps, for this StatefulSet's volumes
             assert [s.kind for s in mine] == [s.kind for s in steps]
             step = mine[index]
-            killed(env_vars, step.id, "done", *migrate_args(here, strategy, workdir))
-            rolled = run_plugin(env_vars, *rollback_args(here, workdir))
-            assert rolled.returncode == 0, f"after {step.id}: {rolled.stderr}"
-            assert_rolled_back(env, kubectl, made, before)
+            workdir = tmp_path / f"run-{index}"
+            args = migrate_args(here, strategy, workdir)
+            killed(env_vars, step.id, "done", *args)
+            assert recorded(workdir)[step.id] == "done"
+            then(Boundary(step, made, args, workdir, before, sts_uid))
         except AssertionError as exc:
             raise AssertionError(f"killed after {step.id}: {exc}") from exc
         finally:
             cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
-    print(f"{strategy}: {len(steps)} boundaries killed and rolled back in {time.monotonic() - started:.0f}s")
+    print(f"{strategy}: {len(steps)} boundaries killed and checked in {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "offline"])
+def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str
+) -> None:
+    """(b) at every boundary: killed there, then `rollback` restores the in-tree state."""
+
+    def rolled_back(b: Boundary) -> None:
+        rolled = run_plugin(env_vars, *rollback_args(b.made.namespace, b.workdir))
+        assert rolled.returncode == 0, rolled.stderr
+        assert_rolled_back(env, kubectl, b.made, b.before)
+
+    for_each_boundary(env, env_vars, kubectl, ns, tmp_path, strategy, rolled_back)
 
 
 def test_killed_at_every_offline_step_the_same_command_finishes(
@@ -188,34 +224,19 @@ def test_killed_at_every_offline_step_the_same_command_finishes(
 ) -> None:
     """(a) at every boundary of the offline plan. Offline, the volumes move side by side, so the
     chain above passes some boundaries without stopping there; here each boundary gets a
-    StatefulSet of its own (namespace `ns-N`), killed right after that step, and the same command
-    finishes it. (Rolling: the chain above stops at every one of its steps.)"""
-    probe = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
-    steps = plan_steps(env_vars, probe.namespace, "offline")
-    started = time.monotonic()
-    for index, step in enumerate(steps):
-        here = f"{ns}-{index}"
-        cluster.kubectl(env, "create", "namespace", here)
-        try:
-            made = scenario.create(env, "web", here, replicas=3, intree_templates=("data",), csi_templates=("logs",))
-            sts_uid = kubectl.get("statefulset", "web", here)["metadata"]["uid"]
-            workdir = tmp_path / f"run-{index}"
-            mine = plan_steps(env_vars, here, "offline")
-            assert [s.kind for s in mine] == [s.kind for s in steps]
-            step = mine[index]
-            args = migrate_args(here, "offline", workdir)
-            killed(env_vars, step.id, "done", *args)
-            assert recorded(workdir)[step.id] == "done"
-            finished = run_plugin(env_vars, *args)
-            assert finished.returncode == 0, finished.stderr
-            assert "resuming the run" in finished.stdout
-            intree = scenario.Scenario(made.name, here, made.replicas, [v for v in made.volumes if not v.csi])
-            assert_migrated(env, kubectl, intree, sts_uid)
-        except AssertionError as exc:
-            raise AssertionError(f"killed after {step.id}: {exc}") from exc
-        finally:
-            cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
-    print(f"offline: {len(steps)} boundaries killed and finished in {time.monotonic() - started:.0f}s")
+    StatefulSet of its own, killed right after that step, and the same command finishes it.
+    (Rolling: the chain above stops at every one of its steps.)"""
+
+    def finished(b: Boundary) -> None:
+        done = run_plugin(env_vars, *b.args)
+        assert done.returncode == 0, done.stderr
+        assert "resuming the run" in done.stdout
+        intree = scenario.Scenario(
+            b.made.name, b.made.namespace, b.made.replicas, [v for v in b.made.volumes if not v.csi]
+        )
+        assert_migrated(env, kubectl, intree, b.sts_uid)
+
+    for_each_boundary(env, env_vars, kubectl, ns, tmp_path, "offline", finished)
 
 
 def status(env_vars: dict[str, str], ns: str, workdir: Path) -> dict[str, Any]:
