@@ -297,3 +297,25 @@ def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
     assert "rebuilt it from configmap/csi-migrate-web" in rolled.stdout
     assert_rolled_back(env, kubectl, made, before)
     assert status(env_vars, ns, workdir)["phase"] == "rolled back"
+
+
+def test_an_offline_rollback_from_the_record_alone_undoes_every_volume_in_flight(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Offline, the volumes move side by side and the record in the cluster is written after some
+    steps only: killed right after the second volume's claim is deleted, the working directory
+    lost, `rollback` from the record must undo what may have run in every volume's chain (each
+    deleted claim created again), not only the first step the record lacks."""
+    import shutil
+
+    made = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    before = in_tree_state(kubectl, ns, made)
+    steps = plan_steps(env_vars, ns, "offline")
+    target = [s for s in steps if s.kind == "delete-pvc"][1]
+    workdir = tmp_path / "run"
+    killed(env_vars, target.id, "done", *migrate_args(ns, "offline", workdir))
+    shutil.rmtree(workdir)
+    rolled = run_plugin(env_vars, *rollback_args(ns, workdir))
+    assert rolled.returncode == 0, rolled.stderr
+    assert "rebuilt it from configmap/csi-migrate-web" in rolled.stdout
+    assert_rolled_back(env, kubectl, made, before)
