@@ -1,12 +1,13 @@
-"""Many StatefulSets in one command: `sts NAME NAME...`, `sts -l SELECTOR`, `sts --all [-A]`,
-`sts --from-file FILE` (the survey's JSON, `preflight -A -o json`, fed back).
+"""Many owners in one command: `sts NAME NAME...`, `sts -l SELECTOR`, `sts --all [-A]` (and the
+same for `deploy` and `pvc`), `all [-A]` (every owner of every kind), `sts --from-file FILE`
+(the survey's JSON, `preflight -A -o json`, fed back: each row by its own command).
 
-Each StatefulSet is migrated by a `kubectl csi-migrate sts NAME` process of its own (the same
-program, the same flags), up to `--parallel N` at once: its own working directory, Lease, record
-in the cluster, API and vCenter connections, and its own signals (Ctrl-C reaches every one, and
-each stops as a single run does, resumable). The rolling strategy keeps at most one replica of
-each StatefulSet down, whatever N. The summary lists each StatefulSet: migrated, nothing to do,
-skipped (preflight refused it, nothing changed), or failed with the command that resumes it.
+Each owner is migrated by a `kubectl csi-migrate sts|deploy|pvc NAME` process of its own (the
+same program, the same flags), up to `--parallel N` at once: its own working directory, Lease,
+record in the cluster, API and vCenter connections, and its own signals (Ctrl-C reaches every
+one, and each stops as a single run does, resumable). The rolling strategy keeps at most one
+replica of each StatefulSet down, whatever N. The summary lists each owner: migrated, nothing to
+do, skipped (preflight refused it, nothing changed), or failed with the command that resumes it.
 """
 
 from __future__ import annotations
@@ -27,13 +28,44 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Flags of the parent that choose the targets or the output; every other flag is passed on.
 NOT_PASSED_ON = {
     "name", "names", "sts_name", "selector", "all", "all_namespaces", "parallel", "fail_fast", "output", "from_file",
-    "working_directory", "yes", "namespace", "run", "confirm_needs_yes", "command", "parser",
+    "working_directory", "yes", "namespace", "run", "confirm_needs_yes", "command", "parser", "kind",
 }  # fmt: skip
+STATEFULSET_ONLY = {"--strategy"}
+"""Flags only `sts` takes: not passed on to a `deploy` or `pvc` run."""
+KINDS = ("StatefulSet", "Deployment", "ReplicaSet", "PersistentVolumeClaim")
+PLURAL = {"StatefulSet": "StatefulSet(s)", "Deployment": "Deployment(s)", "ReplicaSet": "ReplicaSet(s)",
+          "PersistentVolumeClaim": "claim(s)"}  # fmt: skip
+
+Target = tuple[str, str, str]
+"""(namespace, kind, name)."""
 
 
-def from_file(path: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
-    """(namespace, name) of each item of a JSON list read from `path` ("-": standard input),
-    and, for the survey's rows it found not migratable, why (they are skipped, not run)."""
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from kubectl_csi_migrate.cli.sts import _positive, add_flags, run
+
+    parser = sub.add_parser(
+        "all",
+        parents=parents,
+        help="migrate every owner of in-tree vSphere volumes in the namespace (-A: every namespace)",
+        description="Every StatefulSet, Deployment (or ReplicaSet of its own) and claim no controller "
+        "mounts that the survey (`preflight` without a name) finds with in-tree vSphere volumes, each by "
+        "its own command (sts, deploy, pvc) as a run of its own; a summary at the end. Running it again "
+        "resumes the interrupted ones and finds nothing to do for the finished ones.",
+    )
+    add_flags(parser)
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
+    parser.add_argument(
+        "--parallel", type=_positive, default=1, metavar="N",
+        help="migrate up to N owners at once (default 1); a StatefulSet keeps at most one replica down",
+    )  # fmt: skip
+    parser.add_argument("--fail-fast", action="store_true", help="start no other owner once one failed")
+    parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser, kind=None, all=True, names=[])
+
+
+def from_file(path: str, default_kind: str) -> tuple[list[Target], dict[Target, str]]:
+    """(namespace, kind, name) of each item of a JSON list read from `path` ("-": standard input;
+    an item without a kind is a `default_kind`), and, for the survey's rows it found not
+    migratable, why (they are skipped, not run)."""
     from kubectl_csi_migrate.errors import UsageError
 
     try:
@@ -46,39 +78,61 @@ def from_file(path: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], s
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise UsageError(f'{path}: expected a JSON object with "items" (`preflight -A -o json`)')
-    targets: list[tuple[str, str]] = []
-    refused: dict[tuple[str, str], str] = {}
+    targets: list[Target] = []
+    refused: dict[Target, str] = {}
     for index, item in enumerate(items):
         where = item.get("metadata", item) if isinstance(item, dict) else {}
         ns, name = where.get("namespace"), where.get("name")
         if not isinstance(ns, str) or not isinstance(name, str) or not ns or not name:
             raise UsageError(f"{path}: item {index} has no namespace and name")
-        if (ns, name) in targets:
+        kind = item.get("kind") or default_kind
+        if kind not in KINDS:
+            raise UsageError(f"{path}: item {index} is a {kind}: expected {', '.join(KINDS)}")
+        target = (ns, kind, name)
+        if target in targets:
             continue
-        targets.append((ns, name))
+        targets.append(target)
         if item.get("migratable") is False:
             problems = "; ".join(item.get("problems") or []) or "not migratable"
-            refused[(ns, name)] = f"the survey found: {problems} (nothing changed)"
+            refused[target] = f"the survey found: {problems} (nothing changed)"
     return targets, refused
 
 
-def targets_of(args: argparse.Namespace, kube: Any) -> list[tuple[str, str]]:
-    """(namespace, name) of each StatefulSet the command names, selects, or (--all) that has
-    in-tree vSphere volumes."""
+def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
+    """(namespace, kind, name) of each owner the command names, selects, or (--all) that has
+    in-tree vSphere volumes to migrate (`all`: of every kind)."""
     namespace = None if args.all_namespaces else common.namespace_of(args, kube)
     if args.names:
-        return [(common.namespace_of(args, kube), n) for n in dict.fromkeys(args.names)]
+        return [(common.namespace_of(args, kube), args.kind, n) for n in dict.fromkeys(args.names)]
     if args.selector:
-        found = kube.items("StatefulSet", namespace, label_selector=args.selector)
-        return sorted((s["metadata"]["namespace"], s["metadata"]["name"]) for s in found)
+        found = kube.items(args.kind, namespace, label_selector=args.selector)
+        return sorted((s["metadata"]["namespace"], args.kind, s["metadata"]["name"]) for s in found)
     from kubectl_csi_migrate.cli.preflight import plan_for
     from kubectl_csi_migrate.migration import plan as plan_mod
 
+    wanted = (
+        set(KINDS) if args.kind is None else {args.kind, "ReplicaSet"} if args.kind == "Deployment" else {args.kind}
+    )
     result = []
     for snap in plan_mod.gather_all(kube, namespace):
-        if plan_for(args, kube, snap).to_migrate():
-            result.append((snap.namespace, snap.name))
-    return sorted(result)
+        if snap.kind in wanted and plan_for(args, kube, snap).to_migrate():
+            result.append((snap.namespace, snap.kind, snap.name))
+    return sorted(result, key=lambda t: (t[0], KINDS.index(t[1]), t[2]))
+
+
+def _label(target: Target) -> str:
+    """How lines and the summary name a target: `ns/web` (a StatefulSet), `ns/deploy/api`."""
+    ns, kind, name = target
+    from kubectl_csi_migrate.migration.plan import COMMAND
+
+    return f"{ns}/{name}" if kind == "StatefulSet" else f"{ns}/{COMMAND[kind]}/{name}"
+
+
+def _counted(targets: list[Target]) -> str:
+    counts: dict[str, int] = {}
+    for _, kind, _ in targets:
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {PLURAL[kind]}" for kind, n in counts.items())
 
 
 def child_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -109,29 +163,29 @@ def _self() -> list[str]:
 
 
 def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
+    from kubectl_csi_migrate.migration.plan import COMMAND, ref, run_key
     from kubectl_csi_migrate.migration.workdir import default_name
 
-    refused: dict[tuple[str, str], str] = {}
+    refused: dict[Target, str] = {}
+    owners = "owner" if args.kind is None else PLURAL[args.kind].replace("(s)", "")
     if args.from_file is not None:
-        targets, refused = from_file(args.from_file)
+        targets, refused = from_file(args.from_file, args.kind or "StatefulSet")
         where = args.from_file if args.from_file != "-" else "standard input"
     else:
         targets = targets_of(args, kube)
         where = "every namespace" if args.all_namespaces else f"namespace {common.namespace_of(args, kube)}"
     if not targets:
-        human = f"no StatefulSet with in-tree vSphere volumes in {where}: nothing to do"
+        human = f"no {owners} with in-tree vSphere volumes in {where}: nothing to do"
         if args.from_file is not None:
-            human = f"no StatefulSet listed in {where}: nothing to do"
+            human = f"no {owners} listed in {where}: nothing to do"
         printers.render({"apiVersion": "v1", "kind": "List", "items": []}, args.output, human, [])
         return EXIT_OK
-    listing = ", ".join(f"{ns}/{n}" for ns, n in targets)
+    listing = ", ".join(_label(t) for t in targets)
     if not args.yes and args.dry_run == "none":
         if not sys.stdin.isatty():
-            printers.error("not a terminal: pass --yes to migrate several StatefulSets (or --dry-run to see the plans)")
+            printers.error(f"not a terminal: pass --yes to migrate several {owners}s (or --dry-run to see the plans)")
             return EXIT_USAGE
-        sys.stderr.write(
-            f"Migrate {len(targets)} StatefulSet(s), {args.parallel} at a time: {listing}\nProceed? [y/N] "
-        )
+        sys.stderr.write(f"Migrate {_counted(targets)}, {args.parallel} at a time: {listing}\nProceed? [y/N] ")
         sys.stderr.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             printers.error("aborted; nothing was changed")
@@ -140,30 +194,36 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
     lock = threading.Lock()
     stop = threading.Event()
     flags = child_argv(args, parser)
+    sts_only: list[str] = []
+    for flag in STATEFULSET_ONLY:
+        if flag in flags:
+            at = flags.index(flag)
+            sts_only, flags = flags[at : at + 2], flags[:at] + flags[at + 2 :]
 
     def say(line: str) -> None:
         with lock:
             info.write(line + "\n")
             info.flush()
 
-    say(f"{len(targets)} StatefulSet(s) in {where}, {args.parallel} at a time: {listing}")
+    say(f"{_counted(targets)} in {where}, {args.parallel} at a time: {listing}")
 
-    def one(target: tuple[str, str]) -> dict[str, Any]:
-        ns, name = target
-        entry: dict[str, Any] = {"namespace": ns, "name": name}
+    def one(target: Target) -> dict[str, Any]:
+        ns, kind, name = target
+        entry: dict[str, Any] = {"namespace": ns, "kind": kind, "name": name}
         if target in refused:
             return entry | {"result": "skipped", "reason": refused[target]}
         if stop.is_set():
             return entry | {"result": "not started", "reason": "an earlier one failed (--fail-fast)"}
-        folder = default_name(kube.info.context, ns, name)
+        folder = default_name(kube.info.context, ns, run_key(kind, name))
         workdir = str(Path(args.working_directory) / folder) if args.working_directory else folder
-        argv = ["sts", name, "-n", ns, "--yes", "--working-directory", workdir, "-o", "json", *flags]
+        own = flags + (sts_only if kind == "StatefulSet" else [])
+        argv = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir, "-o", "json", *own]
         proc = subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
         assert proc.stderr is not None and proc.stdout is not None
         for line in proc.stderr:
             line = line.rstrip("\n")
-            say(f"[{ns}/{name}] {line}")
+            say(f"[{_label(target)}] {line}")
             if line.startswith("error: "):
                 errors.append(line[len("error: ") :])
         out = proc.stdout.read()
@@ -185,19 +245,26 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         reason = errors[0] if errors else f"exit code {code}"
         if any("was not changed" in e or "nothing was changed" in e for e in errors):
             return entry | {"result": "skipped", "reason": f"{reason} (nothing changed)"}
-        resume = " ".join(["kubectl", "csi-migrate", *argv[:-2], *flags])  # without -o json
+        resume = " ".join(["kubectl", "csi-migrate", *argv[:-2], *own])  # without -o json
         return entry | {"result": "failed", "reason": reason, "resume": resume}
 
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         results = list(pool.map(one, targets))
     rows = [
-        (r["namespace"], r["name"], r["result"], r.get("reason") or f"{r.get('volumes', 0)} volume(s)") for r in results
+        (
+            r["namespace"],
+            COMMAND[r["kind"]],
+            r["name"],
+            r["result"],
+            r.get("reason") or f"{r.get('volumes', 0)} volume(s)",
+        )
+        for r in results
     ]
-    human = printers.table(["NAMESPACE", "NAME", "RESULT", "DETAIL"], rows)
+    human = printers.table(["NAMESPACE", "KIND", "NAME", "RESULT", "DETAIL"], rows)
     for r in results:
         if r.get("resume"):
-            human += f"\nresume {r['namespace']}/{r['name']}: {r['resume']}"
+            human += f"\nresume {_label((r['namespace'], r['kind'], r['name']))}: {r['resume']}"
     data = {"apiVersion": "csi-migrate.kubectl.io/v1", "kind": "MigrationSummary", "items": results}
-    printers.render(data, args.output, human, [f"statefulset.apps/{r['name']}" for r in results])
+    printers.render(data, args.output, human, [ref(r["kind"], r["name"]) for r in results])
     ok = all(r["result"] in ("migrated", "nothing to do", "planned") for r in results)
     return EXIT_OK if ok else EXIT_FAILED

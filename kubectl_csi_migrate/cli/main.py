@@ -9,12 +9,12 @@ import signal
 import sys
 
 from kubectl_csi_migrate import __version__
-from kubectl_csi_migrate.cli import common, compat, preflight, printers, rollback, status, sts
+from kubectl_csi_migrate.cli import common, compat, fleet, preflight, printers, rollback, status, sts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # One module per command, each with add_parser(subparsers, parents) and a run(args) -> int.
-COMMANDS = (preflight, sts, rollback, status, compat)
+COMMANDS = (preflight, sts, fleet, rollback, status, compat)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,13 +26,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kubectl csi-migrate",
-        description="Move a StatefulSet's volumes from the in-tree vSphere plugin to the vSphere "
-        "CSI driver, in place: no data copied, one replica at a time.",
+        description="Move volumes from the in-tree vSphere plugin to the vSphere CSI driver, in "
+        "place: no data copied. A StatefulSet's one replica at a time; a Deployment's scaled to 0 and "
+        "back; a claim on its own with its bare pod stopped meanwhile.",
         epilog="Examples:\n"
         "  kubectl csi-migrate preflight                      # survey the namespace\n"
         "  kubectl csi-migrate preflight web --csi-storageclass standard-rwo\n"
         "  kubectl csi-migrate sts web --csi-storageclass standard-rwo\n"
         "  kubectl csi-migrate sts web --csi-storageclass standard-rwo --dry-run\n"
+        "  kubectl csi-migrate deploy api --csi-storageclass standard-rwo    # scaled to 0 and back\n"
+        "  kubectl csi-migrate pvc scratch --csi-storageclass standard-rwo   # a claim on its own\n"
+        "  kubectl csi-migrate all -A --parallel 4 --csi-storageclass standard-rwo --yes\n"
         "  kubectl csi-migrate status web                     # where a run is, how to resume it\n"
         "  kubectl csi-migrate rollback web                   # back to in-tree volumes",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -11,7 +11,9 @@ from kubectl_csi_migrate.cli import common, printers
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool) -> None:
+def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool, statefulset: bool = True) -> None:
+    """The flags every command that plans a migration takes; `statefulset`: with --strategy and
+    --sts-name (a Deployment always stops whole, a claim's pod is stopped while it moves)."""
     group = parser.add_argument_group("migration")
     group.add_argument(
         "--csi-storageclass", required=csi_required, default=None if csi_required else "standard-rwo",
@@ -24,8 +26,11 @@ def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool) -> 
     )
     group.add_argument(
         "--working-directory", metavar="DIR",
-        help="where backups and the step record go (default: ./csi-migrate-<context>-<namespace>-<sts>)",
+        help="where backups and the step record go (default: ./csi-migrate-<context>-<namespace>-<sts>, "
+        "-deployment-<name>, -pvc-<name>)",
     )  # fmt: skip
+    if not statefulset:
+        return
     group.add_argument(
         "--strategy", choices=("rolling", "offline"), default="rolling",
         help="rolling: one replica at a time, no downtime (default); offline: scale to zero, faster",
@@ -41,12 +46,15 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "preflight",
         parents=parents,
-        help="check a StatefulSet (or survey a namespace) without changing anything",
-        description="With STS_NAME: run every check the migration needs and report PASS/WARN/FAIL. "
-        "Without: list the StatefulSets that have in-tree vSphere volumes and whether each can be "
-        "migrated. Exit 1 on any FAIL.",
+        help="check a StatefulSet, Deployment or claim (or survey a namespace) without changing anything",
+        description="With NAME (a StatefulSet; deploy/NAME, rs/NAME, pvc/NAME for the others): run "
+        "every check the migration needs and report PASS/WARN/FAIL. Without: list every owner of "
+        "in-tree vSphere volumes (StatefulSets, Deployments and ReplicaSets, claims no controller "
+        "mounts), whether each can be migrated, and the command that would. Exit 1 on any FAIL.",
     )
-    parser.add_argument("name", nargs="?", metavar="STS_NAME", help="the StatefulSet to check")
+    parser.add_argument(
+        "name", nargs="?", metavar="NAME", help="the StatefulSet to check, or deploy/NAME, rs/NAME, pvc/NAME"
+    )
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="survey every namespace")
     add_migration_flags(parser, csi_required=False)
     parser.set_defaults(run=run)
@@ -61,17 +69,22 @@ def sts_name(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    name = sts_name(args)
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, parse_ref, ref
+
+    arg = sts_name(args)
     kube = common.kube_from(args)
-    if name is None:
+    if arg is None:
         return survey(args, kube)
-    checks, plan = check_one(args, kube, name)
+    kind, name = parse_ref(arg)
+    checks, plan = check_one(args, kube, name, kind)
     from kubectl_csi_migrate.migration.preflight import failed
 
+    where = {"namespace": common.namespace_of(args, kube), "name": name}
     report = {
         "apiVersion": "csi-migrate.kubectl.io/v1",
         "kind": "PreflightReport",
-        "statefulset": {"namespace": common.namespace_of(args, kube), "name": name},
+        "owner": {"kind": kind, **where},
+        **({"statefulset": where} if kind == STATEFULSET else {}),
         "result": "FAIL" if failed(checks) else "PASS",
         "checks": [c.to_dict() for c in checks],
         "plan": plan.to_dict() if plan else None,
@@ -80,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if failed(checks):
         human += f"\n\npreflight: {sum(c.status == 'FAIL' for c in checks)} blocking problem(s)"
     else:
-        human += f"\n\npreflight: statefulset {name} can be migrated"
-    printers.render(report, args.output, human, [f"statefulset.apps/{name}"])
+        human += f"\n\npreflight: {ref(kind, name)} can be migrated"
+    printers.render(report, args.output, human, [ref(kind, name)])
     if failed(checks):
         printers.error(
-            f"preflight failed for statefulset {name}: " + "; ".join(c.message for c in checks if c.status == "FAIL")
+            f"preflight failed for {ref(kind, name)}: " + "; ".join(c.message for c in checks if c.status == "FAIL")
         )
         return EXIT_FAILED
     return EXIT_OK
@@ -95,25 +108,32 @@ def plan_for(args: argparse.Namespace, kube: Any, snap: Any, keys: tuple[str, ..
     creates no PV, passes none)."""
     from kubectl_csi_migrate.migration.plan import build_plan
 
+    strategy = getattr(args, "strategy", None) or "rolling"
     return build_plan(
-        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, args.strategy, keys
+        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, strategy, keys
     )
 
 
-def check_one(args: argparse.Namespace, kube: Any, name: str) -> tuple[list[Any], Any]:
-    """Gather, plan and check one StatefulSet; a missing StatefulSet is a FAIL check."""
+def check_one(args: argparse.Namespace, kube: Any, name: str, kind: str = "StatefulSet") -> tuple[list[Any], Any]:
+    """Gather, plan and check one owner; a missing one is a FAIL check."""
     from kubectl_csi_migrate.errors import NotFoundError
     from kubectl_csi_migrate.migration import plan as plan_mod
     from kubectl_csi_migrate.migration import preflight, translate
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
     ns = common.namespace_of(args, kube)
-    try:
-        snap = plan_mod.gather(kube, ns, name)
-    except NotFoundError as exc:
-        return [preflight.Check("statefulset", preflight.FAIL, str(exc))], None
+    snap, missing = None, ""
+    # `deploy NAME`: a Deployment, else a ReplicaSet of that name.
+    for candidate in (kind, plan_mod.REPLICASET) if kind == plan_mod.DEPLOYMENT else (kind,):
+        try:
+            snap = plan_mod.gather(kube, ns, name, candidate)
+            break
+        except NotFoundError as exc:
+            missing = missing or str(exc)
+    if snap is None:
+        return [preflight.Check(plan_mod.word(kind), preflight.FAIL, missing)], None
     plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items("CSINode")))
-    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, plan.key))
     connect = common.vcenter_factory(args, kube)
     return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
 
@@ -130,17 +150,20 @@ def survey(args: argparse.Namespace, kube: Any) -> int:
         if row["inTreeVolumes"]:
             rows.append(row)
     data = {"apiVersion": "csi-migrate.kubectl.io/v1", "kind": "PreflightSurvey", "items": rows}
+    from kubectl_csi_migrate.migration.plan import COMMAND, ref
+
     if rows:
         human = printers.table(
-            ["NAMESPACE", "NAME", "REPLICAS", "IN-TREE", "CSI", "MIGRATABLE", "PROBLEMS"],
+            ["NAMESPACE", "KIND", "NAME", "REPLICAS", "IN-TREE", "CSI", "MIGRATABLE", "COMMAND / PROBLEMS"],
             [
-                (r["namespace"], r["name"], r["replicas"], r["inTreeVolumes"], r["csiVolumes"],
-                 "yes" if r["migratable"] else "no", "; ".join(r["problems"]) or "-")
+                (r["namespace"], COMMAND[r["kind"]], r["name"], r["replicas"], r["inTreeVolumes"], r["csiVolumes"],
+                 "yes" if r["migratable"] else "no",
+                 f"{COMMAND[r['kind']]} {r['name']}" if r["migratable"] else "; ".join(r["problems"]) or "-")
                 for r in rows
             ],
         )  # fmt: skip
     else:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
-        human = f"No StatefulSets with in-tree vSphere volumes in {where}."
-    printers.render(data, args.output, human, [f"statefulset.apps/{r['name']}" for r in rows])
+        human = f"No StatefulSets, Deployments or claims with in-tree vSphere volumes in {where}."
+    printers.render(data, args.output, human, [ref(r["kind"], r["name"]) for r in rows])
     return EXIT_OK

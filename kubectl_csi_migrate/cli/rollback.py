@@ -17,7 +17,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "rollback",
         parents=parents,
-        help="put a StatefulSet back on its in-tree volumes (undo a run, finished or not)",
+        help="put a StatefulSet (deploy/NAME, pvc/NAME) back on its in-tree volumes (undo a run)",
         description="Undo, last first, every step a run of `sts` started: the same disks, PV and "
         "PVC names, the StatefulSet with its original templates, pods recreated one at a time in "
         "the rolling case, the original reclaim policies restored last. Disks registered as first "
@@ -25,7 +25,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "run's working directory (the same --working-directory rules as `sts`); running the same "
         "command again resumes an interrupted rollback.",
     )
-    parser.add_argument("name", nargs="?", metavar="STS_NAME")
+    parser.add_argument(
+        "name", nargs="?", metavar="NAME", help="a StatefulSet's name, or deploy/NAME, rs/NAME, pvc/NAME"
+    )
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",
@@ -45,13 +47,16 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.migration import preflight, steps
+    from kubectl_csi_migrate.migration.plan import parse_ref, run_key
     from kubectl_csi_migrate.migration.run import Migration, Settings
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
-    name = sts_name(args)
-    if not name:
-        printers.error("a StatefulSet name is required (rollback STS_NAME)")
+    arg = sts_name(args)
+    if not arg:
+        printers.error("a StatefulSet name is required (rollback NAME, or deploy/NAME, pvc/NAME)")
         return EXIT_USAGE
+    kind, owner = parse_ref(arg)
+    name = run_key(kind, owner)
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
@@ -80,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     record = workdir.steps()
     to_undo = steps.steps_to_undo(plan, record)
-    down = ": the application is DOWN until the StatefulSet is back" if plan.strategy == "offline" else ""
+    down = f": the application is DOWN until the {plan.kind} is back" if plan.strategy == "offline" else ""
     human_plan = (
-        f"Rollback: statefulset {ns}/{name} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
+        f"Rollback: {plan.what} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
         f"({plan.strategy}{down})\n"
         f"working directory: {workdir.path}\n"
         + "\n".join(f"  {i}. {s.undoes}  [{s.id}]" for i, s in enumerate(to_undo, 1))
@@ -96,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         }
         printers.render(data, args.output, human_plan + "\n(client dry run: nothing was changed)", [])
         return EXIT_OK
-    rbac = preflight.check_rbac(kube, ns)
+    rbac = preflight.check_rbac(kube, ns, steps.access_for(plan.kind))
     if rbac.status == preflight.FAIL:
         printers.error(f"preflight: rbac: {rbac.message}")
-        printers.error(f"statefulset {name} was not changed")
+        printers.error(f"{plan.what} was not changed")
         return EXIT_FAILED
     if not args.yes:
         if not sys.stdin.isatty():
@@ -135,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     back = sum(1 for v in report["volumes"] if v["result"] == "rolled back")
     human = (
-        f"statefulset {ns}/{name}: rolled back, {back} volume(s) on their in-tree PVs again, in "
+        f"{plan.what}: rolled back, {back} volume(s) on their in-tree PVs again, in "
         f"{report['timing']['wallSeconds']:.1f}s; record in {workdir.path}"
     )
-    printers.render(report, args.output, human, [f"statefulset.apps/{name}"])
+    printers.render(report, args.output, human, [plan.ref])
     return EXIT_OK

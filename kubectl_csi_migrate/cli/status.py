@@ -22,7 +22,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "the run's record in the cluster (configmap csi-migrate-STS_NAME) when the directory is "
         "lost. Without: every run recorded in the namespace. Changes nothing.",
     )
-    parser.add_argument("name", nargs="?", metavar="STS_NAME")
+    parser.add_argument(
+        "name", nargs="?", metavar="NAME", help="a StatefulSet's name, or deploy/NAME, rs/NAME, pvc/NAME"
+    )
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",
@@ -37,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
-    name = sts_name(args)
+    from kubectl_csi_migrate.migration.plan import parse_ref, run_key
+
+    arg = sts_name(args)
+    name = run_key(*parse_ref(arg)) if arg else None
     if name:
         names = [name]
     else:
@@ -49,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
         status = status_of(kube, ns, sts, workdir)
         if status is None:
             if name:
+                kind, owner = parse_ref(arg or sts)
+                word = {"PersistentVolumeClaim": "pvc"}.get(kind, kind.lower())
                 printers.error(
-                    f"no run of statefulset {ns}/{sts} recorded in {workdir.path} or in the cluster "
+                    f"no run of {word} {ns}/{owner} recorded in {workdir.path} or in the cluster "
                     f"(configmap/{cluster_record.name_of(sts)})"
                 )
                 return EXIT_FAILED
@@ -64,12 +71,18 @@ def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.migration.status import render
 
     if name:
-        printers.render(statuses[0], args.output, render(statuses[0]), [f"statefulset.apps/{name}"])
+        printers.render(statuses[0], args.output, render(statuses[0]), [_ref(statuses[0])])
     else:
         data = {"apiVersion": "v1", "kind": "List", "items": statuses}
         human = "\n\n".join(render(s) for s in statuses)
-        printers.render(data, args.output, human, [f"statefulset.apps/{s['statefulset']['name']}" for s in statuses])
+        printers.render(data, args.output, human, [_ref(s) for s in statuses])
     return EXIT_OK
+
+
+def _ref(status: dict[str, Any]) -> str:
+    from kubectl_csi_migrate.migration.plan import ref
+
+    return ref(status["owner"]["kind"], status["owner"]["name"])
 
 
 def status_of(kube: Any, ns: str, name: str, workdir: Any) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""`kubectl csi-migrate sts STS_NAME`: migrate a StatefulSet's volumes, or resume a run."""
+"""`kubectl csi-migrate sts NAME`, `deploy NAME`, `pvc NAME`: migrate the in-tree volumes of a
+StatefulSet, of a Deployment (or ReplicaSet), or claims on their own; or resume a run."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from kubectl_csi_migrate.cli.preflight import add_migration_flags, check_one, st
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    add_migration_flags(parser, csi_required=True)
+def add_flags(parser: argparse.ArgumentParser, statefulset: bool = True) -> None:
+    add_migration_flags(parser, csi_required=True, statefulset=statefulset)
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument(
         "--dry-run", nargs="?", const="client", default="none", choices=("none", "client", "server"),
@@ -29,35 +30,53 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+# The commands that migrate: the kind of owner each names, its help, its argument's name.
+OWNERS = (
+    ("sts", "StatefulSet", "STS_NAME", "migrate a StatefulSet's in-tree vSphere volumes to the vSphere CSI driver",
+     "Run preflight, show the plan, then move each in-tree vSphere volume of the StatefulSet to a CSI "
+     "volume on the same disk (no data copied), one replica at a time (or --strategy offline)."),
+    ("deploy", "Deployment", "NAME", "migrate the in-tree vSphere claims of a Deployment (or a ReplicaSet)",
+     "Run preflight, show the plan, then scale the Deployment (or a ReplicaSet of its own) to 0, move each "
+     "in-tree vSphere claim its pods mount to a CSI volume on the same disk (no data copied), and scale it "
+     "back to its replica count: the application is down meanwhile, as the plan says."),
+    ("pvc", "PersistentVolumeClaim", "NAME", "migrate in-tree vSphere claims on their own (a bare pod's, or unmounted)",
+     "Run preflight, show the plan, then move the claim to a CSI volume on the same disk (no data copied). "
+     "A bare pod mounting it is evicted first and created again from its backup; an unmounted claim needs "
+     "no stop. A claim a controller's pods mount is refused: migrate its StatefulSet or Deployment."),
+)  # fmt: skip
+
+
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "sts",
-        parents=parents,
-        help="migrate a StatefulSet's in-tree vSphere volumes to the vSphere CSI driver",
-        description="Run preflight, show the plan, then move each in-tree vSphere volume of the "
-        "StatefulSet to a CSI volume on the same disk (no data copied). Running the same command "
-        "again with the same working directory resumes an interrupted run.",
-    )
-    parser.add_argument("names", nargs="*", metavar="STS_NAME", help="one or more StatefulSets")
-    add_flags(parser)
-    many = parser.add_argument_group("several StatefulSets")
-    many.add_argument("-l", "--selector", help="every StatefulSet with these labels (as kubectl -l)")
-    many.add_argument(
-        "--all", action="store_true", help="every StatefulSet in the namespace that has in-tree vSphere volumes"
-    )
-    many.add_argument("-A", "--all-namespaces", action="store_true", help="with --all or -l: in every namespace")
-    many.add_argument(
-        "-f", "--from-file", metavar="FILE",
-        help="the StatefulSets listed in FILE ('-': standard input): the survey's JSON "
-        "(`preflight -A -o json`; rows it found not migratable are skipped), or any JSON list of "
-        "objects with a namespace and a name",
-    )  # fmt: skip
-    many.add_argument(
-        "--parallel", type=_positive, default=1, metavar="N",
-        help="migrate up to N StatefulSets at once (default 1); each keeps at most one replica down",
-    )  # fmt: skip
-    many.add_argument("--fail-fast", action="store_true", help="start no other StatefulSet once one failed")
-    parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser)
+    for command, kind, metavar, help_text, description in OWNERS:
+        words = {"StatefulSet": "StatefulSets", "Deployment": "Deployments", "PersistentVolumeClaim": "claims"}[kind]
+        parser = sub.add_parser(
+            command,
+            parents=parents,
+            help=help_text,
+            description=description + " Running the same command again with the same working directory resumes "
+            "an interrupted run.",
+        )
+        parser.add_argument("names", nargs="*", metavar=metavar, help=f"one or more {words}")
+        add_flags(parser, statefulset=kind == "StatefulSet")
+        many = parser.add_argument_group(f"several {words}")
+        many.add_argument("-l", "--selector", help=f"every {kind} with these labels (as kubectl -l)")
+        many.add_argument(
+            "--all", action="store_true", help=f"every {kind} in the namespace that has in-tree vSphere volumes"
+            + (" (no controller's pods mounting it)" if kind == "PersistentVolumeClaim" else "")
+        )  # fmt: skip
+        many.add_argument("-A", "--all-namespaces", action="store_true", help="with --all or -l: in every namespace")
+        many.add_argument(
+            "-f", "--from-file", metavar="FILE",
+            help="the owners listed in FILE ('-': standard input): the survey's JSON "
+            "(`preflight -A -o json`: each row by its own command; rows it found not migratable are skipped), "
+            f"or any JSON list of objects with a namespace and a name (taken as {words})",
+        )  # fmt: skip
+        many.add_argument(
+            "--parallel", type=_positive, default=1, metavar="N",
+            help="migrate up to N owners at once (default 1); a StatefulSet keeps at most one replica down",
+        )  # fmt: skip
+        many.add_argument("--fail-fast", action="store_true", help="start no other owner once one failed")
+        parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser, kind=kind)
 
 
 def _positive(text: str) -> int:
@@ -69,11 +88,14 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import UsageError
     from kubectl_csi_migrate.migration import preflight
-    from kubectl_csi_migrate.migration.plan import Plan
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, run_key, word
     from kubectl_csi_migrate.migration.run import Migration, Settings
     from kubectl_csi_migrate.migration.steps import describe_steps
     from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
+    kind = getattr(args, "kind", STATEFULSET)
+    command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
+    words = {"StatefulSet": "StatefulSet", "Deployment": "Deployment"}.get(kind, "claim")
     # The compatibility commands (rolling-migration...) name one StatefulSet, in `name`.
     names = getattr(args, "names", None) or ([args.name] if getattr(args, "name", None) else [])
     defaults = (("selector", None), ("all", False), ("all_namespaces", False), ("parallel", 1), ("from_file", None))
@@ -81,23 +103,34 @@ def run(args: argparse.Namespace) -> int:
         setattr(args, flag, getattr(args, flag, default))
     several = len(names) > 1 or bool(args.selector) or bool(args.all) or args.from_file is not None
     if sum(map(bool, (names, args.selector, args.all, args.from_file is not None))) > 1:
-        raise UsageError("give StatefulSet names, -l SELECTOR, --all or --from-file, not several of them")
+        raise UsageError(f"give {words} names, -l SELECTOR, --all or --from-file, not several of them")
     if args.all_namespaces and not (args.selector or args.all):
         raise UsageError("-A/--all-namespaces needs --all or -l SELECTOR")
     if several:
-        if args.sts_name:
+        if getattr(args, "sts_name", None):
             raise UsageError("--sts-name names one StatefulSet; give several as STS_NAME arguments")
         from kubectl_csi_migrate.cli import fleet
 
         return fleet.run_many(args, common.kube_from(args, dry_run=args.dry_run), args.parser)
     args.name = names[0] if names else None
-    name = sts_name(args)
+    name = sts_name(args) if kind == STATEFULSET else args.name
     if not name:
-        printers.error("a StatefulSet name is required (sts STS_NAME, or --sts-name)")
+        flag = ", or --sts-name" if kind == STATEFULSET else ""
+        printers.error(f"a {words} name is required ({command} NAME{flag})")
         return EXIT_USAGE
+    strategy = getattr(args, "strategy", None)
     kube = common.kube_from(args, dry_run=args.dry_run)
     ns = common.namespace_of(args, kube)
-    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    key = run_key(kind, name)
+    if kind == "Deployment" and not args.working_directory:
+        # `deploy NAME` also takes a ReplicaSet of its own: its run is keyed by that kind.
+        from kubectl_csi_migrate.migration import record
+
+        if kube.get("Deployment", name, ns) is None and (
+            kube.get("ReplicaSet", name, ns) is not None or record.read(kube, ns, run_key("ReplicaSet", name))
+        ):
+            kind, key = "ReplicaSet", run_key("ReplicaSet", name)
+    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, key))
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
@@ -110,35 +143,35 @@ def run(args: argparse.Namespace) -> int:
         info.flush()
 
     resuming = False
-    common.rebuild_workdir(kube, ns, name, workdir, say, for_rollback=False)
-    if workdir.backed_up() and workdir.problem((kube.info.server, ns, name)) is None:
+    common.rebuild_workdir(kube, ns, key, workdir, say, for_rollback=False)
+    if workdir.backed_up() and workdir.problem((kube.info.server, ns, key)) is None:
         run = workdir.load_run()
         plan = Plan.from_dict(run["plan"])
         resuming = True
         recorded = (plan.csi_class, plan.strategy, bool(run.get("options", {}).get("keep_retain")))
-        if recorded != (args.csi_storageclass, args.strategy, args.keep_retain):
-            from kubectl_csi_migrate.errors import UsageError
-
+        if recorded != (args.csi_storageclass, strategy or plan.strategy, args.keep_retain):
+            strategy_flag = ", --strategy" if kind == STATEFULSET else ""
             raise UsageError(
                 f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}"
-                f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass, "
-                "--strategy and --keep-retain, or choose another --working-directory"
+                f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass"
+                f"{strategy_flag} and --keep-retain, or choose another --working-directory"
             )
     else:
-        checks, plan = check_one(args, kube, name)
+        checks, plan = check_one(args, kube, name, kind)
         if preflight.failed(checks) or plan is None:
             for c in checks:
                 if c.status == "FAIL":
                     printers.error(f"preflight: {c.name}: {c.message}")
+            target = name if kind == STATEFULSET else f"{command}/{name}"
             printers.error(
-                f"statefulset {name} was not changed; run `kubectl csi-migrate preflight {name}` for the full report"
+                f"{word(kind)} {name} was not changed; run `kubectl csi-migrate preflight {target}` for the full report"
             )
             return EXIT_FAILED
         for c in checks:
             if c.status == "WARN":
                 sys.stderr.write(f"warning: {c.name}: {c.message}\n")
     if not plan.to_migrate():
-        say(f"statefulset {ns}/{name}: no in-tree vSphere volume to migrate; nothing to do")
+        say(f"{plan.what}: no in-tree vSphere volume to migrate; nothing to do")
         if structured:
             empty = {
                 "apiVersion": "csi-migrate.kubectl.io/v1",
@@ -160,12 +193,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": describe_steps(plan),
         }
         human = plan_text + "\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(describe_steps(plan), 1))
-        printers.render(
-            data,
-            args.output,
-            human + f"\n({args.dry_run} dry run: nothing was changed)",
-            [f"statefulset.apps/{name}"],
-        )
+        printers.render(data, args.output, human + f"\n({args.dry_run} dry run: nothing was changed)", [plan.ref])
         return EXIT_OK
 
     if not args.yes:
@@ -222,32 +250,48 @@ def run(args: argparse.Namespace) -> int:
     for v in report["volumes"]:
         if v["result"] == "migrated":
             names += [f"persistentvolume/{v['newPV']}", f"persistentvolumeclaim/{v['pvc']}"]
-    printers.render(report, args.output, human, [*names, f"statefulset.apps/{name}"])
+    printers.render(report, args.output, human, [*names, plan.ref])
     return EXIT_OK
 
 
 def render_plan(plan: Any, workdir: str, resuming: bool) -> str:
-    mode = (
-        "rolling: one replica at a time, the application stays up"
-        if plan.strategy == "rolling"
-        else "offline: scaled to zero, the application is DOWN during the migration"
-    )
+    if plan.kind == "StatefulSet":
+        mode = (
+            "rolling: one replica at a time, the application stays up"
+            if plan.strategy == "rolling"
+            else "offline: scaled to zero, the application is DOWN during the migration"
+        )
+        owner = f"{plan.what} ({plan.replicas} replicas)"
+    elif plan.kind == "PersistentVolumeClaim":
+        mode = (
+            f"pod/{plan.pod} is DOWN while the claim moves, then created again from its backup"
+            if plan.pod
+            else "no pod mounts it: nothing stops"
+        )
+        owner = plan.what
+    else:
+        mode = f"scaled to 0, then back to {plan.replicas}: the application is DOWN during the migration"
+        owner = f"{plan.what} ({plan.replicas} replicas)"
     head = (
-        f"{'Resuming' if resuming else 'Plan'}: statefulset {plan.namespace}/{plan.statefulset} "
-        f"({plan.replicas} replicas) to storageclass {plan.csi_class}, {mode}\n"
+        f"{'Resuming' if resuming else 'Plan'}: {owner} to storageclass {plan.csi_class}, {mode}\n"
         f"working directory: {workdir}\n"
     )
-    rows = [(v.ordinal, v.pvc, v.pv, v.vmdk or v.fcd_id or "-", v.action) for v in plan.volumes]
-    return head + printers.table(["ORDINAL", "PVC", "PV", "DISK", "ACTION"], rows)
+    if plan.kind == "StatefulSet":
+        rows = [(v.ordinal, v.pvc, v.pv, v.vmdk or v.fcd_id or "-", v.action) for v in plan.volumes]
+        return head + printers.table(["ORDINAL", "PVC", "PV", "DISK", "ACTION"], rows)
+    claims = [(v.pvc, v.pv, v.vmdk or v.fcd_id or "-", v.action) for v in plan.volumes]
+    return head + printers.table(["PVC", "PV", "DISK", "ACTION"], claims)
 
 
 def summary(report: dict[str, Any]) -> str:
     migrated = [v for v in report["volumes"] if v["result"] == "migrated"]
     skipped = [v for v in report["volumes"] if v["result"] != "migrated"]
     t = report["timing"]
+    from kubectl_csi_migrate.migration.plan import Plan
+
     plan = report["plan"]
     return (
-        f"statefulset {plan['namespace']}/{plan['statefulset']}: {len(migrated)} volume(s) migrated to "
+        f"{Plan.from_dict(plan).what}: {len(migrated)} volume(s) migrated to "
         f"{plan['csi_class']}, {len(skipped)} left alone, in {t['wallSeconds']:.1f}s "
         f"(waiting on the cluster {t['waitSeconds']:.1f}s, vCenter {t['vcenterSeconds']:.1f}s); "
         f"backups and report in {report['workingDirectory']}"
@@ -260,14 +304,14 @@ def validate_on_server(kube: Any, plan: Any) -> None:
     change does not depend on one the dry run did not make (one eviction, no create)."""
     from kubectl_csi_migrate.migration.steps import steps_for
 
-    ns, name = plan.namespace, plan.statefulset
+    ns, name = plan.namespace, plan.name
     volumes = {v.pv: v for v in plan.volumes}
     evicted = False
     for step in steps_for(plan):
         if step.kind == "retain":
             kube.patch("PersistentVolume", step.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
-        elif step.kind == "scale-down":
-            kube.patch("StatefulSet", name, {"spec": {"replicas": 0}}, ns)
+        elif step.kind in ("scale-down", "scale-to-zero"):
+            kube.patch(plan.kind, name, {"spec": {"replicas": 0}}, ns)
         elif step.kind == "delete-statefulset":
             kube.delete("StatefulSet", name, ns, uid=plan.uid, propagation="Orphan")
         elif step.kind == "evict" and not evicted:

@@ -41,6 +41,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Event": ("/api/v1", "events", True),
     "Namespace": ("/api/v1", "namespaces", False),
     "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "StorageClass": ("/apis/storage.k8s.io/v1", "storageclasses", False),
     "CSIDriver": ("/apis/storage.k8s.io/v1", "csidrivers", False),

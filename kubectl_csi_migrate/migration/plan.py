@@ -1,7 +1,11 @@
-"""The plan: what a migration of one StatefulSet will do, built once by the read-only phase.
+"""The plan: what a migration of one owner will do, built once by the read-only phase.
 
-`gather` reads the StatefulSet and every object it involves (one snapshot); `build_plan` turns
-that snapshot into a frozen `Plan`, which `preflight` prints, `sts` executes and saves in the
+An owner is what stops while its claims move: a StatefulSet (`sts`: its pods evicted one at a
+time, or scaled to zero), a Deployment or a ReplicaSet (`deploy`: scaled to zero and back), or a
+claim on its own (`pvc`: the bare pod mounting it, if any, evicted and created again).
+
+`gather` reads the owner and every object it involves (one snapshot); `build_plan` turns that
+snapshot into a frozen `Plan`, which `preflight` prints, the run executes and saves in the
 working directory, and `-o json` serialises. A resumed run loads the plan from there, because by
 then the live objects are half migrated.
 """
@@ -12,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kubectl_csi_migrate.errors import NotFoundError
+from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration import translate
 
@@ -21,17 +26,58 @@ MIGRATE = "migrate"
 SKIP_CSI = "skip (already CSI)"
 SKIP_OTHER = "skip (not vSphere)"
 
+STATEFULSET, DEPLOYMENT, REPLICASET, CLAIM = "StatefulSet", "Deployment", "ReplicaSet", "PersistentVolumeClaim"
+COMMAND = {STATEFULSET: "sts", DEPLOYMENT: "deploy", REPLICASET: "deploy", CLAIM: "pvc"}
+"""The command that migrates each kind of owner."""
+_REF = {STATEFULSET: "statefulset.apps", DEPLOYMENT: "deployment.apps", REPLICASET: "replicaset.apps", CLAIM: "pvc"}
+_WORD = {STATEFULSET: "statefulset", DEPLOYMENT: "deployment", REPLICASET: "replicaset", CLAIM: "pvc"}
+
+
+def run_key(kind: str, name: str) -> str:
+    """The run's name in the cluster and on disk (its Lease, its record, its working directory):
+    a StatefulSet's own name (as the first releases named them), `<kind>-<name>` for the rest."""
+    return name if kind == STATEFULSET else f"{_WORD[kind]}-{name}"
+
+
+def word(kind: str) -> str:
+    """How messages name a kind: `statefulset`, `deployment`, `replicaset`, `pvc`."""
+    return _WORD[kind]
+
+
+def ref(kind: str, name: str) -> str:
+    """kubectl's name for the owner: `statefulset.apps/web`, `pvc/data`."""
+    return f"{_REF[kind]}/{name}"
+
+
+def parse_ref(text: str) -> tuple[str, str]:
+    """`NAME` (a StatefulSet) or `KIND/NAME` (sts, deploy, rs, pvc, as kubectl spells them)."""
+    from kubectl_csi_migrate.errors import UsageError
+
+    if "/" not in text:
+        return STATEFULSET, text
+    word, _, name = text.partition("/")
+    kinds = {
+        STATEFULSET: ("sts", "statefulset", "statefulsets", "statefulset.apps"),
+        DEPLOYMENT: ("deploy", "deployment", "deployments", "deployment.apps"),
+        REPLICASET: ("rs", "replicaset", "replicasets", "replicaset.apps"),
+        CLAIM: ("pvc", "persistentvolumeclaim", "persistentvolumeclaims"),
+    }
+    for kind, words in kinds.items():
+        if word.lower() in words and name:
+            return kind, name
+    raise UsageError(f"{text!r}: expected NAME (a StatefulSet), sts/NAME, deploy/NAME, rs/NAME or pvc/NAME")
+
 
 @dataclass(frozen=True)
 class VolumePlan:
     """One PVC of one replica."""
 
     template: str
-    """The volumeClaimTemplate it comes from."""
+    """The volumeClaimTemplate it comes from (a StatefulSet's; else the pod's volume name)."""
     ordinal: int
-    """The replica (pod `<sts>-<ordinal>`)."""
+    """The replica (pod `<sts>-<ordinal>`); 0 for the other owners."""
     pvc: str
-    """PVC name, `<template>-<sts>-<ordinal>`; unchanged by the migration."""
+    """PVC name (`<template>-<sts>-<ordinal>` for a StatefulSet); unchanged by the migration."""
     pv: str
     """PV name; the CSI PV gets the same name."""
     action: str
@@ -52,22 +98,52 @@ class VolumePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole migration."""
+    """A whole migration of one owner."""
 
     context: str
     server: str
     namespace: str
-    statefulset: str
+    name: str
+    """The owner's name (a StatefulSet, Deployment, ReplicaSet, or the claim)."""
     uid: str
-    """The StatefulSet's uid when planned: a resumed run checks it is the same one."""
+    """The owner's uid when planned: a resumed run checks it is the same one."""
     replicas: int
+    """The owner's replica count, given back at the end (a claim: 1 when a pod mounts it)."""
     strategy: str
-    """"rolling" (one replica at a time, no downtime) or "offline" (scale to zero)."""
+    """"rolling" (one replica at a time, no downtime) or "offline" (scale to zero). A Deployment
+    is always offline (its pods share the claims); a claim's pod is stopped while it moves."""
     csi_class: str
     migrate_templates: tuple[str, ...]
     volumes: tuple[VolumePlan, ...] = field(default_factory=tuple)
     topology_keys: tuple[str, ...] = ()
     """The zone/region keys the CSI driver reports (CSINode); the new PVs' node affinity uses them."""
+    kind: str = STATEFULSET
+    pod: str = ""
+    """A claim's: the bare pod mounting it, stopped while it moves and created again after."""
+
+    @property
+    def key(self) -> str:
+        return run_key(self.kind, self.name)
+
+    @property
+    def ref(self) -> str:
+        return ref(self.kind, self.name)
+
+    @property
+    def command(self) -> str:
+        """How this run is started again: `sts web`, `deploy api`, `pvc data`."""
+        return f"{COMMAND[self.kind]} {self.name}"
+
+    @property
+    def arg(self) -> str:
+        """The owner as `status` and `rollback` take it: `web` (a StatefulSet), `deploy/api`, `pvc/data`."""
+        short = {DEPLOYMENT: "deploy", REPLICASET: "rs", CLAIM: "pvc"}
+        return self.name if self.kind == STATEFULSET else f"{short[self.kind]}/{self.name}"
+
+    @property
+    def what(self) -> str:
+        """The owner in a sentence: `statefulset ns/web`."""
+        return f"{word(self.kind)} {self.namespace}/{self.name}"
 
     def with_datacenters(self, found: dict[str, str]) -> Plan:
         """This plan with each disk's datacenter (by VMDK path) recorded."""
@@ -81,15 +157,19 @@ class Plan:
         return sorted({v.ordinal for v in self.to_migrate()}, reverse=True)
 
     def pod_name(self, ordinal: int) -> str:
-        return f"{self.statefulset}-{ordinal}"
+        return self.pod if self.kind == CLAIM else f"{self.name}-{ordinal}"
 
     def to_dict(self) -> Obj:
-        return asdict(self)
+        data = asdict(self)
+        if self.kind == STATEFULSET:
+            data["statefulset"] = self.name  # as the first releases wrote it
+        return data
 
     @classmethod
     def from_dict(cls, data: Obj) -> Plan:
         volumes = tuple(VolumePlan(**v) for v in data.get("volumes", []))
-        fields = {k: v for k, v in data.items() if k != "volumes"}
+        fields = {k: v for k, v in data.items() if k not in ("volumes", "statefulset")}
+        fields.setdefault("name", data.get("statefulset", ""))
         fields["migrate_templates"] = tuple(fields.get("migrate_templates", ()))
         fields["topology_keys"] = tuple(fields.get("topology_keys", ()))
         return cls(**fields, volumes=volumes)
@@ -97,36 +177,62 @@ class Plan:
 
 @dataclass
 class Snapshot:
-    """The live objects of one StatefulSet, read once."""
+    """The live objects of one owner, read once."""
 
     namespace: str
     name: str
-    statefulset: Obj
+    owner: Obj
+    """The StatefulSet, Deployment or ReplicaSet; for a claim, the claim itself."""
     pods: dict[str, Obj]
+    """The pods that stop while the claims move (a StatefulSet's by ordinal, a Deployment's by
+    its selector, the bare pod mounting a claim)."""
     pvcs: dict[str, Obj]
     pvs: dict[str, Obj]
     missing_pvcs: list[str]
+    kind: str = STATEFULSET
 
     @property
     def replicas(self) -> int:
-        return int(self.statefulset["spec"].get("replicas", 1))
+        if self.kind == CLAIM:
+            return len(self.pods)
+        return int(self.owner["spec"].get("replicas", 1))
 
     def templates(self) -> list[Obj]:
-        return list(self.statefulset["spec"].get("volumeClaimTemplates") or [])
+        if self.kind != STATEFULSET:
+            return []
+        return list(self.owner["spec"].get("volumeClaimTemplates") or [])
 
 
-def gather(kube: Kube, namespace: str, name: str) -> Snapshot:
-    """Read the StatefulSet, its pods, its PVCs (by template and ordinal) and their PVs."""
+def claims_of_template(template: Obj) -> list[tuple[str, str]]:
+    """(volume name, claim name) of each claim a pod template (or pod) mounts."""
+    found = []
+    for volume in (template.get("spec") or {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim:
+            found.append((volume["name"], claim))
+    return found
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+
+
+def gather(kube: Kube, namespace: str, name: str, kind: str = STATEFULSET) -> Snapshot:
+    """Read the owner, its pods, its PVCs and their PVs."""
+    if kind == CLAIM:
+        return _gather_claim(kube, namespace, name)
+    if kind in (DEPLOYMENT, REPLICASET):
+        return _gather_deployment(kube, namespace, name, kind)
     sts = kube.get("StatefulSet", name, namespace)
     if sts is None:
         raise NotFoundError(f'statefulsets.apps "{name}" not found in namespace "{namespace}"')
     replicas = int(sts["spec"].get("replicas", 1))
     pods = {
-        p["metadata"]["name"]: p
-        for p in kube.items("Pod", namespace)
-        if _ordinal(p["metadata"]["name"], name) is not None
+        pod["metadata"]["name"]: pod
+        for pod in kube.items("Pod", namespace)
+        if _ordinal(pod["metadata"]["name"], name) is not None
     }
-    all_pvcs = {p["metadata"]["name"]: p for p in kube.items("PersistentVolumeClaim", namespace)}
+    all_pvcs = {pvc["metadata"]["name"]: pvc for pvc in kube.items("PersistentVolumeClaim", namespace)}
     pvcs: dict[str, Obj] = {}
     missing: list[str] = []
     for template in sts["spec"].get("volumeClaimTemplates") or []:
@@ -136,6 +242,10 @@ def gather(kube: Kube, namespace: str, name: str) -> Snapshot:
                 pvcs[pvc_name] = all_pvcs[pvc_name]
             else:
                 missing.append(pvc_name)
+    return Snapshot(namespace, name, sts, pods, pvcs, _pvs_of(kube, pvcs), missing)
+
+
+def _pvs_of(kube: Kube, pvcs: dict[str, Obj]) -> dict[str, Obj]:
     pvs: dict[str, Obj] = {}
     for pvc in pvcs.values():
         volume = pvc["spec"].get("volumeName")
@@ -143,7 +253,41 @@ def gather(kube: Kube, namespace: str, name: str) -> Snapshot:
             pv = kube.get("PersistentVolume", volume)
             if pv is not None:
                 pvs[volume] = pv
-    return Snapshot(namespace, name, sts, pods, pvcs, pvs, missing)
+    return pvs
+
+
+def _gather_deployment(kube: Kube, namespace: str, name: str, kind: str) -> Snapshot:
+    owner = kube.get(kind, name, namespace)
+    if owner is None:
+        plural = "deployments.apps" if kind == DEPLOYMENT else "replicasets.apps"
+        raise NotFoundError(f'{plural} "{name}" not found in namespace "{namespace}"')
+    selector = owner["spec"].get("selector") or {}
+    pods = {
+        pod["metadata"]["name"]: pod
+        for pod in kube.items("Pod", namespace)
+        if p.selector_matches(selector, pod["metadata"].get("labels") or {})
+    }
+    pvcs: dict[str, Obj] = {}
+    missing: list[str] = []
+    for _, claim in claims_of_template(owner["spec"]["template"]):
+        pvc = kube.get("PersistentVolumeClaim", claim, namespace)
+        if pvc is None:
+            missing.append(claim)
+        else:
+            pvcs[claim] = pvc
+    return Snapshot(namespace, name, owner, pods, pvcs, _pvs_of(kube, pvcs), missing, kind)
+
+
+def _gather_claim(kube: Kube, namespace: str, name: str) -> Snapshot:
+    pvc = kube.get("PersistentVolumeClaim", name, namespace)
+    if pvc is None:
+        raise NotFoundError(f'persistentvolumeclaims "{name}" not found in namespace "{namespace}"')
+    pods = {
+        pod["metadata"]["name"]: pod
+        for pod in kube.items("Pod", namespace)
+        if name in {claim for _, claim in claims_of_template(pod)}
+    }
+    return Snapshot(namespace, name, pvc, pods, {name: pvc}, _pvs_of(kube, {name: pvc}), [], CLAIM)
 
 
 def _ordinal(pod_name: str, sts_name: str) -> int | None:
@@ -164,58 +308,66 @@ def build_plan(
     """Decide, per PVC, whether it is migrated or left alone."""
     volumes: list[VolumePlan] = []
     migrate_templates: list[str] = []
-    for template in snapshot.templates():
-        tname = template["metadata"]["name"]
-        template_class = translate.storage_class_of_template(template) or ""
-        template_migrates = False
-        for ordinal in range(snapshot.replicas):
-            pvc_name = translate.pvc_name(tname, snapshot.name, ordinal)
-            pvc = snapshot.pvcs.get(pvc_name)
-            if pvc is None:
-                continue
-            pv_name = pvc["spec"].get("volumeName", "")
-            pv = snapshot.pvs.get(pv_name)
-            pvc_class = pvc["spec"].get("storageClassName") or template_class
-            common: Obj = {
-                "template": tname,
-                "ordinal": ordinal,
-                "pvc": pvc_name,
-                "pv": pv_name,
-                "storage_class": pvc_class,
-            }
-            if pv is None:
-                volumes.append(VolumePlan(**common, action=SKIP_OTHER))
-                continue
-            common["reclaim_policy"] = translate.reclaim_policy_of(pv)
-            common["capacity"] = pv["spec"].get("capacity", {}).get("storage", "")
-            if translate.is_csi_vsphere_pv(pv):
-                volumes.append(VolumePlan(**common, action=SKIP_CSI, fcd_id=pv["spec"]["csi"]["volumeHandle"]))
-            elif translate.is_intree_vsphere_pv(pv) and (intree_class is None or pvc_class == intree_class):
-                template_migrates = True
-                vmdk = pv["spec"]["vsphereVolume"]["volumePath"]
-                volumes.append(VolumePlan(**common, action=MIGRATE, vmdk=vmdk))
-            else:
-                volumes.append(VolumePlan(**common, action=SKIP_OTHER))
-        if template_migrates:
-            migrate_templates.append(tname)
+    if snapshot.kind == STATEFULSET:
+        for template in snapshot.templates():
+            tname = template["metadata"]["name"]
+            template_class = translate.storage_class_of_template(template) or ""
+            template_migrates = False
+            for ordinal in range(snapshot.replicas):
+                pvc_name = translate.pvc_name(tname, snapshot.name, ordinal)
+                if pvc_name in snapshot.pvcs:
+                    v = _volume(snapshot, pvc_name, tname, ordinal, template_class, intree_class)
+                    volumes.append(v)
+                    template_migrates = template_migrates or v.action == MIGRATE
+            if template_migrates:
+                migrate_templates.append(tname)
+    else:
+        strategy = "offline" if snapshot.kind != CLAIM else "rolling"
+        template = snapshot.owner.get("spec", {}).get("template", {})
+        names = {claim: volume for volume, claim in claims_of_template(template)}
+        for pvc_name in snapshot.pvcs:
+            volumes.append(_volume(snapshot, pvc_name, names.get(pvc_name, ""), 0, "", intree_class))
     return Plan(
         context=context,
         server=server,
         namespace=snapshot.namespace,
-        statefulset=snapshot.name,
-        uid=snapshot.statefulset["metadata"]["uid"],
+        name=snapshot.name,
+        uid=snapshot.owner["metadata"]["uid"],
         replicas=snapshot.replicas,
         strategy=strategy,
         csi_class=csi_class,
         migrate_templates=tuple(migrate_templates),
         volumes=tuple(volumes),
         topology_keys=topology_keys,
+        kind=snapshot.kind,
+        pod=next(iter(snapshot.pods), "") if snapshot.kind == CLAIM else "",
     )
 
 
+def _volume(
+    snapshot: Snapshot, pvc_name: str, template: str, ordinal: int, template_class: str, intree_class: str | None
+) -> VolumePlan:
+    pvc = snapshot.pvcs[pvc_name]
+    pv_name = pvc["spec"].get("volumeName", "")
+    pv = snapshot.pvs.get(pv_name)
+    pvc_class = pvc["spec"].get("storageClassName") or template_class
+    common: Obj = {"template": template, "ordinal": ordinal, "pvc": pvc_name, "pv": pv_name, "storage_class": pvc_class}
+    if pv is None:
+        return VolumePlan(**common, action=SKIP_OTHER)
+    common["reclaim_policy"] = translate.reclaim_policy_of(pv)
+    common["capacity"] = pv["spec"].get("capacity", {}).get("storage", "")
+    if translate.is_csi_vsphere_pv(pv):
+        return VolumePlan(**common, action=SKIP_CSI, fcd_id=pv["spec"]["csi"]["volumeHandle"])
+    if translate.is_intree_vsphere_pv(pv) and (intree_class is None or pvc_class == intree_class):
+        return VolumePlan(**common, action=MIGRATE, vmdk=pv["spec"]["vsphereVolume"]["volumePath"])
+    return VolumePlan(**common, action=SKIP_OTHER)
+
+
 def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
-    """Snapshots of every StatefulSet in a namespace (or all), from four list requests: the
-    survey reads many objects, so it lists once instead of getting one by one."""
+    """Snapshots of every owner in a namespace (or all): each StatefulSet, each Deployment and
+    ReplicaSet of its own (not a Deployment's) mounting a claim, and each claim no controller
+    mounts. From six list requests: the survey reads many objects, so it lists once instead of
+    getting one by one."""
     stss = kube.items("StatefulSet", namespace)
     pods: dict[str, dict[str, Obj]] = {}  # namespace -> name -> pod
     for o in kube.items("Pod", namespace):
@@ -224,7 +376,13 @@ def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
         (o["metadata"]["namespace"], o["metadata"]["name"]): o for o in kube.items("PersistentVolumeClaim", namespace)
     }
     pvs = {o["metadata"]["name"]: o for o in kube.items("PersistentVolume")}
+
+    def pvs_of(claims: dict[str, Obj]) -> dict[str, Obj]:
+        names = (pvc["spec"].get("volumeName") for pvc in claims.values())
+        return {name: pvs[name] for name in names if name in pvs}
+
     snapshots = []
+    taken: set[tuple[str, str]] = set()  # claims a StatefulSet or Deployment owns
     for sts in stss:
         ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
         replicas = int(sts["spec"].get("replicas", 1))
@@ -235,15 +393,32 @@ def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
                 pvc_name = translate.pvc_name(template["metadata"]["name"], name, ordinal)
                 if (ns, pvc_name) in pvcs:
                     snap_pvcs[pvc_name] = pvcs[(ns, pvc_name)]
+                    taken.add((ns, pvc_name))
                 else:
                     missing.append(pvc_name)
-        snap_pvs = {
-            pvc["spec"]["volumeName"]: pvs[pvc["spec"]["volumeName"]]
-            for pvc in snap_pvcs.values()
-            if pvc["spec"].get("volumeName") in pvs
-        }
         snap_pods = {
             pod_name: pod for pod_name, pod in pods.get(ns, {}).items() if _ordinal(pod_name, name) is not None
         }
-        snapshots.append(Snapshot(ns, name, sts, snap_pods, snap_pvcs, snap_pvs, missing))
+        snapshots.append(Snapshot(ns, name, sts, snap_pods, snap_pvcs, pvs_of(snap_pvcs), missing))
+    for kind in (DEPLOYMENT, REPLICASET):
+        for owner in kube.items(kind, namespace):
+            ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+            claims = [claim for _, claim in claims_of_template(owner["spec"]["template"])]
+            if not claims or (kind == REPLICASET and controller_of(owner)):
+                continue  # no claim, or a Deployment's ReplicaSet (its Deployment is the owner)
+            taken |= {(ns, c) for c in claims}
+            snap_pvcs = {c: pvcs[(ns, c)] for c in claims if (ns, c) in pvcs}
+            selector = owner["spec"].get("selector") or {}
+            snap_pods = {
+                n: pod
+                for n, pod in pods.get(ns, {}).items()
+                if p.selector_matches(selector, pod["metadata"].get("labels") or {})
+            }
+            missing = [c for c in claims if c not in snap_pvcs]
+            snapshots.append(Snapshot(ns, name, owner, snap_pods, snap_pvcs, pvs_of(snap_pvcs), missing, kind))
+    for (ns, name), pvc in sorted(pvcs.items()):
+        if (ns, name) in taken:
+            continue
+        users = {n: pod for n, pod in pods.get(ns, {}).items() if name in {c for _, c in claims_of_template(pod)}}
+        snapshots.append(Snapshot(ns, name, pvc, users, {name: pvc}, pvs_of({name: pvc}), [], CLAIM))
     return snapshots

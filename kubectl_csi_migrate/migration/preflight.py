@@ -1,4 +1,5 @@
-"""Preflight: every check that must pass before a StatefulSet is migrated. Read-only.
+"""Preflight: every check that must pass before an owner's claims are migrated (a StatefulSet, a
+Deployment or ReplicaSet, a claim on its own). Read-only.
 
 Each check gives a name, PASS / WARN / FAIL and a message saying what to do. `sts` runs the same
 checks first and refuses on any FAIL.
@@ -15,8 +16,19 @@ from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration import translate
-from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, Plan, Snapshot
-from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
+from kubectl_csi_migrate.migration.plan import (
+    CLAIM,
+    COMMAND,
+    DEPLOYMENT,
+    MIGRATE,
+    REPLICASET,
+    SKIP_CSI,
+    STATEFULSET,
+    Plan,
+    Snapshot,
+    controller_of,
+)
+from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS, Access, access_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -88,8 +100,70 @@ def check_version(kube: Kube) -> Check:
     return Check("kubernetes-version", PASS, f"{text} (supported: 1.26 to 1.36)")
 
 
+def check_owner(snap: Snapshot) -> Check:
+    """The owner is settled: its pods Ready, no rollout in progress; a claim's pod is a bare pod."""
+    if snap.kind == CLAIM:
+        return _check_claim_pods(snap)
+    if snap.kind in (DEPLOYMENT, REPLICASET):
+        return _check_deployment(snap)
+    return check_statefulset(snap)
+
+
+def _check_deployment(snap: Snapshot) -> Check:
+    owner, word = snap.owner, snap.kind.lower()
+    name = f"{word}/{snap.name}"
+    status = owner.get("status", {})
+    parent = controller_of(owner)
+    if parent is not None:
+        return Check(
+            word,
+            FAIL,
+            f"{name} belongs to {parent.get('kind', '').lower()}/{parent.get('name')}: migrate that "
+            f"(`kubectl csi-migrate deploy {parent.get('name')}`), which would scale this one back",
+        )
+    if status.get("observedGeneration", 0) < owner["metadata"].get("generation", 0):
+        return Check(word, FAIL, f"{name}: the controller has not caught up with the last change; wait")
+    want = snap.replicas
+    if (snap.kind == DEPLOYMENT and status.get("updatedReplicas", 0) != want) or status.get("replicas", 0) != want:
+        return Check(word, FAIL, f"{name}: a rollout is in progress; wait for it to finish")
+    ready = status.get("readyReplicas", 0)
+    if ready != want:
+        return Check(word, FAIL, f"{name}: {ready}/{want} replicas ready; fix the application first")
+    return Check(word, PASS, f"{name}: {ready}/{want} replicas ready, no rollout in progress")
+
+
+def _check_claim_pods(snap: Snapshot) -> Check:
+    name = f"persistentvolumeclaim/{snap.name}"
+    if not snap.pods:
+        return Check("pvc-user", PASS, f"{name}: no pod mounts it; nothing stops while it moves")
+    for pod_name, pod in sorted(snap.pods.items()):
+        ref = controller_of(pod)
+        if ref is not None:
+            kind = str(ref.get("kind", ""))
+            command = {"StatefulSet": "sts", "ReplicaSet": "deploy"}.get(kind)
+            how = f"migrate it with `kubectl csi-migrate {command} <its name>`" if command else "stop it first"
+            return Check(
+                "pvc-user",
+                FAIL,
+                f"{name} is mounted by pod/{pod_name} of {kind.lower()}/{ref.get('name')}, which would start "
+                f"it again at once: {how}",
+            )
+    if len(snap.pods) > 1:
+        pods = ", ".join(f"pod/{n}" for n in sorted(snap.pods))
+        return Check("pvc-user", FAIL, f"{name} is mounted by several pods ({pods}); stop all but one first")
+    pod_name, pod = next(iter(snap.pods.items()))
+    if not p.is_pod_ready(pod):
+        return Check("pvc-user", FAIL, f"{name} is mounted by pod/{pod_name}, which is not Ready; fix it first")
+    return Check(
+        "pvc-user",
+        PASS,
+        f"{name} is mounted by the bare pod/{pod_name}: it is stopped while the claim moves and created again "
+        "from its backup",
+    )
+
+
 def check_statefulset(snap: Snapshot) -> Check:
-    sts = snap.statefulset
+    sts = snap.owner
     status = sts.get("status", {})
     want = snap.replicas
     ready = status.get("readyReplicas", 0)
@@ -454,8 +528,11 @@ _MANAGERS: tuple[tuple[str, str, str], ...] = (
 
 def check_managers(snap: Snapshot, csi_class: str) -> Check:
     """Something that would put the StatefulSet back with its in-tree templates while the run
-    has it deleted (or right after): an owner, a GitOps tool, a Helm release."""
-    meta = snap.statefulset["metadata"]
+    has it deleted (or right after), or scale a Deployment back up: an owner, a GitOps tool, a
+    Helm release."""
+    meta = snap.owner["metadata"]
+    if snap.kind == CLAIM:
+        return Check("managed-by", PASS, "a claim on its own: nothing to put back")
     found = [f"{ref.get('kind')}/{ref.get('name')} (owner)" for ref in meta.get("ownerReferences") or []]
     for where, key, text in _MANAGERS:
         value = (meta.get("labels" if where == "label" else "annotations") or {}).get(key)
@@ -463,7 +540,14 @@ def check_managers(snap: Snapshot, csi_class: str) -> Check:
         if value and not (key == "app.kubernetes.io/managed-by" and value.lower() in said):
             found.append(text.format(value))
     if not found:
-        return Check("managed-by", PASS, "no owner, GitOps tool or Helm release manages the StatefulSet")
+        return Check("managed-by", PASS, f"no owner, GitOps tool or Helm release manages the {snap.kind}")
+    if snap.kind != STATEFULSET:
+        return Check(
+            "managed-by",
+            WARN,
+            f"{snap.kind.lower()}/{snap.name} is managed by {', '.join(found)}: pause its sync for the migration "
+            "(it would scale it back up while its claims move)",
+        )
     return Check(
         "managed-by",
         WARN,
@@ -489,19 +573,34 @@ def check_other_users(kube: Kube, snap: Snapshot) -> Check:
         return Check(
             "pvc-users",
             FAIL,
-            f"claims mounted outside the StatefulSet: {', '.join(users)}; stop those pods first",
+            f"claims mounted outside the {snap.kind}: {', '.join(users)}; stop those pods first",
         )
-    return Check("pvc-users", PASS, "no pod outside the StatefulSet mounts its claims")
+    return Check("pvc-users", PASS, f"no pod outside the {snap.kind} mounts its claims")
 
 
 def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
+    if snap.kind in (DEPLOYMENT, REPLICASET):
+        return Check(
+            "disruption",
+            WARN,
+            f"{snap.kind.lower()}/{snap.name} is scaled to 0 while its claims move, then back to {snap.replicas}: "
+            "the application is down meanwhile (its pods share the claims; no replica can stay up)",
+        )
+    if snap.kind == CLAIM:
+        if not snap.pods:
+            return Check("disruption", PASS, "no pod mounts the claim: nothing is down")
+        return Check(
+            "disruption",
+            WARN,
+            f"pod/{next(iter(snap.pods))} is down while its claim moves (a bare pod: nothing else serves it)",
+        )
     if strategy == "offline":
         return Check(
             "disruption",
             WARN,
             "offline strategy: the StatefulSet is scaled to zero; the application is down during the migration",
         )
-    labels = snap.statefulset["spec"]["template"]["metadata"].get("labels", {})
+    labels = snap.owner["spec"]["template"]["metadata"].get("labels", {})
     budgets = [
         pdb
         for pdb in kube.items("PodDisruptionBudget", snap.namespace)
@@ -537,11 +636,12 @@ def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
     return Check("disruption", PASS, "no PodDisruptionBudget; one pod at a time will be evicted")
 
 
-def check_rbac(kube: Kube, namespace: str) -> Check:
-    """Every entry of REQUIRED_ACCESS, from two SelfSubjectRulesReviews: the namespace's rules, and
-    the cluster-wide ones (asked for a namespace that cannot exist, where no RoleBinding applies:
-    a RoleBinding never grants cluster-scoped resources such as PVs). An access no rule grants is
-    asked about on its own (SelfSubjectAccessReview): another authorizer may allow it."""
+def check_rbac(kube: Kube, namespace: str, required: tuple[Access, ...]) -> Check:
+    """Every entry of `required` (steps.access_for the owner's kind), from two
+    SelfSubjectRulesReviews: the namespace's rules, and the cluster-wide ones (asked for a
+    namespace that cannot exist, where no RoleBinding applies: a RoleBinding never grants
+    cluster-scoped resources such as PVs). An access no rule grants is asked about on its own
+    (SelfSubjectAccessReview): another authorizer may allow it."""
     import uuid
 
     from kubectl_csi_migrate.kube.client import RESOURCES
@@ -549,7 +649,7 @@ def check_rbac(kube: Kube, namespace: str) -> Check:
     local = kube.rules(namespace)
     cluster = kube.rules(f"csi-migrate-rules-{uuid.uuid4().hex[:12]}")
     missing = []
-    for verb, kind, sub in REQUIRED_ACCESS:
+    for verb, kind, sub in required:
         namespaced = RESOURCES[kind][2]
         if kube.allows(local if namespaced else cluster, verb, kind, sub):
             continue
@@ -557,7 +657,7 @@ def check_rbac(kube: Kube, namespace: str) -> Check:
             missing.append(f"{verb} {RESOURCES[kind][1]}{f'/{sub}' if sub else ''}")
     if missing:
         return Check("rbac", FAIL, f"you lack permission to: {', '.join(missing)}")
-    return Check("rbac", PASS, f"allowed every verb the migration needs ({len(REQUIRED_ACCESS)} checked)")
+    return Check("rbac", PASS, f"allowed every verb the migration needs ({len(required)} checked)")
 
 
 def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None) -> tuple[list[Check], Plan]:
@@ -617,7 +717,7 @@ def check_vcenter_privileges(vc: VCenter, plan: Plan, found: dict[str, str]) -> 
 
 
 def check_workdir(workdir: WorkDir, plan: Plan) -> Check:
-    problem = workdir.problem((plan.server, plan.namespace, plan.statefulset))
+    problem = workdir.problem((plan.server, plan.namespace, plan.key))
     if problem:
         return Check("working-directory", FAIL, problem)
     state = "resumes the unfinished run" if workdir.has_run() else "usable"
@@ -633,9 +733,9 @@ def run_checks(
     intree_class: str | None,
     datacenter: str | None,
 ) -> tuple[list[Check], Plan]:
-    """Every check for one StatefulSet, and the plan completed with what they found (each
-    disk's datacenter). Reads only."""
-    checks = [check_version(kube), check_statefulset(snap)]
+    """Every check for one owner, and the plan completed with what they found (each disk's
+    datacenter). Reads only."""
+    checks = [check_version(kube), check_owner(snap)]
     checks += check_volumes(snap, plan)
     checks += check_disk_owners(kube, plan)
     checks += check_storage_classes(kube, plan.csi_class, intree_class)
@@ -645,7 +745,7 @@ def run_checks(
     checks.append(check_other_users(kube, snap))
     checks.append(check_managers(snap, plan.csi_class))
     checks.append(check_disruption_budget(kube, snap, plan.strategy))
-    checks.append(check_rbac(kube, snap.namespace))
+    checks.append(check_rbac(kube, snap.namespace, access_for(snap.kind)))
     if plan.to_migrate():
         found, plan = check_vcenter(connect_vcenter, plan, datacenter)
         checks += found
@@ -655,16 +755,18 @@ def run_checks(
 
 
 def survey_row(snap: Snapshot, plan: Plan) -> Obj:
-    """One line of the namespace survey: a StatefulSet and whether it can be migrated."""
+    """One line of the namespace survey: an owner, whether it can be migrated, and how."""
     migrate = len(plan.to_migrate())
     csi = sum(1 for v in plan.volumes if v.action == SKIP_CSI)
     problems = [c.message for c in check_volumes(snap, plan) if c.status == FAIL]
-    sts = check_statefulset(snap)
-    if sts.status == FAIL:
-        problems.insert(0, sts.message)
+    owner = check_owner(snap)
+    if owner.status == FAIL:
+        problems.insert(0, owner.message)
     return {
+        "kind": snap.kind,
         "namespace": snap.namespace,
         "name": snap.name,
+        "command": f"kubectl csi-migrate {COMMAND[snap.kind]} {snap.name} -n {snap.namespace}",
         "replicas": snap.replicas,
         "inTreeVolumes": migrate,
         "csiVolumes": csi,

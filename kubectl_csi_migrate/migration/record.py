@@ -1,5 +1,6 @@
-"""The run's record kept in the cluster: ConfigMap `csi-migrate-<sts>` in the StatefulSet's
-namespace, written once the backup is done (before anything is deleted) and updated as steps
+"""The run's record kept in the cluster: ConfigMap `csi-migrate-<sts>` (`csi-migrate-<kind>-<name>`
+for the other owners, as Plan.key names the run) in the owner's namespace, written once the
+backup is done (before anything is deleted) and updated as steps
 finish, so that a lost working directory (an ephemeral CI runner, a deleted folder) does not lose
 which disk belonged to which claim: `sts`, `rollback` and `status` rebuild the directory from it.
 
@@ -36,15 +37,16 @@ Obj = dict[str, Any]
 LABEL = "csi-migrate.kubectl.io/record"
 
 
-def name_of(statefulset: str) -> str:
-    return f"csi-migrate-{statefulset}"
+def name_of(key: str) -> str:
+    """The record of the run `key` (Plan.key: a StatefulSet's name, `deployment-<name>`...)."""
+    return f"csi-migrate-{key}"
 
 
 class ClusterRecord:
     def __init__(self, kube: Kube, plan: Plan) -> None:
         self.kube = kube
         self.plan = plan
-        self.name = name_of(plan.statefulset)
+        self.name = name_of(plan.key)
         self._signature = ""
         self._packed = ""
         self._lock = threading.Lock()  # volumes moved at once (offline) save from several threads
@@ -86,7 +88,7 @@ class ClusterRecord:
             self.kube.patch("ConfigMap", self.name, body, ns)
         except NotFoundError:
             body["binaryData"] = {"backups.yaml.gz": self._packed}
-            meta = {"name": self.name, "namespace": ns, "labels": {LABEL: self.plan.statefulset}}
+            meta = {"name": self.name, "namespace": ns, "labels": {LABEL: self.plan.key}}
             self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
         self._signature = signature
 
@@ -100,10 +102,10 @@ class ClusterRecord:
         return yaml.safe_dump_all(docs, sort_keys=False).encode()
 
 
-def read(kube: Kube, namespace: str, statefulset: str) -> Obj | None:
-    """The record of the last run on `statefulset`: {"run", "steps", "volumes", "backups"}, or
+def read(kube: Kube, namespace: str, key: str) -> Obj | None:
+    """The record of the last run `key` (Plan.key): {"run", "steps", "volumes", "backups"}, or
     None when there is none."""
-    cm = kube.get("ConfigMap", name_of(statefulset), namespace)
+    cm = kube.get("ConfigMap", name_of(key), namespace)
     if cm is None:
         return None
     data = cm.get("data") or {}

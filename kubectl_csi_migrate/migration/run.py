@@ -33,7 +33,7 @@ from kubectl_csi_migrate.kube.cache import Cache
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
-from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
+from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan
 from kubectl_csi_migrate.migration.record import ClusterRecord
 from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
@@ -142,9 +142,7 @@ class Migration:
             if step.ordinal is not None and step.ordinal != replica:
                 replica = step.ordinal
                 self.progress(f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}")
-                workload.stop_if_recreated_elsewhere(
-                    self, self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
-                )
+                self._stop_if_recreated_elsewhere()
             self.step(step)
 
     def _run_offline(self, steps: list[Step]) -> None:
@@ -159,9 +157,7 @@ class Migration:
         for step in steps[:first]:
             self.step(step)
         if chains:
-            workload.stop_if_recreated_elsewhere(
-                self, self.kube.get("StatefulSet", self.plan.statefulset, self.plan.namespace)
-            )
+            self._stop_if_recreated_elsewhere()
             failed = threading.Event()
             total = len(chains)
 
@@ -203,6 +199,11 @@ class Migration:
         for t in timings:
             self.timing.volumes.update(t.volumes)
 
+    def _stop_if_recreated_elsewhere(self) -> None:
+        if self.plan.kind == STATEFULSET:
+            live = self.kube.get("StatefulSet", self.plan.name, self.plan.namespace)
+            workload.stop_if_recreated_elsewhere(self, live)
+
     @property
     def timing(self) -> report.Timing:
         """The run's timing, or, in a thread moving one volume, that volume's."""
@@ -236,8 +237,8 @@ class Migration:
     def _locked(self) -> Iterator[None]:
         """The run's Lease held, every change checked against it, API outages ridden out."""
         plan = self.plan
-        lease = Lease(self.kube, plan.namespace, f"csi-migrate-{plan.statefulset}", self.run_id, self.say)
-        lease.acquire(f"statefulset {plan.namespace}/{plan.statefulset}")
+        lease = Lease(self.kube, plan.namespace, f"csi-migrate-{plan.key}", self.run_id, self.say)
+        lease.acquire(plan.what)
         self.kube.before_mutation = lease.check
         self.kube.outage_seconds = API_OUTAGE_SECONDS
         try:
@@ -356,7 +357,9 @@ ACTIONS: dict[str, tuple[Do, Undo]] = {
     "create-pvc": (volumes.create_pvc, volumes.undo_create_pvc),
     "recreate-pod": (workload.recreate_pod, workload.undo_recreate_pod),
     "recreate-statefulset": (workload.recreate_statefulset, workload.undo_recreate_statefulset),
+    "scale-to-zero": (workload.scale_to_zero, workload.undo_scale_to_zero),
+    "scale-back": (workload.scale_back, workload.undo_scale_back),
     "restore-reclaim-policy": (volumes.restore_reclaim_policy, volumes.undo_restore_reclaim_policy),
 }
-"""How each kind of step (steps.NEEDS) is done and undone: workload.py (the StatefulSet and its
-pods), volumes.py (claims and PVs), disks.py (the disk in vCenter)."""
+"""How each kind of step (steps.NEEDS) is done and undone: workload.py (the owner and its pods),
+volumes.py (claims and PVs), disks.py (the disk in vCenter)."""

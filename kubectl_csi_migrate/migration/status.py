@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
 from kubectl_csi_migrate.migration.steps import may_have_run, steps_for
 
 Obj = dict[str, Any]
@@ -37,7 +37,7 @@ def summarize(
     `lease_age`: seconds since its last renewal by the API server's clock; `holder_alive`: whether
     the holding process runs, when it runs on this machine (None: elsewhere, judged by the age)."""
     plan = Plan.from_dict(run["plan"])
-    ns, name = plan.namespace, plan.statefulset
+    ns, name = plan.namespace, plan.name
     all_steps = steps_for(plan)
     duration = float((lease or {}).get("spec", {}).get("leaseDurationSeconds") or 0)
     live = lease is not None and lease_age is not None and lease_age <= duration
@@ -81,18 +81,18 @@ def summarize(
             state = "left"
         nxt = next((s.id for s, e in zip(mine, events, strict=True) if e != "done"), None)
         replicas.append(
-            {"ordinal": ordinal, "pod": plan.pod_name(ordinal), "state": state, "stepsDone": f"{count}/{len(mine)}"}
+            {"ordinal": ordinal, "pod": pod_label(plan, ordinal), "state": state, "stepsDone": f"{count}/{len(mine)}"}
             | ({"next": nxt} if state in ("in progress", "may have started") and nxt else {})
         )
     workdir_flag = f" --working-directory {workdir}"
     options = run.get("options") or {}
     resume = (
-        f"kubectl csi-migrate sts {name} -n {ns} --csi-storageclass {plan.csi_class}"
-        + (" --strategy offline" if plan.strategy == "offline" else "")
+        f"kubectl csi-migrate {plan.command} -n {ns} --csi-storageclass {plan.csi_class}"
+        + (" --strategy offline" if plan.strategy == "offline" and plan.kind == STATEFULSET else "")
         + (" --keep-retain" if options.get("keep_retain") else "")
         + workdir_flag
     )
-    rollback = f"kubectl csi-migrate rollback {name} -n {ns}{workdir_flag}"
+    rollback = f"kubectl csi-migrate rollback {plan.arg} -n {ns}{workdir_flag}"
     commands: Obj = {}
     if phase in ("stopped", "migrating"):
         commands = {"resume": resume, "rollback": rollback}
@@ -102,7 +102,8 @@ def summarize(
     return {
         "apiVersion": "csi-migrate.kubectl.io/v1",
         "kind": "MigrationStatus",
-        "statefulset": {"namespace": ns, "name": name},
+        "owner": {"kind": plan.kind, "namespace": ns, "name": name},
+        **({"statefulset": {"namespace": ns, "name": name}} if plan.kind == STATEFULSET else {}),
         "phase": phase,
         "strategy": plan.strategy,
         "storageClass": plan.csi_class,
@@ -128,10 +129,22 @@ def summarize(
     }
 
 
+def pod_label(plan: Plan, ordinal: int) -> str:
+    """The pod a replica's steps stop: a StatefulSet's by ordinal, a claim's bare pod; a
+    Deployment's pods all stop together (its row is the Deployment's)."""
+    if plan.kind == STATEFULSET:
+        return plan.pod_name(ordinal)
+    return plan.pod or plan.ref
+
+
+def owner_words(owner: Obj) -> str:
+    return f"{word(owner['kind'])} {owner['namespace']}/{owner['name']}"
+
+
 def render(status: Obj) -> str:
     s = status
     lines = [
-        f"statefulset {s['statefulset']['namespace']}/{s['statefulset']['name']}: {s['phase']} "
+        f"{owner_words(s['owner'])}: {s['phase']} "
         f"({s['strategy']}, to {s['storageClass']}); {s['steps']['done']}/{s['steps']['total']} steps done"
         + (f", {s['steps']['undone']} undone" if s["steps"]["undone"] else ""),
         f"record: {s['source']} ({s['workingDirectory']})",

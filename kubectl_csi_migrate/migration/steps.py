@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.plan import CLAIM, DEPLOYMENT, REPLICASET, STATEFULSET, Plan
 
 Access = tuple[str, str, str]
 """(verb, kind, subresource), as the RBAC rules of the API server name them."""
@@ -24,9 +24,13 @@ def _crud(kind: str, *verbs: str) -> tuple[Access, ...]:
 
 # What each kind of step asks the API server, done or undone (the run re-reads live objects
 # before acting, and waits with list+watch). Lists, not sets: README prints them in this order.
+OWNER = "Owner"
+"""Stands for the owner's kind in NEEDS: StatefulSet, Deployment, ReplicaSet or (a claim's run)
+PersistentVolumeClaim; `access_for` puts the plan's in."""
+
 NEEDS: dict[str, tuple[Access, ...]] = {
     "backup": (
-        *_crud("StatefulSet", "get"),
+        *_crud(OWNER, "get"),
         *_crud("Pod", "get"),
         *_crud("PersistentVolumeClaim", "get"),
         *_crud("PersistentVolume", "get"),
@@ -35,6 +39,10 @@ NEEDS: dict[str, tuple[Access, ...]] = {
     "retain": _crud("PersistentVolume", "get", "patch"),
     "scale-down": (
         *_crud("StatefulSet", "get", "patch", "list", "watch"),
+        *_crud("Pod", "get", "list", "watch"),
+    ),
+    "scale-to-zero": (
+        *_crud(OWNER, "get", "patch"),
         *_crud("Pod", "get", "list", "watch"),
     ),
     "delete-statefulset": (
@@ -75,6 +83,11 @@ NEEDS: dict[str, tuple[Access, ...]] = {
         *_crud("Pod", "list", "watch"),
         *_crud("Event", "create"),
     ),
+    "scale-back": (
+        *_crud(OWNER, "get", "patch"),
+        *_crud("Pod", "list", "watch"),
+        *_crud("Event", "create"),
+    ),
     "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch"),
 }
 
@@ -82,7 +95,7 @@ RUN_NEEDS: tuple[Access, ...] = (
     # One run per StatefulSet: a Lease in its namespace, taken, renewed and given back.
     *_crud("Lease", "get", "create", "update", "patch", "delete"),
     # Before each replica: has the StatefulSet been put back by someone else?
-    *_crud("StatefulSet", "get"),
+    *_crud(OWNER, "get"),
     # The run's record in the cluster (migration/record.py), written as steps finish.
     *_crud("ConfigMap", "get", "create", "patch"),
     # The plan reads the CSI StorageClass (resume and rollback check it still exists).
@@ -100,7 +113,9 @@ def _union(groups: list[tuple[Access, ...]]) -> tuple[Access, ...]:
     return tuple(seen)
 
 
-_KIND_ORDER = ("StatefulSet", "Pod", "PersistentVolumeClaim", "PersistentVolume", "VolumeAttachment")
+_KIND_ORDER = (
+    "StatefulSet", "Deployment", "ReplicaSet", "Pod", "PersistentVolumeClaim", "PersistentVolume", "VolumeAttachment",
+)  # fmt: skip
 
 
 def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
@@ -109,9 +124,31 @@ def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
     return tuple(sorted(access, key=lambda a: rank.get(a[1], len(rank))))
 
 
-REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([*NEEDS.values(), RUN_NEEDS]))
-"""Everything any step of either strategy (done or undone) and the run around them ask the API
-server: preflight's `rbac` check asks for each, README's RBAC section is printed from it."""
+def _as(kind: str, access: tuple[Access, ...]) -> tuple[Access, ...]:
+    return tuple((verb, kind if k == OWNER else k, sub) for verb, k, sub in access)
+
+
+OWNER_STEPS = {
+    STATEFULSET: ("delete-statefulset", "scale-down", "evict", "recreate-pod", "recreate-statefulset"),
+    DEPLOYMENT: ("scale-to-zero", "scale-back"),
+    REPLICASET: ("scale-to-zero", "scale-back"),
+    CLAIM: ("evict", "recreate-pod"),
+}
+"""The kinds of step that stop and start each kind of owner; the others (backup, the volume's
+own steps, the reclaim policy) every run has."""
+_SHARED = tuple(k for k in NEEDS if not any(k in kinds for kinds in OWNER_STEPS.values()))
+
+
+def access_for(kind: str) -> tuple[Access, ...]:
+    """What any run (or rollback) of an owner of `kind` asks the API server, either strategy:
+    preflight's `rbac` check asks for each, from this same table the steps declare."""
+    kinds = (*_SHARED, *OWNER_STEPS[kind])
+    return _ordered(_union([_as(kind, NEEDS[k]) for k in kinds] + [_as(kind, RUN_NEEDS)]))
+
+
+REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([access_for(kind) for kind in OWNER_STEPS]))
+"""Everything any step of any run (done or undone) and the run around them ask the API server:
+README's RBAC section is printed from it."""
 
 
 @dataclass(frozen=True)
@@ -135,14 +172,16 @@ class Step:
 
 def steps_for(plan: Plan) -> list[Step]:
     """Every step of a run of `plan`, in the order the run takes them (rollback: reversed)."""
-    ns, name = plan.namespace, plan.statefulset
-    sts = f"statefulset.apps/{name}"
+    ns = plan.namespace
+    sts = plan.ref
+    is_sts = plan.kind == STATEFULSET
+    what = {STATEFULSET: "StatefulSet", DEPLOYMENT: "Deployment", REPLICASET: "ReplicaSet", CLAIM: "claim"}[plan.kind]
     steps = [
         Step(
             "backup",
             "backup",
             sts,
-            "back up the StatefulSet, its pods, PVCs and PVs to the working directory",
+            f"back up the {what}, {'its' if plan.kind != CLAIM else 'the'} pods, PVCs and PVs to the working directory",
             "nothing (the backups stay)",
         )
     ]
@@ -157,7 +196,17 @@ def steps_for(plan: Plan) -> list[Step]:
         )
         for v in plan.to_migrate()
     ]
-    if plan.strategy == "offline":
+    if plan.kind in (DEPLOYMENT, REPLICASET):
+        steps.append(
+            Step(
+                "scale-to-zero",
+                "scale-to-zero",
+                sts,
+                f"scale {sts} to 0, wait until its pods are gone (the application is down from here)",
+                f"scale {sts} back to {plan.replicas}",
+            )
+        )
+    if is_sts and plan.strategy == "offline":
         steps.append(
             Step(
                 "scale-down",
@@ -167,18 +216,21 @@ def steps_for(plan: Plan) -> list[Step]:
                 f"scale {sts} back to {plan.replicas}",
             )
         )
-    steps.append(
-        Step(
-            "delete-statefulset",
-            "delete-statefulset",
-            sts,
-            f"delete {sts} with propagationPolicy Orphan (pods keep running)",
-            f"create {sts} again from its backup (in-tree templates), wait until it owns Ready pods",
+    if is_sts:
+        steps.append(
+            Step(
+                "delete-statefulset",
+                "delete-statefulset",
+                sts,
+                f"delete {sts} with propagationPolicy Orphan (pods keep running)",
+                f"create {sts} again from its backup (in-tree templates), wait until it owns Ready pods",
+            )
         )
-    )
+    # One pod at a time: a StatefulSet's replica (rolling), or the bare pod mounting a claim.
+    stops_pods = (is_sts and plan.strategy == "rolling") or (plan.kind == CLAIM and bool(plan.pod))
     for ordinal in plan.ordinals_descending():
         pod = plan.pod_name(ordinal)
-        if plan.strategy == "rolling":
+        if stops_pods:
             steps.append(
                 Step(
                     f"evict/{pod}",
@@ -248,7 +300,7 @@ def steps_for(plan: Plan) -> list[Step]:
                     v.pv,
                 ),
             ]
-        if plan.strategy == "rolling":
+        if stops_pods:
             steps.append(
                 Step(
                     f"recreate-pod/{pod}",
@@ -259,16 +311,27 @@ def steps_for(plan: Plan) -> list[Step]:
                     ordinal,
                 )
             )
-    steps.append(
-        Step(
-            "recreate-statefulset",
-            "recreate-statefulset",
-            sts,
-            f"create {sts} in {ns} with volumeClaimTemplates on {plan.csi_class}; wait until it owns every pod",
-            f"delete {sts} (the CSI one) with propagationPolicy Orphan"
-            + ("" if plan.strategy == "rolling" else ", after scaling it to 0"),
+    if is_sts:
+        steps.append(
+            Step(
+                "recreate-statefulset",
+                "recreate-statefulset",
+                sts,
+                f"create {sts} in {ns} with volumeClaimTemplates on {plan.csi_class}; wait until it owns every pod",
+                f"delete {sts} (the CSI one) with propagationPolicy Orphan"
+                + ("" if plan.strategy == "rolling" else ", after scaling it to 0"),
+            )
         )
-    )
+    if plan.kind in (DEPLOYMENT, REPLICASET):
+        steps.append(
+            Step(
+                "scale-back",
+                "scale-back",
+                sts,
+                f"scale {sts} back to {plan.replicas}, wait until its pods are Ready (on the CSI claims)",
+                f"scale {sts} to 0 again, wait until its pods are gone",
+            )
+        )
     steps.append(
         Step(
             "restore-reclaim-policy",
@@ -282,8 +345,8 @@ def steps_for(plan: Plan) -> list[Step]:
 
 
 RECORDED_AFTER = frozenset(
-    {"backup", "retain", "scale-down", "delete-statefulset", "fcd", "create-pvc", "recreate-pod",
-     "recreate-statefulset", "restore-reclaim-policy"}
+    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc", "recreate-pod",
+     "recreate-statefulset", "scale-back", "restore-reclaim-policy"}
 )  # fmt: skip
 """Kinds of step after which the record in the cluster is written: the run's own changes, the
 FCD id once known, the end of each volume and replica. It lags the working directory by the

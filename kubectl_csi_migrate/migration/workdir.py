@@ -8,8 +8,8 @@ Layout (the folder is 0700, every file 0600, every write fsync'd before the step
     backup/<kind>/<name>.yaml   the objects as they were before anything changed
     report.json            the result, at the end (rollback-report.json after a rollback)
 
-A folder may be used when it is new, empty, or holds an unfinished run of the same StatefulSet
-(same cluster, namespace, name): then the run resumes from the record.
+A folder may be used when it is new, empty, or holds an unfinished run of the same owner
+(same cluster, namespace, kind and name): then the run resumes from the record.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from kubectl_csi_migrate.migration.plan import Plan
 Obj = dict[str, Any]
 
 
-def default_name(context: str, namespace: str, statefulset: str) -> str:
-    """csi-migrate-<context>-<namespace>-<statefulset>, reduced to safe file-name characters."""
-    raw = f"csi-migrate-{context or 'cluster'}-{namespace}-{statefulset}"
+def default_name(context: str, namespace: str, key: str) -> str:
+    """csi-migrate-<context>-<namespace>-<run key>, reduced to safe file-name characters (the
+    key: a StatefulSet's name, `deployment-<name>`, `pvc-<name>`: Plan.key)."""
+    raw = f"csi-migrate-{context or 'cluster'}-{namespace}-{key}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
@@ -84,24 +85,21 @@ class WorkDir:
         if not self.run_file.exists():
             return f"{self.path} is not empty and holds no csi-migrate run; choose another --working-directory"
         run = self.load_run()
-        key = (run["plan"]["server"], run["plan"]["namespace"], run["plan"]["statefulset"])
-        if key != plan_key:
-            return (
-                f"{self.path} holds the run of statefulset {key[1]}/{key[2]} on {key[0]}; "
-                "choose another --working-directory"
-            )
+        plan = Plan.from_dict(run["plan"])
+        if (plan.server, plan.namespace, plan.key) != plan_key:
+            return f"{self.path} holds the run of {plan.what} on {plan.server}; choose another --working-directory"
         if run.get("rolled_back"):
             return (
-                f"{self.path} holds a run of this StatefulSet that was rolled back; move it away or choose "
+                f"{self.path} holds a run of this {plan.kind} that was rolled back; move it away or choose "
                 "another --working-directory"
             )
         if run.get("rolling_back"):
             return (
-                f"{self.path} holds a run of this StatefulSet that is being rolled back; finish it with "
-                f"`kubectl csi-migrate rollback {key[2]}`"
+                f"{self.path} holds a run of this {plan.kind} that is being rolled back; finish it with "
+                f"`kubectl csi-migrate rollback {plan.name if plan.kind == 'StatefulSet' else plan.ref}`"
             )
         if run.get("finished"):
-            return f"{self.path} holds a finished migration of this StatefulSet; choose another --working-directory"
+            return f"{self.path} holds a finished migration of this {plan.kind}; choose another --working-directory"
         return None
 
     def run_problem(self, plan_key: tuple[str, str, str]) -> str | None:
@@ -109,10 +107,9 @@ class WorkDir:
         or None when it does."""
         if not self.run_file.exists():
             return f"{self.path} holds no csi-migrate run (pass the run's --working-directory)"
-        run = self.load_run()
-        key = (run["plan"]["server"], run["plan"]["namespace"], run["plan"]["statefulset"])
-        if key != plan_key:
-            return f"{self.path} holds the run of statefulset {key[1]}/{key[2]} on {key[0]}"
+        plan = Plan.from_dict(self.load_run()["plan"])
+        if (plan.server, plan.namespace, plan.key) != plan_key:
+            return f"{self.path} holds the run of {plan.what} on {plan.server}"
         return None
 
     def has_run(self) -> bool:

@@ -1,5 +1,7 @@
-"""The steps that act on the StatefulSet and its pods, forwards and backwards (rollback): the
-backup, scaling down, the orphan delete, evictions, pods and the StatefulSet created again.
+"""The steps that act on the owner and its pods, forwards and backwards (rollback): the backup;
+for a StatefulSet scaling down, the orphan delete, evictions, pods and the StatefulSet created
+again; for a Deployment or ReplicaSet scaling to zero and back; for a claim its bare pod evicted
+and created again.
 
 Each function takes the run (`Migration`: its plan, clients, working directory and waits) and the
 step; each looks at the live object first and does only what is left (a killed run repeats it).
@@ -8,12 +10,14 @@ step; each looks at the live object first and does only what is left (a killed r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import NotFoundError, PermanentError, TemporaryError, TooManyRequestsError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
+from kubectl_csi_migrate.migration.plan import CLAIM, STATEFULSET
 from kubectl_csi_migrate.migration.steps import Step
 
 if TYPE_CHECKING:
@@ -28,15 +32,16 @@ RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
 
 
 def backup(m: Migration, step: Step) -> Obj:
-    ns = m.plan.namespace
-    sts = m.kube.get("StatefulSet", m.plan.statefulset, ns)
-    if sts is None or sts["metadata"]["uid"] != m.plan.uid:
-        raise PermanentError(f"statefulset {ns}/{m.plan.statefulset} changed since it was planned; run again")
-    objects = [("StatefulSet", "apps/v1", sts)]
-    for ordinal in range(m.plan.replicas):
-        pod = m.kube.get("Pod", m.plan.pod_name(ordinal), ns)
-        if pod is not None:
-            objects.append(("Pod", "v1", pod))
+    ns, kind = m.plan.namespace, m.plan.kind
+    owner = m.kube.get(kind, m.plan.name, ns)
+    if owner is None or owner["metadata"]["uid"] != m.plan.uid:
+        raise PermanentError(f"{m.plan.what} changed since it was planned; run again")
+    objects = [] if kind == CLAIM else [(kind, "apps/v1", owner)]
+    if kind == STATEFULSET or m.plan.pod:
+        for ordinal in range(m.plan.replicas):
+            pod = m.kube.get("Pod", m.plan.pod_name(ordinal), ns)
+            if pod is not None:
+                objects.append(("Pod", "v1", pod))
     for v in m.plan.volumes:
         for kind, name, namespace in (
             ("PersistentVolumeClaim", v.pvc, ns),
@@ -62,7 +67,7 @@ def backup(m: Migration, step: Step) -> Obj:
 
 
 def scale_down(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     sts = m.kube.get("StatefulSet", name, ns)
     if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
         # With persistentVolumeClaimRetentionPolicy.whenScaled: Delete, scaling to zero
@@ -77,7 +82,7 @@ def scale_down(m: Migration, step: Step) -> None:
 
 
 def delete_statefulset(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     sts = m.kube.get("StatefulSet", name, ns)
     if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
         if m.plan.strategy == "rolling":  # offline: refreshed before our own scale-down
@@ -108,7 +113,7 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
         return
     if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == m.plan.uid:
         return
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     fields = live["metadata"].get("managedFields") or [{}]
     writer = f", written by {fields[0]['manager']}" if fields[0].get("manager") else ""
     raise PermanentError(
@@ -135,12 +140,12 @@ def _refresh_backups(m: Migration, sts: Obj) -> None:
     """A run resumed before the StatefulSet was deleted may find it changed since the
     backup (a rollout, a replaced pod). Nothing is deleted yet: back up the current
     StatefulSet and pods again, so that what is recreated is what ran last."""
-    backup = m.workdir.load_backup("StatefulSet", m.plan.statefulset)
+    backup = m.workdir.load_backup("StatefulSet", m.plan.name)
     if m.plan.strategy == "offline" and sts["spec"].get("replicas") == 0:
         return  # our own scale-down, interrupted before it was recorded: the backup stands
     if int(sts["spec"].get("replicas", 1)) != m.plan.replicas and m.plan.strategy == "rolling":
         raise PermanentError(
-            f"statefulset {m.plan.namespace}/{m.plan.statefulset} was scaled since it was planned; "
+            f"statefulset {m.plan.namespace}/{m.plan.name} was scaled since it was planned; "
             "nothing was deleted: start again with a new --working-directory"
         )
     if sts["metadata"].get("deletionTimestamp"):
@@ -225,7 +230,7 @@ def recreate_pod(m: Migration, step: Step) -> None:
 
 
 def recreate_statefulset(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     backup = m.workdir.load_backup("StatefulSet", name)
     live = m.kube.get("StatefulSet", name, ns)
     stop_if_recreated_elsewhere(m, live)
@@ -247,7 +252,7 @@ def recreate_statefulset(m: Migration, step: Step) -> None:
 def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
     """Until the StatefulSet `uid` owns its pods, all Ready; then, for a while and without
     failing over it, until its own status says so. Returns it as last read."""
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     replicas = int(backup["spec"].get("replicas", 1))
     pods = {m.plan.pod_name(o) for o in range(replicas)}
     selector = ",".join(f"{k}={v}" for k, v in backup["spec"]["selector"].get("matchLabels", {}).items())
@@ -279,7 +284,7 @@ def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
 
 
 def undo_recreate_statefulset(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     live = m.kube.get("StatefulSet", name, ns)
     if live is None or live["metadata"]["uid"] == m.plan.uid:
         return
@@ -332,7 +337,7 @@ def undo_evict(m: Migration, step: Step) -> None:
 
 
 def undo_delete_statefulset(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     backup = m.workdir.load_backup("StatefulSet", name)
     live = m.kube.get("StatefulSet", name, ns)
     if live is not None and live["metadata"]["uid"] == m.plan.uid:
@@ -356,7 +361,7 @@ def undo_delete_statefulset(m: Migration, step: Step) -> None:
 
 
 def undo_scale_down(m: Migration, step: Step) -> None:
-    ns, name = m.plan.namespace, m.plan.statefulset
+    ns, name = m.plan.namespace, m.plan.name
     live = m.kube.get("StatefulSet", name, ns)
     if live is None or live["metadata"]["uid"] != m.plan.uid:
         return  # created again from its backup, at its full size
@@ -368,3 +373,71 @@ def undo_scale_down(m: Migration, step: Step) -> None:
         m.kube.patch("StatefulSet", name, patch, ns)
         m.say(f"statefulset.apps/{name} scaled back to {replicas}")
     _wait_owns_ready_pods(m, m.plan.uid, backup)
+
+
+# -- a Deployment or a ReplicaSet: scaled to zero while its claims move, then back -------------
+
+
+def _live_owner(m: Migration) -> Obj:
+    """The Deployment (or ReplicaSet) as it is now; the one planned, or the run stops."""
+    live = m.kube.get(m.plan.kind, m.plan.name, m.plan.namespace)
+    if live is None or live["metadata"]["uid"] != m.plan.uid:
+        raise PermanentError(
+            f"{m.plan.what} was deleted or replaced while the migration ran; nothing is lost (every step is "
+            f"recorded in {m.workdir.path}): put it back, or roll back with `kubectl csi-migrate rollback "
+            f"{m.plan.ref} -n {m.plan.namespace}`"
+        )
+    return live
+
+
+def _pods_of(live: Obj) -> Callable[[p.Objects], list[Obj]]:
+    selector = live["spec"].get("selector") or {}
+
+    def mine(objs: p.Objects) -> list[Obj]:
+        return [o for o in objs.values() if p.selector_matches(selector, o["metadata"].get("labels") or {})]
+
+    return mine
+
+
+def _scale(m: Migration, replicas: int) -> None:
+    """Scale the owner to `replicas` (unless it is there) and wait until its pods are gone (0)
+    or that many are Ready."""
+    ns, kind, ref = m.plan.namespace, m.plan.kind, m.plan.ref
+    live = _live_owner(m)
+    if int(live["spec"].get("replicas", 1)) != replicas:
+        m.kube.patch(kind, m.plan.name, {"spec": {"replicas": replicas}}, ns)
+        m.say(f"{ref} scaled to {replicas}" + (" (downtime starts)" if replicas == 0 else ""))
+    mine = _pods_of(live)
+    if replicas == 0:
+        m.wait("Pod", lambda objs: not mine(objs), f"the pods of {ref} to stop", namespace=ns)
+        return
+    m.wait(
+        "Pod",
+        lambda objs: (
+            sum(1 for o in mine(objs) if p.is_pod_ready(o) and not o["metadata"].get("deletionTimestamp")) >= replicas
+        ),
+        f"{ref} to have {replicas} Ready pods",
+        namespace=ns,
+    )
+    m.say(f"{ref}: {replicas} pod(s) Ready (downtime ends)")
+
+
+def scale_to_zero(m: Migration, step: Step) -> None:
+    _scale(m, 0)
+
+
+def undo_scale_to_zero(m: Migration, step: Step) -> None:
+    _scale(m, m.plan.replicas)
+
+
+def scale_back(m: Migration, step: Step) -> None:
+    _scale(m, m.plan.replicas)
+    owner = _live_owner(m)
+    for v in m.plan.to_migrate():
+        fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+        message = f"{v.pvc}: {events.migrated_message(m.plan, v, fcd_id)}"
+        m.event(m.plan.kind, "apps/v1", owner, "MigratedToCSI", message)
+
+
+def undo_scale_back(m: Migration, step: Step) -> None:
+    _scale(m, 0)
