@@ -289,3 +289,76 @@ def wait_ready(env: cluster.Env, name: str, namespace: str, replicas: int | None
 
 def _list(items: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def intree_claims(env: cluster.Env, namespace: str, claims: list[str], app: str, size: str = "1Gi") -> list[Volume]:
+    """Claims on their own, as the in-tree provisioner left them: per claim a thin VMDK with a
+    marker, an in-tree PV and the claim bound to it; waits until the CSI syncer registered each
+    disk. For a Deployment's claims, a bare pod's, or unmounted ones."""
+    if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
+        cluster.kubectl(env, "create", "namespace", namespace)
+    made, pvs, pvcs = [], [], []
+    for claim in claims:
+        pv = f"pvc-{uuid.uuid4()}"
+        vmdk = f"[{cluster.DATASTORE}] kubevols/{cluster.USER_CLUSTER}-dynamic-{pv}.vmdk"
+        marker = marker_for(namespace, claim)
+        vc.create_vmdk(env, vmdk, 16, marker)
+        made.append(Volume("", 0, claim, pv, vmdk, marker))
+        pvs.append(in_tree_pv(pv, vmdk, namespace, claim, size))
+        pvcs.append(pvc_for(claim, namespace, app, size, "standard", objects.INTREE_PROVISIONER))
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(pvcs))
+    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
+    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
+    for doc in pvs:
+        doc["spec"]["claimRef"]["uid"] = uids[doc["spec"]["claimRef"]["name"]]
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(pvs))
+    wait_registered(env, made)
+    return made
+
+
+def _pod_spec(claims: list[str]) -> dict[str, Any]:
+    return {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "app",
+                "image": "registry.k8s.io/pause:3.10",
+                "volumeMounts": [{"name": f"v{i}", "mountPath": f"/{c}"} for i, c in enumerate(claims)],
+            }
+        ],
+        "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)],
+    }
+
+
+def deployment(env: cluster.Env, name: str, namespace: str, replicas: int = 1, claims: int = 1) -> Scenario:
+    """A Deployment whose pods mount `claims` in-tree ReadWriteOnce claims `<name>-data-<i>`,
+    Ready (every replica on the claims' node: kwok attaches nothing for real)."""
+    made = Scenario(name=name, namespace=namespace, replicas=replicas)
+    made.volumes = intree_claims(env, namespace, [f"{name}-data-{i}" for i in range(claims)], name)
+    doc = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": _pod_spec([v.pvc for v in made.volumes])},
+        },
+    }
+    cluster.kubectl(env, "create", "-f", "-", stdin=json.dumps(doc))
+    cluster.kubectl(env, "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=120s")
+    return made
+
+
+def bare_pod(env: cluster.Env, name: str, namespace: str, claim: str) -> Volume:
+    """A pod of no controller mounting one in-tree claim `claim`, Ready."""
+    volume = intree_claims(env, namespace, [claim], name)[0]
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": _pod_spec([claim]),
+    }
+    cluster.kubectl(env, "create", "-f", "-", stdin=json.dumps(doc))
+    cluster.kubectl(env, "-n", namespace, "wait", f"pod/{name}", "--for=condition=Ready", "--timeout=120s")
+    return volume

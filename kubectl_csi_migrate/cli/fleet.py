@@ -113,10 +113,19 @@ def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
     wanted = (
         set(KINDS) if args.kind is None else {args.kind, "ReplicaSet"} if args.kind == "Deployment" else {args.kind}
     )
-    result = []
+    from kubectl_csi_migrate.migration import record
+
+    result = set()
     for snap in plan_mod.gather_all(kube, namespace):
         if snap.kind in wanted and plan_for(args, kube, snap).to_migrate():
-            result.append((snap.namespace, snap.kind, snap.name))
+            result.add((snap.namespace, snap.kind, snap.name))
+    # A run stopped half way is resumed too, though its owner may show nothing in-tree now.
+    server = kube.info.server
+    result |= {
+        (p.namespace, p.kind, p.name)
+        for p in record.unfinished(kube, namespace)
+        if p.kind in wanted and p.server == server
+    }
     return sorted(result, key=lambda t: (t[0], KINDS.index(t[1]), t[2]))
 
 

@@ -119,6 +119,18 @@ def read(kube: Kube, namespace: str, key: str) -> Obj | None:
     }
 
 
+def unfinished(kube: Kube, namespace: str | None) -> list[Plan]:
+    """The plans of the runs recorded in a namespace (None: every one) that neither finished nor
+    were rolled back: `--all` and `all` resume them, whatever the live objects show now (a
+    Deployment whose claim the run deleted has no in-tree claim left to find)."""
+    plans = []
+    for cm in kube.items("ConfigMap", namespace, label_selector=LABEL):
+        run = json.loads((cm.get("data") or {}).get("run.json") or "{}")
+        if run.get("plan") and not any(run.get(k) for k in ("finished", "rolling_back", "rolled_back")):
+            plans.append(Plan.from_dict(run["plan"]))
+    return plans
+
+
 def rebuild(workdir: WorkDir, record: Obj) -> None:
     """Write the working directory again from the record (run.json, the steps done, backups)."""
     plan = Plan.from_dict(record["run"]["plan"])
