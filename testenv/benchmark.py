@@ -60,7 +60,7 @@ def one_run(env: cluster.Env) -> dict[str, float]:
 def fleet(env: cluster.Env, statefulsets: int) -> None:
     """`sts --all` over `statefulsets` StatefulSets of 3 replicas, --parallel 1 then 4 (each on a
     namespace of its own); then one StatefulSet of 10 replicas, rolling vs offline."""
-    print(f"sts --all on {statefulsets} StatefulSets of 3 replicas (rolling):")
+    print(f"(b) sts --all on {statefulsets} StatefulSets of 3 replicas (rolling):")
     walls = {}
     for parallel in (1, 4):
         ns = f"bench-{uuid.uuid4().hex[:6]}"
@@ -85,7 +85,7 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
         )
         cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
     print(f"  speed-up of --parallel 4: {walls[1] / walls[4]:.1f}x")
-    print("one StatefulSet of 10 replicas:")
+    print("(d) one StatefulSet of 10 replicas:")
     for strategy in ("rolling", "offline"):
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         scenario.create(env, "big", ns, replicas=10)
@@ -101,6 +101,35 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
             f"{timing['waitSeconds']:.2f} s waiting), {float(result['apiRequests']) / 10:.1f} API requests per replica"  # type: ignore[arg-type]
         )
         cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+
+
+def owners(env: cluster.Env, volumes: int = 3) -> None:
+    """(c) API requests per volume moved, preflight included, for each kind of owner: a
+    StatefulSet of `volumes` replicas (rolling, one claim each), a Deployment of one replica
+    mounting `volumes` claims, `volumes` bare pods' claims (one `pvc` run each, through `pvc A B C`)."""
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    scenario.create(env, "web", ns, replicas=volumes)
+    scenario.deployment(env, "api", ns, replicas=1, claims=volumes)
+    for i in range(volumes):
+        scenario.bare_pod(env, f"tool{i}", ns, f"tool{i}-data")
+    print(f"(c) API requests per volume moved, preflight included ({volumes} volumes of each):")
+    with tempfile.TemporaryDirectory() as tmp:
+        common = ["-n", ns, "--csi-storageclass", "standard-rwo", "--yes"]
+        for label, args in (
+            ("sts web (rolling, one replica per volume)", ["sts", "web", "--working-directory", f"{tmp}/sts"]),
+            ("deploy api (one pod, all volumes at once)", ["deploy", "api", "--working-directory", f"{tmp}/deploy"]),
+        ):
+            elapsed, report = _timed(env, *args, *common)
+            requests = float(report["apiRequests"]) / volumes  # type: ignore[arg-type]
+            print(f"  {label:46} {requests:5.1f} requests, {elapsed:5.2f} s for the command")
+        claims = [f"tool{i}-data" for i in range(volumes)]
+        elapsed, summary = _timed(env, "pvc", *claims, *common, "--working-directory", f"{tmp}/pvc")
+        items = summary["items"]
+        assert isinstance(items, list)
+        total = sum(i["report"]["apiRequests"] for i in items)
+        label = "pvc (a bare pod's claim, one run each)"
+        print(f"  {label:46} {total / volumes:5.1f} requests, {elapsed:5.2f} s for the command")
+    cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
 
 
 def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
@@ -135,7 +164,7 @@ def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
                 "-",
                 stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs[start : start + 500]}),
             )
-        print(f"survey: {statefulsets} StatefulSets, {statefulsets * replicas} in-tree claims and PVs "
+        print(f"(a) survey: {statefulsets} StatefulSets, {statefulsets * replicas} in-tree claims and PVs "
               f"(created in {time.monotonic() - created:.0f} s); 3 runs each, median:")  # fmt: skip
         path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.exports()['PATH']}"
         environ = {**os.environ, **env.exports(), "PATH": path}
@@ -162,9 +191,19 @@ def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
         cluster.kubectl(env, "delete", "pv", "-l", label, "--wait=false")
 
 
+def everything(env: cluster.Env, statefulsets: int) -> None:
+    """Issue 10's figures side by side, in one run: (a) the survey against kubectl, (b) --all
+    --parallel 1 vs 4, (c) requests per volume for sts, deploy and pvc, (d) offline vs rolling."""
+    survey(env, statefulsets * 10)
+    fleet(env, statefulsets)
+    owners(env)
+
+
 def main() -> int:
     if sys.argv[1:2] == ["fleet"]:
-        return with_env(lambda env: fleet(env, int(sys.argv[2]) if len(sys.argv) > 2 else 20))
+        return with_env(lambda env: everything(env, int(sys.argv[2]) if len(sys.argv) > 2 else 20))
+    if sys.argv[1:2] == ["owners"]:
+        return with_env(lambda env: owners(env, int(sys.argv[2]) if len(sys.argv) > 2 else 3))
     if sys.argv[1:2] == ["survey"]:
         return with_env(lambda env: survey(env, int(sys.argv[2]) if len(sys.argv) > 2 else 200))
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3

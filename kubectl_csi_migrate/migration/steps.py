@@ -124,7 +124,8 @@ def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
     return tuple(sorted(access, key=lambda a: rank.get(a[1], len(rank))))
 
 
-def _as(kind: str, access: tuple[Access, ...]) -> tuple[Access, ...]:
+def as_owner(kind: str, access: tuple[Access, ...]) -> tuple[Access, ...]:
+    """`access` (NEEDS[...], RUN_NEEDS) with the owner's kind in place of OWNER."""
     return tuple((verb, kind if k == OWNER else k, sub) for verb, k, sub in access)
 
 
@@ -143,7 +144,7 @@ def access_for(kind: str) -> tuple[Access, ...]:
     """What any run (or rollback) of an owner of `kind` asks the API server, either strategy:
     preflight's `rbac` check asks for each, from this same table the steps declare."""
     kinds = (*_SHARED, *OWNER_STEPS[kind])
-    return _ordered(_union([_as(kind, NEEDS[k]) for k in kinds] + [_as(kind, RUN_NEEDS)]))
+    return _ordered(_union([as_owner(kind, NEEDS[k]) for k in kinds] + [as_owner(kind, RUN_NEEDS)]))
 
 
 REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([access_for(kind) for kind in OWNER_STEPS]))

@@ -928,13 +928,16 @@ def test_item_5_a_managed_statefulset_is_named_by_preflight(
 def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
-    """For every entry of REQUIRED_ACCESS (iterated, not picked): a user granted all the others
+    """For every entry of what a StatefulSet's run needs (`access_for`, iterated, not picked;
+    REQUIRED_ACCESS is that of every kind): a user granted all the others
     (and what preflight reads) runs `sts`, which refuses before any change, naming the verb and
     resource: preflight's `rbac` FAIL, or, for a read preflight itself makes, its `forbidden`
     error. The same user with every entry then migrates (so the list is also sufficient)."""
     from kubectl_csi_migrate.kube.client import RESOURCES
-    from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
+    from kubectl_csi_migrate.migration.steps import access_for
     from tests.e2e.rbac import exact_roles
+
+    required = access_for("StatefulSet")
 
     made, before = prepare(env, kubectl, ns, replicas=1, pdb=False)
     token = env.info()["tokens"]["viewer"]
@@ -943,9 +946,9 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     secrets = secrets_of(env, env_vars)
     applied: list[dict[str, Any]] = []
     try:
-        for entry in REQUIRED_ACCESS:
+        for entry in required:
             verb, kind, sub = entry
-            applied = exact_roles(ns, [a for a in REQUIRED_ACCESS if a != entry])
+            applied = exact_roles(ns, [a for a in required if a != entry])
             for doc in applied:
                 kubectl.apply(doc)
             before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
@@ -958,7 +961,7 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
             assert proc.returncode == 1 and named, f"without {verb} {plural}:\n{show(proc)}"
             assert_failed(proc, 1, (), secrets)
             assert_unchanged(env, kubectl, ns, before)
-        applied = exact_roles(ns, list(REQUIRED_ACCESS))
+        applied = exact_roles(ns, list(required))
         for doc in applied:
             kubectl.apply(doc)
         done = plugin(environ, *sts_args(ns, tmp_path / "wd-all"))

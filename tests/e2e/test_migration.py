@@ -842,17 +842,26 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
     that step's kind declares (steps.NEEDS) or one of the run's own (the Lease, the record)."""
     import re
 
-    from kubectl_csi_migrate.migration.steps import NEEDS, REQUIRED_ACCESS, RUN_NEEDS
+    from kubectl_csi_migrate.migration.steps import NEEDS, RUN_NEEDS, access_for, as_owner
 
-    checked = set(REQUIRED_ACCESS)
     # Lines of threads beside the main one name it: `D kubectl_csi_migrate.kube [volume_0]: ...`.
     request = re.compile(r"^D kubectl_csi_migrate\.kube( \[\S+\])?: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
     step_line = re.compile(r"^D kubectl_csi_migrate\.migration( \[\S+\])?: step (\S+) (\S+): (do|undo)$")
-    for strategy, name in (("rolling", "web"), ("offline", "db")):
-        scenario.create(env, name, ns, replicas=2, pdb=strategy == "rolling")
-        workdir = ["--working-directory", str(tmp_path / name), "-v", "6"]
+    scenario.deployment(env, "api", ns, replicas=2)
+    scenario.bare_pod(env, "tool", ns, "tool-data")
+    runs = (
+        ("StatefulSet", "rolling", ["sts", "web", "--strategy", "rolling"], "web"),
+        ("StatefulSet", "offline", ["sts", "db", "--strategy", "offline"], "db"),
+        ("Deployment", "offline", ["deploy", "api"], "deploy/api"),
+        ("PersistentVolumeClaim", "rolling", ["pvc", "tool-data"], "pvc/tool-data"),
+    )
+    for owner, strategy, migrate, name in runs:
+        if owner == "StatefulSet":
+            scenario.create(env, migrate[1], ns, replicas=2, pdb=strategy == "rolling")
+        checked = set(access_for(owner))  # what preflight's `rbac` check asks for, for this kind
+        workdir = ["--working-directory", str(tmp_path / name.replace("/", "-")), "-v", "6"]
         for command in (
-            ["sts", name, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy, *workdir],
+            [*migrate, "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", *workdir],
             ["rollback", name, "-n", ns, "--yes", *workdir],
         ):
             proc = run_plugin(env_vars, *command)
@@ -870,6 +879,7 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
                 if method != "GET" and not access[1].startswith("SelfSubject")
             )  # fmt: skip
             used = {access for _, access, _ in needs[first_change:]}
-            assert used - checked == set(), f"{command[0]} {strategy}: used, not checked: {used - checked}"
-            undeclared = {(kind, access) for _, access, kind in needs if kind and access not in NEEDS[kind] + RUN_NEEDS}
-            assert not undeclared, f"{command[0]} {strategy}: requests a step does not declare: {undeclared}"
+            assert used - checked == set(), f"{command[0]} {name}: used, not checked: {used - checked}"
+            declared = {kind: as_owner(owner, NEEDS[kind] + RUN_NEEDS) for kind in NEEDS}
+            undeclared = {(kind, access) for _, access, kind in needs if kind and access not in declared[kind]}
+            assert not undeclared, f"{command[0]} {name}: requests a step does not declare: {undeclared}"
