@@ -69,7 +69,7 @@ def sts_name(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubectl_csi_migrate.migration.plan import STATEFULSET, parse_ref, ref
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, parse_ref, ref, word
 
     arg = sts_name(args)
     kube = common.kube_from(args)
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if failed(checks):
         human += f"\n\npreflight: {sum(c.status == 'FAIL' for c in checks)} blocking problem(s)"
     else:
-        human += f"\n\npreflight: {ref(kind, name)} can be migrated"
+        human += f"\n\npreflight: {word(kind)} {name} can be migrated"
     printers.render(report, args.output, human, [ref(kind, name)])
     if failed(checks):
         printers.error(
-            f"preflight failed for {ref(kind, name)}: " + "; ".join(c.message for c in checks if c.status == "FAIL")
+            f"preflight failed for {word(kind)} {name}: " + "; ".join(c.message for c in checks if c.status == "FAIL")
         )
         return EXIT_FAILED
     return EXIT_OK

@@ -338,3 +338,131 @@ def test_status_of_a_running_run_and_of_a_stopped_one_read_from_the_record() -> 
     assert stopped["mayHaveRun"][0].startswith("evict/"), "steps after the record's last write may have run"
     assert stopped["replicas"][0]["state"] == "may have started"
     assert "that run is running" not in render(stopped) and "may have run since: evict/" in render(stopped)
+
+
+def owner_snapshot(kind: str, pod: bool = True) -> Snapshot:
+    """A Deployment mounting two claims (one in-tree, one CSI), or a claim on its own (with a bare pod)."""
+    from kubectl_csi_migrate.migration.plan import CLAIM
+
+    if kind == CLAIM:
+        claim = {"metadata": {"name": "scratch", "uid": "c1"}, "spec": {"volumeName": "pv-scratch"}}
+        pods = {"tool": {"metadata": {"name": "tool"}, "spec": {}}} if pod else {}
+        return Snapshot(
+            "ns",
+            "scratch",
+            claim,
+            pods,
+            {"scratch": claim},
+            {"pv-scratch": pv("pv-scratch", "intree", "scratch")},
+            [],
+            CLAIM,
+        )
+    volumes = [{"name": "a", "persistentVolumeClaim": {"claimName": "api-a"}},
+               {"name": "b", "persistentVolumeClaim": {"claimName": "api-b"}}]  # fmt: skip
+    owner = {
+        "metadata": {"name": "api", "uid": "d1"},
+        "spec": {"replicas": 2, "template": {"spec": {"volumes": volumes}}},
+    }
+    pvcs = {c: {"metadata": {"name": c}, "spec": {"volumeName": f"pv-{c}"}} for c in ("api-a", "api-b")}
+    pvs = {"pv-api-a": pv("pv-api-a", "intree", "api-a"), "pv-api-b": pv("pv-api-b", "csi", "api-b")}
+    return Snapshot("ns", "api", owner, {}, pvcs, pvs, [], kind)
+
+
+def test_a_deployment_is_scaled_to_zero_and_back_around_its_claims_moved_side_by_side() -> None:
+    from kubectl_csi_migrate.migration.plan import DEPLOYMENT
+    from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, may_have_run, steps_for
+
+    plan = build_plan(owner_snapshot(DEPLOYMENT), "ctx", "https://k", "standard-rwo", None, "rolling")
+    assert (plan.kind, plan.strategy, plan.replicas, plan.key) == (DEPLOYMENT, "offline", 2, "deployment-api")
+    assert [(v.pvc, v.template, v.action) for v in plan.volumes] == [("api-a", "a", MIGRATE), ("api-b", "b", SKIP_CSI)]
+    kinds = [s.kind for s in steps_for(plan)]
+    assert kinds == [
+        "backup", "retain", "scale-to-zero", "detach", "delete-pvc", "delete-pv", "cns-release", "fcd",
+        "create-pv", "create-pvc", "scale-back", "restore-reclaim-policy",
+    ]  # fmt: skip
+    assert {"scale-to-zero", "scale-back"} <= RECORDED_AFTER
+    assert "scale deployment.apps/api back to 2" in steps_for(plan)[2].undoes
+    assert Plan.from_dict(plan.to_dict()) == plan
+    assert "statefulset" not in plan.to_dict()
+    # Recorded up to the detach: that volume's steps up to its fcd may have run, and the next step
+    # of the Deployment's own chain (scale-back: undoing it when it never ran finds it at 0 already).
+    steps = steps_for(plan)
+    record = {s.id: {"event": "done"} for s in steps[:4]}
+    assert may_have_run(plan, record) == {s.id for s in steps[4:8]} | {"scale-back"}
+
+
+def test_a_claims_bare_pod_is_evicted_and_created_again_and_an_unmounted_claim_needs_no_stop() -> None:
+    from kubectl_csi_migrate.migration.plan import CLAIM
+    from kubectl_csi_migrate.migration.steps import steps_for
+
+    plan = build_plan(owner_snapshot(CLAIM), "ctx", "https://k", "standard-rwo", None, "offline")
+    assert (plan.kind, plan.strategy, plan.pod, plan.key, plan.arg) == (
+        CLAIM,
+        "rolling",
+        "tool",
+        "pvc-scratch",
+        "pvc/scratch",
+    )
+    steps = steps_for(plan)
+    assert [s.id for s in steps if s.kind in ("evict", "recreate-pod")] == ["evict/tool", "recreate-pod/tool"]
+    assert plan.pod_name(0) == "tool"
+    alone = build_plan(owner_snapshot(CLAIM, pod=False), "ctx", "https://k", "standard-rwo", None, "rolling")
+    assert [s.kind for s in steps_for(alone)] == [
+        "backup", "retain", "detach", "delete-pvc", "delete-pv", "cns-release", "fcd", "create-pv", "create-pvc",
+        "restore-reclaim-policy",
+    ]  # fmt: skip
+
+
+def test_each_kind_of_owner_is_checked_for_the_access_its_own_steps_need() -> None:
+    from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS, access_for
+
+    sts, deploy, claim = access_for("StatefulSet"), access_for("Deployment"), access_for("PersistentVolumeClaim")
+    assert ("delete", "StatefulSet", "") in sts and not any(k in ("Deployment", "ReplicaSet") for _, k, _ in sts)
+    assert ("patch", "Deployment", "") in deploy and not any(k == "StatefulSet" for _, k, _ in deploy)
+    assert ("patch", "ReplicaSet", "") in access_for("ReplicaSet")
+    assert ("create", "Pod", "eviction") in claim and not any(k in ("StatefulSet", "Deployment") for _, k, _ in claim)
+    assert set(sts) | set(deploy) | set(claim) <= set(REQUIRED_ACCESS)
+    assert not any(k == "Owner" for _, k, _ in REQUIRED_ACCESS)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("web", ("StatefulSet", "web")), ("sts/web", ("StatefulSet", "web")), ("deploy/api", ("Deployment", "api")),
+     ("deployment.apps/api", ("Deployment", "api")), ("rs/api-1", ("ReplicaSet", "api-1")),
+     ("pvc/data", ("PersistentVolumeClaim", "data"))],
+)  # fmt: skip
+def test_owners_are_named_as_kubectl_names_them(text: str, expected: tuple[str, str]) -> None:
+    from kubectl_csi_migrate.migration.plan import parse_ref
+
+    assert parse_ref(text) == expected
+
+
+def test_an_unknown_kind_of_owner_is_a_usage_error() -> None:
+    from kubectl_csi_migrate.errors import UsageError
+    from kubectl_csi_migrate.migration.plan import parse_ref
+
+    with pytest.raises(UsageError, match="deploy/NAME"):
+        parse_ref("daemonset/x")
+
+
+def test_a_survey_fed_back_runs_each_row_by_its_kind(tmp_path: Path) -> None:
+    import json
+
+    from kubectl_csi_migrate.cli.fleet import from_file
+    from kubectl_csi_migrate.errors import UsageError
+
+    survey = {"items": [
+        {"kind": "StatefulSet", "namespace": "a", "name": "web", "migratable": True},
+        {"kind": "Deployment", "namespace": "a", "name": "api", "migratable": True},
+        {"kind": "PersistentVolumeClaim", "namespace": "a", "name": "scratch", "migratable": False, "problems": ["x"]},
+        {"namespace": "b", "name": "db"},
+    ]}  # fmt: skip
+    path = tmp_path / "survey.json"
+    path.write_text(json.dumps(survey))
+    targets, refused = from_file(str(path), "StatefulSet")
+    assert targets == [("a", "StatefulSet", "web"), ("a", "Deployment", "api"),
+                       ("a", "PersistentVolumeClaim", "scratch"), ("b", "StatefulSet", "db")]  # fmt: skip
+    assert list(refused) == [("a", "PersistentVolumeClaim", "scratch")]
+    path.write_text(json.dumps({"items": [{"kind": "Pod", "namespace": "a", "name": "p"}]}))
+    with pytest.raises(UsageError, match="item 0 is a Pod"):
+        from_file(str(path), "StatefulSet")
