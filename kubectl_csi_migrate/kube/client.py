@@ -141,9 +141,36 @@ class Kube:
         kubectl); a migration run, which must not stop half way for a restart, sets it."""
         self._discovered: dict[str, set[str]] = {}
         """API group/version path -> the resources it serves (discovery, asked once)."""
+        self._once: dict[tuple[str, str | None, str | None], Any] = {}
+        self._caches: dict[str, Any] = {}
+        """By kind: the command's one Cache (listed once, followed by a watch): preflight's
+        look at every PV and the run's share it."""
         self.watch_list: dict[str, bool] = {}
         """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
         served from its watch cache): a wait is then one request, not a list and a watch."""
+
+    def items_once(self, kind: str, namespace: str | None = None) -> list[Obj]:
+        """`items`, asked once per command: for the read-only phase (preflight, the plan), where
+        several checks look at the same objects (nodes, CSINodes, the namespace's pods)."""
+        key = (kind, None, namespace)
+        if key not in self._once:
+            self._once[key] = self.items(kind, namespace)
+        return list(self._once[key])
+
+    def get_once(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """`get`, asked once per command (as items_once)."""
+        key = (kind, name, namespace)
+        if key not in self._once:
+            self._once[key] = self.get(kind, name, namespace)
+        return self._once[key]
+
+    def cache(self, kind: str) -> Any:
+        """The command's Cache of every `kind` object (kube/cache.py), made on first use."""
+        from kubectl_csi_migrate.kube.cache import Cache
+
+        if kind not in self._caches:
+            self._caches[kind] = Cache(self, kind)
+        return self._caches[kind]
 
     # -- construction ---------------------------------------------------------------------
 

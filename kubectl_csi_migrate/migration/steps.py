@@ -31,9 +31,9 @@ PersistentVolumeClaim; `access_for` puts the plan's in."""
 NEEDS: dict[str, tuple[Access, ...]] = {
     "backup": (
         *_crud(OWNER, "get"),
-        *_crud("Pod", "get"),
-        *_crud("PersistentVolumeClaim", "get"),
-        *_crud("PersistentVolume", "get"),
+        *_crud("Pod", "get", "list"),
+        *_crud("PersistentVolumeClaim", "get", "list"),
+        *_crud("PersistentVolume", "get", "list", "watch"),
         *_crud("CnsVSphereVolumeMigration", "list"),
     ),
     "retain": _crud("PersistentVolume", "get", "patch"),
@@ -88,7 +88,7 @@ NEEDS: dict[str, tuple[Access, ...]] = {
         *_crud("Pod", "list", "watch"),
         *_crud("Event", "create"),
     ),
-    "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch"),
+    "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch", "list", "watch"),
 }
 
 RUN_NEEDS: tuple[Access, ...] = (
