@@ -374,15 +374,21 @@ class Kube:
         self._before_mutation()
         self.request("DELETE", resource_path(kind, namespace, name), None, body)
 
-    def evict(self, name: str, namespace: str) -> None:
-        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets."""
+    def evict(self, name: str, namespace: str, uid: str | None = None) -> None:
+        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets; with `uid`,
+        only that incarnation of the pod (a precondition: another answers 409)."""
         body: Obj = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
+        options: Obj = {}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         if self.dry_run == "server":
-            body["deleteOptions"] = {"dryRun": ["All"]}
+            options["dryRun"] = ["All"]
+        if options:
+            body["deleteOptions"] = options
         if self.dry_run == "client":
             return
         self._before_mutation()

@@ -346,12 +346,13 @@ def steps_for(plan: Plan) -> list[Step]:
 
 
 RECORDED_AFTER = frozenset(
-    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc", "recreate-pod",
+    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc",
      "recreate-statefulset", "scale-back", "restore-reclaim-policy"}
 )  # fmt: skip
 """Kinds of step after which the record in the cluster is written: the run's own changes, the
-FCD id once known, the end of each volume and replica. It lags the working directory by the
-steps between two of these (three writes per replica instead of one per step)."""
+FCD id once known, the end of each volume. It lags the working directory by the steps between two
+of these (two writes per replica instead of one per step; a replica's pod created again shows in
+the record with the next replica's FCD: undoing it then finds the original pod, or none)."""
 
 
 def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kubectl_csi_migrate.errors import ConflictError, PermanentError
+from kubectl_csi_migrate.errors import ConflictError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.plan import VolumePlan
@@ -44,13 +44,17 @@ def delete_pvc(m: Migration, step: Step) -> None:
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
     uid = backup["metadata"]["uid"]
-    live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
-    if live is not None and live["metadata"]["uid"] != uid:
-        raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect")
-    if live is not None:
-        _ensure_retained(m, v)
+    _ensure_retained(m, v)
+    # The backup's claim only (a precondition, no read first): another of that name is someone else's.
+    try:
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
         m.say(f"persistentvolumeclaim/{v.pvc} deleted")
+    except NotFoundError:
+        pass  # deleted by an earlier attempt of this step
+    except ConflictError:
+        raise PermanentError(
+            f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect"
+        ) from None
     m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
 
 

@@ -192,37 +192,53 @@ def _refresh_backups(m: Migration, sts: Obj) -> None:
 
 def evict(m: Migration, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
-    backup = m.workdir.load_backup("Pod", pod) if m.workdir.has_backup("Pod", pod) else None
-    live = m.kube.get("Pod", pod, ns)
-    if live is not None and backup is not None and live["metadata"]["uid"] != backup["metadata"]["uid"]:
-        raise PermanentError(f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect")
-    _evict_live(m, pod, live)
+    if not m.workdir.has_backup("Pod", pod):
+        _evict_live(m, pod, m.kube.get("Pod", pod, ns))  # no pod when backed up: one started since goes
+        return
+    # The backup's pod only (a precondition, no read first): another one of that name was
+    # created by someone else while the run had the StatefulSet deleted.
+    uid = m.workdir.load_backup("Pod", pod)["metadata"]["uid"]
+    try:
+        _evict(m, pod, uid)
+    except ConflictError:
+        raise PermanentError(
+            f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect"
+        ) from None
 
 
 def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
-    """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone: through
-    the disruption budget, or, while the StatefulSet is deleted and the cluster cannot count
-    its pods, against the budget as the tool evaluates it."""
+    """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone."""
+    if live is None:
+        m.wait_gone("Pod", pod, None, f"pod {pod} to go", m.plan.namespace)
+        return
+    _evict(m, pod, live["metadata"]["uid"])
+
+
+def _evict(m: Migration, pod: str, uid: str) -> None:
+    """Evict pod `pod` of `uid` and wait until it is gone: through the disruption budget, or,
+    while the StatefulSet is deleted and the cluster cannot count its pods, against the budget
+    as the tool evaluates it."""
     ns = m.plan.namespace
-    if live is not None:
-        deadline = time.monotonic() + m.settings.timeout
-        while True:
-            try:
-                m.kube.evict(pod, ns)
-                m.say(f"pod/{pod} evicted")
+    deadline = time.monotonic() + m.settings.timeout
+    while True:
+        try:
+            m.kube.evict(pod, ns, uid=uid)
+            m.say(f"pod/{pod} evicted")
+            break
+        except NotFoundError:
+            break
+        except TooManyRequestsError as exc:
+            live = m.kube.get("Pod", pod, ns)
+            if live is None or live["metadata"]["uid"] != uid:
                 break
-            except NotFoundError:
+            budget = orphan_budget(m.kube, m.plan, live)
+            if budget is not None and budget[0]:
+                m.kube.delete("Pod", pod, ns, uid=uid)
+                m.say(f"pod/{pod} deleted ({budget[1]})")
                 break
-            except TooManyRequestsError as exc:
-                budget = orphan_budget(m.kube, m.plan, live)
-                if budget is not None and budget[0]:
-                    m.kube.delete("Pod", pod, ns, uid=live["metadata"]["uid"])
-                    m.say(f"pod/{pod} deleted ({budget[1]})")
-                    break
-                if time.monotonic() > deadline:
-                    raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
-                m.sleep(1)  # the disruption budget allows it once the last pod is Ready
-    uid = live["metadata"]["uid"] if live else None
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
+            m.sleep(1)  # the disruption budget allows it once the last pod is Ready
     m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
 
 
