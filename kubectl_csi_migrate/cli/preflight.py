@@ -132,7 +132,7 @@ def check_one(args: argparse.Namespace, kube: Any, name: str, kind: str = "State
             missing = missing or str(exc)
     if snap is None:
         return [preflight.Check(plan_mod.word(kind), preflight.FAIL, missing)], None
-    plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items("CSINode")))
+    plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items_once("CSINode")))
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, plan.key))
     connect = common.vcenter_factory(args, kube)
     return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)

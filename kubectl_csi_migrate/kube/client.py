@@ -141,9 +141,36 @@ class Kube:
         kubectl); a migration run, which must not stop half way for a restart, sets it."""
         self._discovered: dict[str, set[str]] = {}
         """API group/version path -> the resources it serves (discovery, asked once)."""
+        self._once: dict[tuple[str, str | None, str | None], Any] = {}
+        self._caches: dict[str, Any] = {}
+        """By kind: the command's one Cache (listed once, followed by a watch): preflight's
+        look at every PV and the run's share it."""
         self.watch_list: dict[str, bool] = {}
         """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
         served from its watch cache): a wait is then one request, not a list and a watch."""
+
+    def items_once(self, kind: str, namespace: str | None = None) -> list[Obj]:
+        """`items`, asked once per command: for the read-only phase (preflight, the plan), where
+        several checks look at the same objects (nodes, CSINodes, the namespace's pods)."""
+        key = (kind, None, namespace)
+        if key not in self._once:
+            self._once[key] = self.items(kind, namespace)
+        return list(self._once[key])
+
+    def get_once(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """`get`, asked once per command (as items_once)."""
+        key = (kind, name, namespace)
+        if key not in self._once:
+            self._once[key] = self.get(kind, name, namespace)
+        return self._once[key]
+
+    def cache(self, kind: str) -> Any:
+        """The command's Cache of every `kind` object (kube/cache.py), made on first use."""
+        from kubectl_csi_migrate.kube.cache import Cache
+
+        if kind not in self._caches:
+            self._caches[kind] = Cache(self, kind)
+        return self._caches[kind]
 
     # -- construction ---------------------------------------------------------------------
 
@@ -347,15 +374,21 @@ class Kube:
         self._before_mutation()
         self.request("DELETE", resource_path(kind, namespace, name), None, body)
 
-    def evict(self, name: str, namespace: str) -> None:
-        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets."""
+    def evict(self, name: str, namespace: str, uid: str | None = None) -> None:
+        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets; with `uid`,
+        only that incarnation of the pod (a precondition: another answers 409)."""
         body: Obj = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
+        options: Obj = {}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         if self.dry_run == "server":
-            body["deleteOptions"] = {"dryRun": ["All"]}
+            options["dryRun"] = ["All"]
+        if options:
+            body["deleteOptions"] = options
         if self.dry_run == "client":
             return
         self._before_mutation()

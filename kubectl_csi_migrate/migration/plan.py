@@ -12,6 +12,7 @@ then the live objects are half migrated.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -229,7 +230,7 @@ def gather(kube: Kube, namespace: str, name: str, kind: str = STATEFULSET) -> Sn
     replicas = int(sts["spec"].get("replicas", 1))
     pods = {
         pod["metadata"]["name"]: pod
-        for pod in kube.items("Pod", namespace)
+        for pod in kube.items_once("Pod", namespace)
         if _ordinal(pod["metadata"]["name"], name) is not None
     }
     all_pvcs = {pvc["metadata"]["name"]: pvc for pvc in kube.items("PersistentVolumeClaim", namespace)}
@@ -246,14 +247,11 @@ def gather(kube: Kube, namespace: str, name: str, kind: str = STATEFULSET) -> Sn
 
 
 def _pvs_of(kube: Kube, pvcs: dict[str, Obj]) -> dict[str, Obj]:
-    pvs: dict[str, Obj] = {}
-    for pvc in pvcs.values():
-        volume = pvc["spec"].get("volumeName")
-        if volume:
-            pv = kube.get("PersistentVolume", volume)
-            if pv is not None:
-                pvs[volume] = pv
-    return pvs
+    """The claims' PVs, from the command's PV cache (the run keeps it: one list for preflight
+    and the run, not a read per claim)."""
+    cached = {pv["metadata"]["name"]: pv for pv in kube.cache("PersistentVolume").items()}
+    names = (pvc["spec"].get("volumeName") for pvc in pvcs.values())
+    return {name: copy.deepcopy(cached[name]) for name in names if name and name in cached}
 
 
 def _gather_deployment(kube: Kube, namespace: str, name: str, kind: str) -> Snapshot:
@@ -264,7 +262,7 @@ def _gather_deployment(kube: Kube, namespace: str, name: str, kind: str) -> Snap
     selector = owner["spec"].get("selector") or {}
     pods = {
         pod["metadata"]["name"]: pod
-        for pod in kube.items("Pod", namespace)
+        for pod in kube.items_once("Pod", namespace)
         if p.selector_matches(selector, pod["metadata"].get("labels") or {})
     }
     pvcs: dict[str, Obj] = {}
@@ -284,7 +282,7 @@ def _gather_claim(kube: Kube, namespace: str, name: str) -> Snapshot:
         raise NotFoundError(f'persistentvolumeclaims "{name}" not found in namespace "{namespace}"')
     pods = {
         pod["metadata"]["name"]: pod
-        for pod in kube.items("Pod", namespace)
+        for pod in kube.items_once("Pod", namespace)
         if name in {claim for _, claim in claims_of_template(pod)}
     }
     return Snapshot(namespace, name, pvc, pods, {name: pvc}, _pvs_of(kube, {name: pvc}), [], CLAIM)

@@ -291,7 +291,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
             if translate.disk_key(spec.get("volumepath", "")) in by_disk and spec.get("volumeid"):
                 fcd_of[spec["volumeid"]] = translate.disk_key(spec["volumepath"])
     checks = []
-    for pv in kube.items("PersistentVolume"):
+    for pv in kube.cache("PersistentVolume").items():  # the run's own PV cache: listed once
         name = pv["metadata"]["name"]
         if name in ours:
             continue
@@ -315,7 +315,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
 
 def check_storage_classes(kube: Kube, csi_class: str, intree_class: str | None) -> list[Check]:
     checks = []
-    csi = kube.get("StorageClass", csi_class)
+    csi = kube.get_once("StorageClass", csi_class)
     if csi is None:
         checks.append(
             Check(
@@ -367,7 +367,7 @@ def check_storage_classes(kube: Kube, csi_class: str, intree_class: str | None) 
 def check_storage_policy(kube: Kube, snap: Snapshot, plan: Plan) -> list[Check]:
     """Registration keeps a disk's current SPBM policy: a CSI class naming another one does not
     move the disk, and later expansions and snapshots run under the policy the disk has."""
-    csi = kube.get("StorageClass", plan.csi_class) or {}
+    csi = kube.get_once("StorageClass", plan.csi_class) or {}
     params = {k.lower(): v for k, v in (csi.get("parameters") or {}).items()}
     wanted = params.get(translate.STORAGE_POLICY_ATTRIBUTE, "")
     differ = [
@@ -398,10 +398,10 @@ def check_csi_driver(kube: Kube, snap: Snapshot) -> list[Check]:
                 f"CSIDriver {translate.CSI_DRIVER} not found: install the vSphere CSI driver first",
             )
         ]
-    nodes = {n["metadata"]["name"] for n in kube.items("Node")}
+    nodes = {n["metadata"]["name"] for n in kube.items_once("Node")}
     with_driver = {
         n["metadata"]["name"]
-        for n in kube.items("CSINode")
+        for n in kube.items_once("CSINode")
         if any(d.get("name") == translate.CSI_DRIVER for d in n.get("spec", {}).get("drivers") or [])
     }
     missing = sorted(nodes - with_driver)
@@ -561,7 +561,7 @@ def check_managers(snap: Snapshot, csi_class: str) -> Check:
 def check_other_users(kube: Kube, snap: Snapshot) -> Check:
     claims = set(snap.pvcs)
     users = []
-    for pod in kube.items("Pod", snap.namespace):
+    for pod in kube.items_once("Pod", snap.namespace):
         name = pod["metadata"]["name"]
         if name in snap.pods:
             continue

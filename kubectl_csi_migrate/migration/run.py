@@ -108,7 +108,7 @@ class Migration:
         self.done: dict[str, Obj] = {}
         self.run_id = ""
         self.record = ClusterRecord(kube, plan)
-        self.pvs = Cache(kube, "PersistentVolume")
+        self.pvs: Cache = kube.cache("PersistentVolume")
         """Every PV, for "does another PV name this disk?" (volumes.py): one list per run."""
 
     # -- a run, a rollback --------------------------------------------------------------------

@@ -31,9 +31,9 @@ PersistentVolumeClaim; `access_for` puts the plan's in."""
 NEEDS: dict[str, tuple[Access, ...]] = {
     "backup": (
         *_crud(OWNER, "get"),
-        *_crud("Pod", "get"),
-        *_crud("PersistentVolumeClaim", "get"),
-        *_crud("PersistentVolume", "get"),
+        *_crud("Pod", "get", "list"),
+        *_crud("PersistentVolumeClaim", "get", "list"),
+        *_crud("PersistentVolume", "get", "list", "watch"),
         *_crud("CnsVSphereVolumeMigration", "list"),
     ),
     "retain": _crud("PersistentVolume", "get", "patch"),
@@ -88,7 +88,7 @@ NEEDS: dict[str, tuple[Access, ...]] = {
         *_crud("Pod", "list", "watch"),
         *_crud("Event", "create"),
     ),
-    "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch"),
+    "restore-reclaim-policy": _crud("PersistentVolume", "get", "patch", "list", "watch"),
 }
 
 RUN_NEEDS: tuple[Access, ...] = (
@@ -346,12 +346,13 @@ def steps_for(plan: Plan) -> list[Step]:
 
 
 RECORDED_AFTER = frozenset(
-    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc", "recreate-pod",
+    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc",
      "recreate-statefulset", "scale-back", "restore-reclaim-policy"}
 )  # fmt: skip
 """Kinds of step after which the record in the cluster is written: the run's own changes, the
-FCD id once known, the end of each volume and replica. It lags the working directory by the
-steps between two of these (three writes per replica instead of one per step)."""
+FCD id once known, the end of each volume. It lags the working directory by the steps between two
+of these (two writes per replica instead of one per step; a replica's pod created again shows in
+the record with the next replica's FCD: undoing it then finds the original pod, or none)."""
 
 
 def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:

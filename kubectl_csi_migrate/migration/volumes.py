@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kubectl_csi_migrate.errors import PermanentError
+from kubectl_csi_migrate.errors import ConflictError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.plan import VolumePlan
@@ -44,13 +44,17 @@ def delete_pvc(m: Migration, step: Step) -> None:
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
     uid = backup["metadata"]["uid"]
-    live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
-    if live is not None and live["metadata"]["uid"] != uid:
-        raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect")
-    if live is not None:
-        _ensure_retained(m, v)
+    _ensure_retained(m, v)
+    # The backup's claim only (a precondition, no read first): another of that name is someone else's.
+    try:
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
         m.say(f"persistentvolumeclaim/{v.pvc} deleted")
+    except NotFoundError:
+        pass  # deleted by an earlier attempt of this step
+    except ConflictError:
+        raise PermanentError(
+            f"persistentvolumeclaim {ns}/{v.pvc} was recreated by someone else; stop and inspect"
+        ) from None
     m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
 
 
@@ -132,13 +136,14 @@ def create_pvc(m: Migration, step: Step) -> None:
     v = m.volume(step)
     fcd_id = m.done[f"fcd/{v.pv}"]["fcd_id"]
     ns = m.plan.namespace
-    live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
-    if live is None:
-        backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+    backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+    try:  # created first: a claim already there answers 409, and is then read
         m.kube.create(translate.recreated_pvc(backup, v.pv, m.plan.csi_class))
         m.say(f"persistentvolumeclaim/{v.pvc} created ({m.plan.csi_class})")
-    elif live["spec"].get("volumeName") != v.pv:
-        raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}")
+    except ConflictError:
+        live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if live is not None and live["spec"].get("volumeName") != v.pv:
+            raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}") from None
     pvc = _wait_bound(m, v)
     message = events.migrated_message(m.plan, v, fcd_id)
     m.event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
@@ -157,9 +162,14 @@ def _wait_bound(m: Migration, v: VolumePlan) -> Obj:
 
 
 def restore_reclaim_policy(m: Migration, step: Step) -> None:
+    # From the run's PV cache: each PV there is the CSI one this run created Retain (and noted),
+    # or a later version of it; one the watch has not shown yet is read.
+    cached = {pv["metadata"]["name"]: pv for pv in m.pvs.items()}
     for v in m.plan.to_migrate():
         target = "Retain" if m.settings.keep_retain else v.reclaim_policy
-        pv = m.kube.get("PersistentVolume", v.pv)
+        pv = cached.get(v.pv)
+        if pv is None or not translate.is_csi_vsphere_pv(pv):
+            pv = m.kube.get("PersistentVolume", v.pv)
         noted = translate.ORIGINAL_RECLAIM_POLICY in (pv or {}).get("metadata", {}).get("annotations", {})
         if pv is None or (pv["spec"].get("persistentVolumeReclaimPolicy") == target and not noted):
             continue

@@ -9,11 +9,18 @@ step; each looks at the live object first and does only what is left (a killed r
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kubectl_csi_migrate.errors import NotFoundError, PermanentError, TemporaryError, TooManyRequestsError
+from kubectl_csi_migrate.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    TemporaryError,
+    TooManyRequestsError,
+)
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
@@ -38,19 +45,16 @@ def backup(m: Migration, step: Step) -> Obj:
         raise PermanentError(f"{m.plan.what} changed since it was planned; run again")
     objects = [] if kind == CLAIM else [(kind, "apps/v1", owner)]
     if kind == STATEFULSET or m.plan.pod:
-        for ordinal in range(m.plan.replicas):
-            pod = m.kube.get("Pod", m.plan.pod_name(ordinal), ns)
-            if pod is not None:
-                objects.append(("Pod", "v1", pod))
+        pods = _read(m, "Pod", [m.plan.pod_name(o) for o in range(m.plan.replicas)], ns)
+        objects += [("Pod", "v1", pod) for pod in pods.values()]
+    claims = _read(m, "PersistentVolumeClaim", [v.pvc for v in m.plan.volumes], ns)
+    cached = {pv["metadata"]["name"]: pv for pv in m.pvs.items()}  # listed now: the run's first use
     for v in m.plan.volumes:
-        for kind, name, namespace in (
-            ("PersistentVolumeClaim", v.pvc, ns),
-            ("PersistentVolume", v.pv, None),
-        ):
-            obj = m.kube.get(kind, name, namespace)
+        pv = cached.get(v.pv) or m.kube.get("PersistentVolume", v.pv)
+        for kind, name, obj in (("PersistentVolumeClaim", v.pvc, claims.get(v.pvc)), ("PersistentVolume", v.pv, pv)):
             if obj is None:
                 raise NotFoundError(f"{kind.lower()} {name} disappeared before the backup")
-            objects.append((kind, "v1", obj))
+            objects.append((kind, "v1", copy.deepcopy(obj)))
     if m.kube.has_resource("CnsVSphereVolumeMigration"):
         # The CSI driver's path -> FCD id records: kept as the quickest way to the FCD id,
         # since the driver deletes them once the in-tree PV is gone.
@@ -64,6 +68,15 @@ def backup(m: Migration, step: Step) -> Obj:
         m.workdir.save_backup(obj)
     m.say(f"backed up {len(objects)} objects to {m.workdir.backup_dir}")
     return {"objects": len(objects)}
+
+
+def _read(m: Migration, kind: str, names: list[str], namespace: str) -> dict[str, Obj]:
+    """The objects of `names` that exist: one list of the namespace for several, a read for one."""
+    if len(names) > 1:
+        wanted = set(names)
+        return {o["metadata"]["name"]: o for o in m.kube.items(kind, namespace) if o["metadata"]["name"] in wanted}
+    found = {name: m.kube.get(kind, name, namespace) for name in names}
+    return {name: obj for name, obj in found.items() if obj is not None}
 
 
 def scale_down(m: Migration, step: Step) -> None:
@@ -179,37 +192,53 @@ def _refresh_backups(m: Migration, sts: Obj) -> None:
 
 def evict(m: Migration, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
-    backup = m.workdir.load_backup("Pod", pod) if m.workdir.has_backup("Pod", pod) else None
-    live = m.kube.get("Pod", pod, ns)
-    if live is not None and backup is not None and live["metadata"]["uid"] != backup["metadata"]["uid"]:
-        raise PermanentError(f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect")
-    _evict_live(m, pod, live)
+    if not m.workdir.has_backup("Pod", pod):
+        _evict_live(m, pod, m.kube.get("Pod", pod, ns))  # no pod when backed up: one started since goes
+        return
+    # The backup's pod only (a precondition, no read first): another one of that name was
+    # created by someone else while the run had the StatefulSet deleted.
+    uid = m.workdir.load_backup("Pod", pod)["metadata"]["uid"]
+    try:
+        _evict(m, pod, uid)
+    except ConflictError:
+        raise PermanentError(
+            f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect"
+        ) from None
 
 
 def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
-    """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone: through
-    the disruption budget, or, while the StatefulSet is deleted and the cluster cannot count
-    its pods, against the budget as the tool evaluates it."""
+    """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone."""
+    if live is None:
+        m.wait_gone("Pod", pod, None, f"pod {pod} to go", m.plan.namespace)
+        return
+    _evict(m, pod, live["metadata"]["uid"])
+
+
+def _evict(m: Migration, pod: str, uid: str) -> None:
+    """Evict pod `pod` of `uid` and wait until it is gone: through the disruption budget, or,
+    while the StatefulSet is deleted and the cluster cannot count its pods, against the budget
+    as the tool evaluates it."""
     ns = m.plan.namespace
-    if live is not None:
-        deadline = time.monotonic() + m.settings.timeout
-        while True:
-            try:
-                m.kube.evict(pod, ns)
-                m.say(f"pod/{pod} evicted")
+    deadline = time.monotonic() + m.settings.timeout
+    while True:
+        try:
+            m.kube.evict(pod, ns, uid=uid)
+            m.say(f"pod/{pod} evicted")
+            break
+        except NotFoundError:
+            break
+        except TooManyRequestsError as exc:
+            live = m.kube.get("Pod", pod, ns)
+            if live is None or live["metadata"]["uid"] != uid:
                 break
-            except NotFoundError:
+            budget = orphan_budget(m.kube, m.plan, live)
+            if budget is not None and budget[0]:
+                m.kube.delete("Pod", pod, ns, uid=uid)
+                m.say(f"pod/{pod} deleted ({budget[1]})")
                 break
-            except TooManyRequestsError as exc:
-                budget = orphan_budget(m.kube, m.plan, live)
-                if budget is not None and budget[0]:
-                    m.kube.delete("Pod", pod, ns, uid=live["metadata"]["uid"])
-                    m.say(f"pod/{pod} deleted ({budget[1]})")
-                    break
-                if time.monotonic() > deadline:
-                    raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
-                m.sleep(1)  # the disruption budget allows it once the last pod is Ready
-    uid = live["metadata"]["uid"] if live else None
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
+            m.sleep(1)  # the disruption budget allows it once the last pod is Ready
     m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
 
 
@@ -217,9 +246,11 @@ def recreate_pod(m: Migration, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         return  # there was no pod for this ordinal
-    if m.kube.get("Pod", pod, ns) is None:
+    try:  # created first: a pod already there (an earlier attempt's) answers 409, and is waited on
         m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
         m.say(f"pod/{pod} created")
+    except ConflictError:
+        pass
     m.wait(
         "Pod",
         p.pod_ready(pod),
