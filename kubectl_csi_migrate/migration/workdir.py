@@ -69,10 +69,15 @@ class WorkDir:
     # -- checks -----------------------------------------------------------------------------
 
     def problem(self, plan_key: tuple[str, str, str]) -> str | None:
-        """Why this folder cannot be used for the StatefulSet `plan_key` (server, namespace,
-        name), or None when it can (new, empty, or this StatefulSet's unfinished run)."""
+        """Why this folder cannot be used for the owner `plan_key` (server, namespace, run key),
+        or None when it can (new, empty, or this owner's unfinished run)."""
         if not self.path.exists():
-            parent = self.path.parent if str(self.path.parent) else Path(".")
+            # Created with its missing parents: the nearest folder that exists must be writable.
+            parent = self.path.absolute().parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                return f"cannot create {self.path}: {parent} is not a directory"
             if not os.access(parent, os.W_OK):
                 return f"cannot create {self.path}: {parent} is not writable"
             return None

@@ -466,3 +466,17 @@ def test_a_survey_fed_back_runs_each_row_by_its_kind(tmp_path: Path) -> None:
     path.write_text(json.dumps({"items": [{"kind": "Pod", "namespace": "a", "name": "p"}]}))
     with pytest.raises(UsageError, match="item 0 is a Pod"):
         from_file(str(path), "StatefulSet")
+
+
+def test_a_working_directory_under_folders_not_made_yet_is_usable_where_they_can_be_made(tmp_path: Path) -> None:
+    key = ("https://k", "ns", "web")
+    assert WorkDir(tmp_path / "runs" / "today" / "web").problem(key) is None
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user every folder is writable to")
+        problem = WorkDir(locked / "runs" / "web").problem(key)
+        assert problem is not None and f"{locked} is not writable" in problem
+    finally:
+        locked.chmod(0o700)
