@@ -29,10 +29,10 @@ def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:
     return True
 
 
-def orphan_budget(kube: Kube, plan: Plan, pod: Obj) -> tuple[bool, str] | None:
-    """The budgets covering `pod` evaluated against the StatefulSet's replica count: (allowed,
-    what to say), or None when the cluster evaluated every budget itself (or there is none)."""
-    labels = pod["metadata"].get("labels", {})
+def orphan_budget(kube: Kube, plan: Plan, labels: dict[str, str]) -> tuple[bool, str] | None:
+    """The budgets covering a pod labelled `labels` evaluated against the owner's replica count:
+    (allowed, what to say), or None when the cluster evaluates every budget itself (or there is
+    none)."""
     budgets = []
     for pdb in kube.items("PodDisruptionBudget", plan.namespace):
         if not p.selector_matches(pdb["spec"].get("selector") or {}, labels):

@@ -22,6 +22,16 @@ def migrated_message(plan: Plan, v: VolumePlan, fcd_id: str) -> str:
     )
 
 
+def owner_message(plan: Plan, done: dict[str, Obj]) -> str:
+    """One event on the owner for the whole run (each claim's own event names its disk)."""
+    moved = [f"{v.pvc} (first class disk {done.get(f'fcd/{v.pv}', {}).get('fcd_id', '?')})" for v in plan.to_migrate()]
+    text = (
+        f"kubectl csi-migrate moved {len(moved)} volume(s) from the in-tree vSphere plugin to "
+        f"csi.vsphere.vmware.com (storageclass {plan.csi_class}), same disks, no data copied: {', '.join(moved)}"
+    )
+    return text if len(text) <= 1000 else text[:940] + "... (each claim's MigratedToCSI event names its disk)"
+
+
 def record(
     kube: Kube, say: Callable[[str], None], kind: str, api_version: str, obj: Obj, reason: str, message: str
 ) -> None:

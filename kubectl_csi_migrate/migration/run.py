@@ -138,11 +138,14 @@ class Migration:
     def _run_in_order(self, steps: list[Step]) -> None:
         replica = None
         ordinals = self.plan.ordinals_descending()
+        previous = None
         for step in steps:
             if step.ordinal is not None and step.ordinal != replica:
                 replica = step.ordinal
                 self.progress(f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}")
-                self._stop_if_recreated_elsewhere()
+                if previous != "delete-statefulset":  # which has just watched it go
+                    self._stop_if_recreated_elsewhere()
+            previous = step.kind if step.id not in self.done else None
             self.step(step)
 
     def _run_offline(self, steps: list[Step]) -> None:

@@ -36,7 +36,7 @@ NEEDS: dict[str, tuple[Access, ...]] = {
         *_crud("PersistentVolume", "get", "list", "watch"),
         *_crud("CnsVSphereVolumeMigration", "list"),
     ),
-    "retain": _crud("PersistentVolume", "get", "patch"),
+    "retain": _crud("PersistentVolume", "get", "patch", "list", "watch"),
     "scale-down": (
         *_crud("StatefulSet", "get", "patch", "list", "watch"),
         *_crud("Pod", "get", "list", "watch"),
@@ -346,13 +346,13 @@ def steps_for(plan: Plan) -> list[Step]:
 
 
 RECORDED_AFTER = frozenset(
-    {"backup", "retain", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "create-pvc",
-     "recreate-statefulset", "scale-back", "restore-reclaim-policy"}
+    {"backup", "scale-down", "scale-to-zero", "delete-statefulset", "fcd", "recreate-statefulset", "scale-back"}
 )  # fmt: skip
-"""Kinds of step after which the record in the cluster is written: the run's own changes, the
-FCD id once known, the end of each volume. It lags the working directory by the steps between two
-of these (two writes per replica instead of one per step; a replica's pod created again shows in
-the record with the next replica's FCD: undoing it then finds the original pod, or none)."""
+"""Kinds of step after which the record in the cluster is written: the run's own changes to the
+owner, each volume's FCD id once known (the one fact the record alone must keep). It lags the
+working directory by the steps between two of these (one write per volume instead of one per
+step; the last, restore-reclaim-policy, is in the run's final write): `may_have_run` names them,
+and undoing one that never ran finds nothing to undo."""
 
 
 def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:

@@ -23,8 +23,11 @@ Obj = dict[str, Any]
 
 
 def set_retain(m: Migration, step: Step) -> None:
+    """From the run's PV cache (a view a moment old): a PV it shows Retain already is left as is;
+    delete_pvc reads the PV again and sets Retain again if need be before the claim goes."""
     v = m.volume(step)
-    _retain(m, v, m.kube.get("PersistentVolume", v.pv))
+    cached = next((pv for pv in m.pvs.items() if pv["metadata"]["name"] == v.pv), None)
+    _retain(m, v, cached or m.kube.get("PersistentVolume", v.pv))
 
 
 def _retain(m: Migration, v: VolumePlan, pv: Obj | None) -> None:

@@ -170,12 +170,8 @@ def _refresh_backups(m: Migration, sts: Obj) -> None:
         sts["spec"]["persistentVolumeClaimRetentionPolicy"] = ours
     generation = int(sts["metadata"].get("generation") or 0) - (1 if ours else 0)
     changed = generation != backup["metadata"].get("generation")
-    pods = []
-    for ordinal in range(m.plan.replicas):
-        pod = m.kube.get("Pod", m.plan.pod_name(ordinal), m.plan.namespace)
-        if pod is None:
-            continue
-        pods.append(pod)
+    pods = list(_read(m, "Pod", [m.plan.pod_name(o) for o in range(m.plan.replicas)], m.plan.namespace).values())
+    for pod in pods:
         if not m.workdir.has_backup("Pod", pod["metadata"]["name"]):
             changed = True
         else:
@@ -197,9 +193,9 @@ def evict(m: Migration, step: Step) -> None:
         return
     # The backup's pod only (a precondition, no read first): another one of that name was
     # created by someone else while the run had the StatefulSet deleted.
-    uid = m.workdir.load_backup("Pod", pod)["metadata"]["uid"]
+    backup = m.workdir.load_backup("Pod", pod)
     try:
-        _evict(m, pod, uid)
+        _evict(m, pod, backup["metadata"]["uid"], backup["metadata"].get("labels") or {})
     except ConflictError:
         raise PermanentError(
             f"pod {ns}/{pod} was recreated by someone else while migrating; stop and inspect"
@@ -211,34 +207,36 @@ def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
     if live is None:
         m.wait_gone("Pod", pod, None, f"pod {pod} to go", m.plan.namespace)
         return
-    _evict(m, pod, live["metadata"]["uid"])
+    _evict(m, pod, live["metadata"]["uid"], live["metadata"].get("labels") or {})
 
 
-def _evict(m: Migration, pod: str, uid: str) -> None:
-    """Evict pod `pod` of `uid` and wait until it is gone: through the disruption budget, or,
-    while the StatefulSet is deleted and the cluster cannot count its pods, against the budget
-    as the tool evaluates it."""
+def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
+    """Evict pod `pod` of `uid` (labelled `labels`) and wait until it is gone: through the
+    Eviction API where the cluster evaluates the pod's disruption budgets, or, where it cannot
+    (the StatefulSet deleted: its pods have no controller to count them by), against the budgets
+    as the tool evaluates them, with a delete of that uid. The budgets are looked at first: the
+    Eviction API would refuse such a pod every time (429)."""
     ns = m.plan.namespace
     deadline = time.monotonic() + m.settings.timeout
     while True:
+        budget = orphan_budget(m.kube, m.plan, labels)
+        refused = "" if budget is None else f"poddisruptionbudget {budget[1]} allows no pod down now"
         try:
-            m.kube.evict(pod, ns, uid=uid)
-            m.say(f"pod/{pod} evicted")
-            break
-        except NotFoundError:
-            break
-        except TooManyRequestsError as exc:
-            live = m.kube.get("Pod", pod, ns)
-            if live is None or live["metadata"]["uid"] != uid:
+            if budget is None:
+                m.kube.evict(pod, ns, uid=uid)
+                m.say(f"pod/{pod} evicted")
                 break
-            budget = orphan_budget(m.kube, m.plan, live)
-            if budget is not None and budget[0]:
+            if budget[0]:
                 m.kube.delete("Pod", pod, ns, uid=uid)
                 m.say(f"pod/{pod} deleted ({budget[1]})")
                 break
-            if time.monotonic() > deadline:
-                raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {exc}") from exc
-            m.sleep(1)  # the disruption budget allows it once the last pod is Ready
+        except NotFoundError:
+            break
+        except TooManyRequestsError as exc:
+            refused = str(exc)
+        if time.monotonic() > deadline:
+            raise TemporaryError(f"pod {ns}/{pod} cannot be evicted: {refused}")
+        m.sleep(1)  # the disruption budget allows it once the last pod is Ready
     m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
 
 
@@ -274,10 +272,7 @@ def recreate_statefulset(m: Migration, step: Step) -> None:
         raise PermanentError(f"statefulset {ns}/{name} still has its old uid; it was not deleted")
     sts = _wait_owns_ready_pods(m, live["metadata"]["uid"], backup)
     if sts is not None:
-        for v in m.plan.to_migrate():
-            fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
-            message = f"{v.pvc}: {events.migrated_message(m.plan, v, fcd_id)}"
-            m.event("StatefulSet", "apps/v1", sts, "MigratedToCSI", message)
+        m.event("StatefulSet", "apps/v1", sts, "MigratedToCSI", events.owner_message(m.plan, m.done))
 
 
 def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
@@ -299,7 +294,7 @@ def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
     # behind its pods. Wait a while for it, but do not fail the migration over it.
     started = time.monotonic()
     try:
-        m.kube.watch_until(
+        seen = m.kube.watch_until(
             "StatefulSet",
             p.statefulset_ready(replicas),
             f"statefulset {name} to report {replicas} ready",
@@ -307,6 +302,8 @@ def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
             namespace=ns,
             field_selector=f"metadata.name={name}",
         )
+        if name in seen:
+            return seen[name]
     except TemporaryError:
         m.say(f"warning: statefulset.apps/{name} status does not report {replicas} ready yet; its pods are Ready")
     finally:
@@ -463,11 +460,7 @@ def undo_scale_to_zero(m: Migration, step: Step) -> None:
 
 def scale_back(m: Migration, step: Step) -> None:
     _scale(m, m.plan.replicas)
-    owner = _live_owner(m)
-    for v in m.plan.to_migrate():
-        fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
-        message = f"{v.pvc}: {events.migrated_message(m.plan, v, fcd_id)}"
-        m.event(m.plan.kind, "apps/v1", owner, "MigratedToCSI", message)
+    m.event(m.plan.kind, "apps/v1", _live_owner(m), "MigratedToCSI", events.owner_message(m.plan, m.done))
 
 
 def undo_scale_back(m: Migration, step: Step) -> None:

@@ -146,11 +146,12 @@ def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
     assert {results[v.pvc]["result"] for v in csi_volumes} == {"skip (already CSI)"}
     for v in made.volumes:
         assert results[v.pvc]["fcdId"] == kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"]
-    # Events a person reads in `kubectl describe`: one per volume on its PVC and on the StatefulSet.
+    # Events a person reads in `kubectl describe`: one per volume on its PVC, one on the StatefulSet.
     events = [e for e in kubectl.get("events", namespace=ns)["items"] if e["reason"] == "MigratedToCSI"]
     on_pvcs = {e["involvedObject"]["name"] for e in events if e["involvedObject"]["kind"] == "PersistentVolumeClaim"}
     assert on_pvcs == {v.pvc for v in made.volumes}
-    assert sum(e["involvedObject"]["kind"] == "StatefulSet" for e in events) == len(made.volumes)
+    on_sts = [e for e in events if e["involvedObject"]["kind"] == "StatefulSet"]
+    assert len(on_sts) == 1 and all(v.pvc in on_sts[0]["message"] for v in made.volumes), on_sts
     # Backups: one YAML per object, private.
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
     backups = sorted(p.relative_to(workdir / "backup").as_posix() for p in (workdir / "backup").rglob("*.yaml"))
