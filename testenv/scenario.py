@@ -218,12 +218,7 @@ def create(
             volumes.append(csi_pv(pv, fcd_id, namespace, pvc, size))
             claims.append(pvc_for(pvc, namespace, name, size, "standard-rwo", objects.CSI_DRIVER))
             scenario.volumes.append(Volume(template, ordinal, pvc, pv, vmdk, marker, fcd_id, csi=True))
-    cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
-    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
-    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
-    for pv_doc in volumes:
-        pv_doc["spec"]["claimRef"]["uid"] = uids[pv_doc["spec"]["claimRef"]["name"]]
-    cluster.kubectl(env, "create", "-f", "-", stdin=_list(volumes))
+    _create_bound(env, namespace, claims, volumes)
     docs: list[dict[str, Any]] = []
     templates = {t: "standard" for t in intree_templates} | {t: "standard-rwo" for t in csi_templates}
     docs.append(statefulset(name, namespace, replicas, templates, size))
@@ -260,6 +255,16 @@ def create(
                 "--timeout=60s",
             )
     return scenario
+
+
+def _create_bound(env: cluster.Env, namespace: str, claims: list[dict[str, Any]], pvs: list[dict[str, Any]]) -> None:
+    """The claims, then the PVs with each claimRef's uid filled in: the PV controller binds them."""
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
+    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
+    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
+    for doc in pvs:
+        doc["spec"]["claimRef"]["uid"] = uids[doc["spec"]["claimRef"]["name"]]
+    cluster.kubectl(env, "create", "-f", "-", stdin=_list(pvs))
 
 
 def wait_registered(env: cluster.Env, volumes: list[Volume], timeout: float = 120) -> None:
@@ -306,12 +311,7 @@ def intree_claims(env: cluster.Env, namespace: str, claims: list[str], app: str,
         made.append(Volume("", 0, claim, pv, vmdk, marker))
         pvs.append(in_tree_pv(pv, vmdk, namespace, claim, size))
         pvcs.append(pvc_for(claim, namespace, app, size, "standard", objects.INTREE_PROVISIONER))
-    cluster.kubectl(env, "create", "-f", "-", stdin=_list(pvcs))
-    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
-    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
-    for doc in pvs:
-        doc["spec"]["claimRef"]["uid"] = uids[doc["spec"]["claimRef"]["name"]]
-    cluster.kubectl(env, "create", "-f", "-", stdin=_list(pvs))
+    _create_bound(env, namespace, pvcs, pvs)
     wait_registered(env, made)
     return made
 

@@ -47,7 +47,12 @@ def delete_pvc(m: Migration, step: Step) -> None:
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
     uid = backup["metadata"]["uid"]
-    _ensure_retained(m, v)
+    if not _ensure_retained(m, v):
+        # The PV is gone already: a resumed run whose record lagged (delete-pv ran); the claim
+        # went before it, or it is not ours to delete.
+        if m.kube.get("PersistentVolumeClaim", v.pvc, ns) is not None:
+            raise PermanentError(f"persistentvolume {v.pv} is not the one backed up; stop and inspect")
+        return
     # The backup's claim only (a precondition, no read first): another of that name is someone else's.
     try:
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
@@ -61,13 +66,15 @@ def delete_pvc(m: Migration, step: Step) -> None:
     m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
 
 
-def _ensure_retained(m: Migration, v: VolumePlan) -> None:
+def _ensure_retained(m: Migration, v: VolumePlan) -> bool:
     """Invariant 2, checked at the last moment: once the claim is gone, a PV on Delete
     would take the disk with it. Something (GitOps, a person) may have reverted it since
-    the retain step."""
+    the retain step. False when the PV is gone."""
     backup = m.workdir.load_backup("PersistentVolume", v.pv)
     pv = m.kube.get("PersistentVolume", v.pv)
-    if pv is None or pv["metadata"]["uid"] != backup["metadata"]["uid"]:
+    if pv is None:
+        return False
+    if pv["metadata"]["uid"] != backup["metadata"]["uid"]:
         raise PermanentError(f"persistentvolume {v.pv} is not the one backed up; stop and inspect")
     if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
         m.kube.patch("PersistentVolume", v.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
@@ -75,6 +82,7 @@ def _ensure_retained(m: Migration, v: VolumePlan) -> None:
         pv = m.kube.get("PersistentVolume", v.pv)
         if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
             raise PermanentError(f"persistentvolume {v.pv} does not stay Retain; its claim was not deleted")
+    return True
 
 
 def delete_pv(m: Migration, step: Step) -> Obj:

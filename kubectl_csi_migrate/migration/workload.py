@@ -230,6 +230,13 @@ def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
                 m.kube.delete("Pod", pod, ns, uid=uid)
                 m.say(f"pod/{pod} deleted ({budget[1]})")
                 break
+            # Not allowed, counting this pod as Ready: is it still there (a resumed run finds
+            # it gone)? Another of that name is someone else's (as the precondition would say).
+            live = m.kube.get("Pod", pod, ns)
+            if live is None:
+                break
+            if live["metadata"]["uid"] != uid:
+                raise ConflictError(f"pod {ns}/{pod} has uid {live['metadata']['uid']}, not {uid}")
         except NotFoundError:
             break
         except TooManyRequestsError as exc:
