@@ -218,3 +218,41 @@ def test_all_killed_mid_run_is_resumed_by_the_same_command_then_each_owner_rolls
         assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
     assert len(ready_pods(kubectl, ns, "api")) == 1 and len(ready_pods(kubectl, ns, "tool")) == 1
     assert len(ready_pods(kubectl, ns, "web")) == 2
+
+
+def test_deploy_and_pvc_refuse_what_they_cannot_migrate_with_one_error_and_nothing_changed(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Names that do not exist; `pvc` on a claim a StatefulSet's pod mounts; `deploy` on the
+    ReplicaSet a Deployment owns; `rollback`/`status` of owners with no run; an unknown kind:
+    each an `error:` line naming the problem (and what to run instead), exit 1 (2 for usage),
+    no claim, PV, pod or Deployment changed, no working directory left."""
+    from tests.e2e.test_migration import versions
+
+    scenario.create(env, "web", ns, replicas=1)
+    scenario.deployment(env, "api", ns, replicas=1)
+    replicaset = json.loads(kubectl("-n", ns, "get", "rs", "-l", "app=api", "-o", "json"))["items"][0]
+    before = versions(kubectl, ns)
+    deploy_before = kubectl.get("deployment", "api", ns)["metadata"]["resourceVersion"]
+    cases = [
+        (["deploy", "nosuch"], 1, 'deployments.apps "nosuch" not found'),
+        (["pvc", "nosuch"], 1, 'persistentvolumeclaims "nosuch" not found'),
+        (["pvc", "data-web-0"], 1, "is mounted by pod/web-0 of statefulset/web"),
+        (["deploy", replicaset["metadata"]["name"]], 1, "belongs to deployment/api"),
+    ]
+    for words, code, message in cases:
+        workdir = tmp_path / "-".join(words)
+        proc = run_plugin(env_vars, *words, "-n", ns, *CSI, "--yes", "--working-directory", str(workdir))
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == code and any(message in e for e in errors), f"{words}: {proc.stderr}"
+        assert not workdir.exists(), f"{words}: a working directory was left"
+    for words, code, message in (
+        (["rollback", "deploy/nosuch", "--yes"], 1, "nothing to roll back"),
+        (["status", "pvc/nosuch"], 1, "no run of pvc"),
+        (["rollback", "daemonset/x", "--yes"], 2, "expected NAME (a StatefulSet), sts/NAME, deploy/NAME"),
+    ):
+        proc = run_plugin(env_vars, *words, "-n", ns, "--working-directory", str(tmp_path / "none"))
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == code and len(errors) == 1 and message in errors[0], f"{words}: {proc.stderr}"
+    assert versions(kubectl, ns) == before, "a claim, PV or pod changed"
+    assert kubectl.get("deployment", "api", ns)["metadata"]["resourceVersion"] == deploy_before
