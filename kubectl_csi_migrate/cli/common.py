@@ -76,6 +76,11 @@ def add_vsphere_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_owner_argument(parser: argparse.ArgumentParser, what: str = "a StatefulSet's name") -> None:
+    """The optional owner a command names, as `preflight`, `status` and `rollback` take it."""
+    parser.add_argument("name", nargs="?", metavar="NAME", help=f"{what}, or deploy/NAME, rs/NAME, pvc/NAME")
+
+
 def add_output_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=OUTPUTS, help="json, yaml or name (default: human-readable)")
 

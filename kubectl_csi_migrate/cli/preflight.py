@@ -52,9 +52,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "in-tree vSphere volumes (StatefulSets, Deployments and ReplicaSets, claims no controller "
         "mounts), whether each can be migrated, and the command that would. Exit 1 on any FAIL.",
     )
-    parser.add_argument(
-        "name", nargs="?", metavar="NAME", help="the StatefulSet to check, or deploy/NAME, rs/NAME, pvc/NAME"
-    )
+    common.add_owner_argument(parser, "the StatefulSet to check")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="survey every namespace")
     add_migration_flags(parser, csi_required=False)
     parser.set_defaults(run=run)

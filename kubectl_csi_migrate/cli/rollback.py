@@ -25,9 +25,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "run's working directory (the same --working-directory rules as `sts`); running the same "
         "command again resumes an interrupted rollback.",
     )
-    parser.add_argument(
-        "name", nargs="?", metavar="NAME", help="a StatefulSet's name, or deploy/NAME, rs/NAME, pvc/NAME"
-    )
+    common.add_owner_argument(parser)
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",

@@ -16,15 +16,14 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "status",
         parents=parents,
-        help="show where a migration (or rollback) of a StatefulSet is, and how to resume it",
-        description="With STS_NAME: the run's phase, last step, each replica's progress, the lease "
-        "holder and the commands to resume or roll back, read from the working directory, or from "
-        "the run's record in the cluster (configmap csi-migrate-STS_NAME) when the directory is "
-        "lost. Without: every run recorded in the namespace. Changes nothing.",
+        help="show where a migration (or rollback) of a StatefulSet, Deployment or claim is, and how to resume it",
+        description="With NAME (deploy/NAME, pvc/NAME): the run's phase, last step, each replica's "
+        "progress, the lease holder and the commands to resume or roll back, read from the working "
+        "directory, or from the run's record in the cluster (configmap csi-migrate-NAME, "
+        "csi-migrate-deployment-NAME, csi-migrate-pvc-NAME) when the directory is lost. Without: "
+        "every run recorded in the namespace. Changes nothing.",
     )
-    parser.add_argument(
-        "name", nargs="?", metavar="NAME", help="a StatefulSet's name, or deploy/NAME, rs/NAME, pvc/NAME"
-    )
+    common.add_owner_argument(parser)
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",
