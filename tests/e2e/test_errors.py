@@ -536,6 +536,13 @@ def test_item_10_a_shared_access_mode_fails_preflight_before_any_change(
     first = min((v for v in made.volumes if not v.csi), key=lambda v: v.ordinal)
     patch = '[{"op": "replace", "path": "/spec/accessModes", "value": ["ReadWriteOnce", "ReadWriteMany"]}]'
     kubectl("patch", "pv", first.pv, "--type=json", "-p", patch)
+    # The PV controller copies the PV's access modes into the claim's status at its next resync of
+    # the claim (up to --pvclaimbinder-sync-period, 15 s, later): wait for that write so it is not
+    # taken for one of ours (CI saw the claim change 2572 -> 2739 after a 1 s settle).
+    deadline = time.monotonic() + 90
+    while "ReadWriteMany" not in kubectl.get("pvc", first.pvc, ns)["status"].get("accessModes", []):
+        assert time.monotonic() < deadline, f"{first.pvc}'s status never listed the PV's ReadWriteMany"
+        time.sleep(1)
     before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
     workdir = tmp_path / "wd"
     secrets = secrets_of(env, env_vars)
