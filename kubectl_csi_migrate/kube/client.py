@@ -142,8 +142,8 @@ class Kube:
         self._discovered: dict[str, set[str]] = {}
         """API group/version path -> the resources it serves (discovery, asked once)."""
         self._once: dict[tuple[str, str | None, str | None], Any] = {}
-        self._caches: dict[str, Any] = {}
-        """By kind: the command's one Cache (listed once, followed by a watch): preflight's
+        self._caches: dict[tuple[str, str | None], Any] = {}
+        """By kind and namespace: the command's one Cache (listed once, followed by a watch): preflight's
         look at every PV and the run's share it."""
         self.watch_list: dict[str, bool] = {}
         """By kind: whether the API server streams a watch's initial state (sendInitialEvents,
@@ -164,13 +164,14 @@ class Kube:
             self._once[key] = self.get(kind, name, namespace)
         return self._once[key]
 
-    def cache(self, kind: str) -> Any:
-        """The command's Cache of every `kind` object (kube/cache.py), made on first use."""
+    def cache(self, kind: str, namespace: str | None = None) -> Any:
+        """The command's Cache of every `kind` object (of `namespace`, if given; kube/cache.py),
+        made on first use."""
         from kubectl_csi_migrate.kube.cache import Cache
 
-        if kind not in self._caches:
-            self._caches[kind] = Cache(self, kind)
-        return self._caches[kind]
+        if (kind, namespace) not in self._caches:
+            self._caches[(kind, namespace)] = Cache(self, kind, namespace)
+        return self._caches[(kind, namespace)]
 
     # -- construction ---------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, PermanentError
+from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube.client import Kube, resource_path
 
 LEASE_SECONDS = 60
@@ -58,36 +58,42 @@ class Lease:
         self._renewed = 0.0  # clock() when the last successful renewal was sent
         self._lost = ""
         self._thread: threading.Thread | None = None
+        self._held: dict[str, Any] | None = None
+        """The Lease as this run last wrote it: renewed and given back with its resourceVersion
+        as a precondition, so no read comes first (another writer's change makes it fail)."""
 
     # -- taking it ------------------------------------------------------------------------------
 
     def acquire(self, what: str) -> None:
+        """Created first (no read: a Lease of that name there already answers 409, and is then
+        read); another holder's is taken over only once seen abandoned."""
         ns, name = self.namespace, self.name
-        lease = self.kube.get("Lease", name, ns)
-        if lease is None:
-            sent = clock()
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": name,
-                    "namespace": ns,
-                    "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
-                },
-                "spec": self._spec(acquired=True),
-            }
-            try:
-                self.kube.request("POST", resource_path("Lease", ns), None, body)
-            except ConflictError as exc:
-                raise PermanentError(f"another csi-migrate run on {what} just started") from exc
-        else:
+        sent = clock()
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
+            },
+            "spec": self._spec(acquired=True),
+        }
+        try:
+            self._held = self.kube.request("POST", resource_path("Lease", ns), None, body)
+        except ConflictError:
+            lease = self.kube.get("Lease", name, ns)
+            if lease is None:
+                raise PermanentError(
+                    f"another csi-migrate run on {what} just gave its lease back; run the same command again"
+                ) from None
             current = lease.get("spec", {}).get("holderIdentity", "")
             if current and current != self.holder and not self._may_take_over(current):
                 lease = self._wait_abandoned(lease, current, what)
             lease["spec"] = {**lease.get("spec", {}), **self._spec(acquired=True)}
             sent = clock()
             try:  # an update with the resourceVersion we read: a concurrent taker makes it fail
-                self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
+                self._held = self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
             except ConflictError as exc:
                 raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
         self._renewed = sent
@@ -152,22 +158,26 @@ class Lease:
             self.renew()
 
     def renew(self) -> None:
-        """Renew if the lease is still ours (read, then update with that resourceVersion); note
-        it as lost when someone else holds it. Errors are logged; `check` judges their effect."""
+        """Renew if the lease is still ours: an update of the version this run last wrote (read
+        first only when it has none, or someone else changed the Lease since); note it as lost
+        when someone else holds it. Errors are logged; `check` judges their effect."""
         with self._lock:
             if self._lost or self._stop.is_set():
                 return
             ns, name = self.namespace, self.name
             try:
-                lease = self.kube.get("Lease", name, ns)
+                lease = self._held or self.kube.get("Lease", name, ns)
                 holder = (lease or {}).get("spec", {}).get("holderIdentity")
                 if lease is None or holder != self.holder:
                     self._lost = "deleted" if lease is None else f"held by {holder}"
                     return
                 lease["spec"]["renewTime"] = now()
                 sent = clock()
-                self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
+                self._held = None  # unknown until the update answers
+                self._held = self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
                 self._renewed = sent
+            except NotFoundError:
+                self._lost = "deleted"
             except ConflictError:
                 log.info("lease %s/%s changed while renewing; reading it again next time", ns, name)
             except CsiMigrateError as exc:
@@ -193,14 +203,28 @@ class Lease:
         """Give the lease back, if it is still ours (an abandoned one may have been taken)."""
         self._stop.set()
         with self._lock:
+            path = resource_path("Lease", self.namespace, self.name)
             try:
+                if self._held is not None:  # the version this run wrote last: deleted only if unchanged
+                    try:
+                        self.kube.request("DELETE", path, None, _preconditions(self._held))
+                        return
+                    except ConflictError:
+                        pass  # changed since by someone else: is it still ours?
                 lease = self.kube.get("Lease", self.name, self.namespace)
                 if lease is not None and lease.get("spec", {}).get("holderIdentity") == self.holder:
-                    body = {
-                        "apiVersion": "v1",
-                        "kind": "DeleteOptions",
-                        "preconditions": {"uid": lease["metadata"]["uid"]},
-                    }
-                    self.kube.request("DELETE", resource_path("Lease", self.namespace, self.name), None, body)
+                    self.kube.request("DELETE", path, None, _preconditions(lease))
+            except NotFoundError:
+                pass
             except CsiMigrateError as exc:  # an unreleased lease is taken over once abandoned
                 log.info("lease %s/%s not released: %s", self.namespace, self.name, exc)
+
+
+def _preconditions(lease: dict[str, Any]) -> dict[str, Any]:
+    """DeleteOptions for that very version of the Lease."""
+    meta = lease["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+    }

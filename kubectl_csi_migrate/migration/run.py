@@ -29,7 +29,7 @@ from kubectl_csi_migrate.errors import (
     VCenterSessionEnded,
 )
 from kubectl_csi_migrate.kube import predicates as p
-from kubectl_csi_migrate.kube.cache import Cache
+from kubectl_csi_migrate.kube.cache import Cache, selector
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
@@ -110,6 +110,13 @@ class Migration:
         self.record = ClusterRecord(kube, plan)
         self.pvs: Cache = kube.cache("PersistentVolume")
         """Every PV, for "does another PV name this disk?" (volumes.py): one list per run."""
+        self.caches: dict[tuple[str, str | None], Cache] = {
+            ("PersistentVolume", None): self.pvs,
+            ("Pod", plan.namespace): kube.cache("Pod", plan.namespace),
+            ("PersistentVolumeClaim", plan.namespace): kube.cache("PersistentVolumeClaim", plan.namespace),
+        }
+        """The kinds the run reads and waits on most, each listed once and followed by a watch: a
+        wait on them (a pod gone or Ready, a claim Bound or gone) costs no request of its own."""
 
     # -- a run, a rollback --------------------------------------------------------------------
 
@@ -247,7 +254,8 @@ class Migration:
         try:
             yield
         finally:
-            self.pvs.stop()
+            for cache in self.caches.values():
+                cache.stop()
             self.kube.before_mutation = None
             self.kube.outage_seconds = 0.0
             lease.release()
@@ -299,8 +307,12 @@ class Migration:
                 hinted = True
                 self.say(f"hint: {WAIT_HINTS[kind]}")
 
+        cache = self.caches.get((kind, selectors.get("namespace")))
+        select = selector(selectors.get("field_selector"), selectors.get("label_selector")) if cache else None
         try:
             with self.live(f"{what} ({limit:.0f}s at most)") if self.live else contextlib.nullcontext():
+                if cache is not None and select is not None:
+                    return cache.wait_until(predicate, what, limit, select, tick=tick, tick_every=WAIT_TICK)
                 return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=WAIT_TICK, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started

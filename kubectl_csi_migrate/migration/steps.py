@@ -102,6 +102,9 @@ RUN_NEEDS: tuple[Access, ...] = (
     *_crud("StorageClass", "get"),
     # Every PV, listed once and followed by a watch (kube/cache.py): no second PV for a disk.
     *_crud("PersistentVolume", "list", "watch", "get"),
+    # The namespace's pods and claims, the same way: read and waited on from that view.
+    *_crud("Pod", "list", "watch"),
+    *_crud("PersistentVolumeClaim", "list", "watch"),
 )
 
 

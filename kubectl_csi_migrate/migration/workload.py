@@ -71,7 +71,12 @@ def backup(m: Migration, step: Step) -> Obj:
 
 
 def _read(m: Migration, kind: str, names: list[str], namespace: str) -> dict[str, Obj]:
-    """The objects of `names` that exist: one list of the namespace for several, a read for one."""
+    """The objects of `names` that exist: from the run's cache of the kind (listed on its first
+    use, then followed by a watch), else one list of the namespace for several, a read for one."""
+    cache = m.caches.get((kind, namespace))
+    if cache is not None:
+        wanted = set(names)
+        return {o["metadata"]["name"]: o for o in cache.items() if o["metadata"]["name"] in wanted}
     if len(names) > 1:
         wanted = set(names)
         return {o["metadata"]["name"]: o for o in m.kube.items(kind, namespace) if o["metadata"]["name"] in wanted}
@@ -219,7 +224,7 @@ def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
     ns = m.plan.namespace
     deadline = time.monotonic() + m.settings.timeout
     while True:
-        budget = orphan_budget(m.kube, m.plan, labels)
+        budget = orphan_budget(m.kube, m.plan, labels, m.caches[("Pod", ns)].items)
         refused = "" if budget is None else f"poddisruptionbudget {budget[1]} allows no pod down now"
         try:
             if budget is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +295,7 @@ def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_
     class Lister:
         lists = 0
 
-        def list_raw(self, kind: str) -> dict[str, Any]:
+        def list_raw(self, kind: str, namespace: str | None = None) -> dict[str, Any]:
             self.lists += 1
             items = [{"metadata": {"name": f"pv-{i}", "resourceVersion": "1"}} for i in range(2)]
             return {"metadata": {"resourceVersion": str(self.lists)}, "items": items}
@@ -319,6 +320,54 @@ def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_
     cache._apply({"type": "ERROR", "object": {"metadata": {}, "code": 410}})
     assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
     assert kube.lists == 2, "an expired version is followed by a fresh list"
+
+
+def test_a_wait_on_the_cache_ends_at_the_event_that_satisfies_it_and_times_out_otherwise() -> None:
+    import threading
+
+    from kubectl_csi_migrate.errors import TemporaryError
+    from kubectl_csi_migrate.kube import predicates as p
+    from kubectl_csi_migrate.kube.cache import Cache, selector
+
+    class Lister:
+        lists = 0
+
+        def list_raw(self, kind: str, namespace: str | None = None) -> dict[str, Any]:
+            self.lists += 1
+            pods = [{"metadata": {"name": n, "uid": n, "labels": {"app": "web"}}} for n in ("web-0", "web-1")]
+            return {"metadata": {"resourceVersion": "1"}, "items": pods}
+
+        def _watch(self, *args: Any) -> Any:
+            return iter(())
+
+    kube = Lister()
+    cache = Cache(kube, "Pod", "ns")  # type: ignore[arg-type]
+    cache.stop()
+    gone = {"type": "DELETED", "object": {"metadata": {"name": "web-1", "resourceVersion": "2"}}}
+    timer = threading.Timer(0.3, cache._apply, [gone])
+    timer.start()
+    started = time.monotonic()
+    only = selector("metadata.name=web-1", None)
+    assert only is not None
+    seen = cache.wait_until(p.gone("web-1"), "web-1 to go", 10, only)
+    assert seen == {} and 0.25 < time.monotonic() - started < 0.9, "woken by the event, not by the 1 s poll"
+    assert kube.lists == 1, "no request of its own"
+    ticks: list[float] = []
+    with pytest.raises(TemporaryError, match="timed out after 1s waiting for web-0 to go"):
+        cache.wait_until(p.gone("web-0"), "web-0 to go", 1.2, tick=ticks.append, tick_every=0.5)
+    assert ticks, "a long wait says so"
+
+
+def test_a_selector_is_applied_to_a_view_as_the_server_would_or_left_to_the_server() -> None:
+    from kubectl_csi_migrate.kube.cache import selector
+
+    pod = {"metadata": {"name": "web-0", "labels": {"app": "web", "tier": "db"}}}
+    assert selector(None, None)(pod)  # type: ignore[misc]
+    assert selector("metadata.name=web-0", "app=web,tier=db")(pod)  # type: ignore[misc]
+    assert not selector("metadata.name=web-1", None)(pod)  # type: ignore[misc]
+    assert not selector(None, "app=api")(pod)  # type: ignore[misc]
+    for field, label in (("status.phase=Running", None), (None, "app!=web"), (None, "app in (web)"), (None, "app")):
+        assert selector(field, label) is None, (field, label)
 
 
 def test_status_of_a_running_run_and_of_a_stopped_one_read_from_the_record() -> None:
