@@ -25,12 +25,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubectl_csi_migrate.errors import NotFoundError
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.workdir import WorkDir
+from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
 Obj = dict[str, Any]
 
@@ -71,7 +69,7 @@ class ClusterRecord:
         data = {
             "run.json": json.dumps(run, indent=1),
             "steps.json": json.dumps(steps, indent=1),
-            "volumes.yaml": yaml.safe_dump(volumes, sort_keys=False),
+            "volumes.yaml": dump_yaml(volumes),
         }
         body: Obj = {"data": data}
         # The backups change at the backup step and when a resume backs up a changed StatefulSet:
@@ -96,10 +94,10 @@ class ClusterRecord:
     def _backups(files: list[Path]) -> bytes:
         docs = []
         for path in files:
-            obj = yaml.safe_load(path.read_text())
+            obj = load_yaml(path.read_text())
             obj.get("metadata", {}).pop("managedFields", None)
             docs.append(obj)
-        return yaml.safe_dump_all(docs, sort_keys=False).encode()
+        return dump_all_yaml(docs).encode()
 
 
 def read(kube: Kube, namespace: str, key: str) -> Obj | None:
@@ -110,11 +108,11 @@ def read(kube: Kube, namespace: str, key: str) -> Obj | None:
         return None
     data = cm.get("data") or {}
     packed = (cm.get("binaryData") or {}).get("backups.yaml.gz", "")
-    backups = list(yaml.safe_load_all(gzip.decompress(base64.b64decode(packed)))) if packed else []
+    backups = load_all_yaml(gzip.decompress(base64.b64decode(packed))) if packed else []
     return {
         "run": json.loads(data.get("run.json", "{}")),
         "steps": json.loads(data.get("steps.json", "{}")),
-        "volumes": yaml.safe_load(data.get("volumes.yaml", "[]")),
+        "volumes": load_yaml(data.get("volumes.yaml", "[]")),
         "backups": backups,
     }
 

@@ -14,6 +14,7 @@ A folder may be used when it is new, empty, or holds an unfinished run of the sa
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -29,6 +30,28 @@ from kubectl_csi_migrate.errors import PermanentError
 from kubectl_csi_migrate.migration.plan import Plan
 
 Obj = dict[str, Any]
+
+
+# libyaml's parser and emitter where PyYAML has them (its wheels do): the pure-Python ones cost
+# a run more of its own time than all its API requests.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    return yaml.load(text, Loader=_LOADER)
+
+
+def load_all_yaml(text: str | bytes) -> list[Any]:
+    return list(yaml.load_all(text, Loader=_LOADER))
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_DUMPER, sort_keys=False)
+
+
+def dump_all_yaml(docs: list[Any]) -> str:
+    return yaml.dump_all(docs, Dumper=_DUMPER, sort_keys=False)
 
 
 def default_name(context: str, namespace: str, key: str) -> str:
@@ -65,6 +88,7 @@ class WorkDir:
         self.run_file = self.path / "run.json"
         self.steps_file = self.path / "steps.jsonl"
         self.backup_dir = self.path / "backup"
+        self._loaded: dict[Path, tuple[tuple[int, int], Obj]] = {}
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -178,14 +202,22 @@ class WorkDir:
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700)
             _fsync_dir(path.parent.parent)
-        write_private(path, yaml.safe_dump(obj, sort_keys=False).encode())
+        write_private(path, dump_yaml(obj).encode())
         return path
 
     def load_backup(self, kind: str, name: str) -> Obj:
+        """The backup as a new object each time (callers change theirs): read once, then copied
+        while the file stays as read (same size and mtime)."""
         path = self.backup_path(kind, name)
-        if not path.exists():
-            raise PermanentError(f"the working directory lacks the backup {path}")
-        return yaml.safe_load(path.read_text())
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise PermanentError(f"the working directory lacks the backup {path}") from None
+        seen = self._loaded.get(path)
+        if seen is None or seen[0] != (stat.st_size, stat.st_mtime_ns):
+            seen = ((stat.st_size, stat.st_mtime_ns), load_yaml(path.read_text()))
+            self._loaded[path] = seen
+        return copy.deepcopy(seen[1])
 
     def has_backup(self, kind: str, name: str) -> bool:
         return self.backup_path(kind, name).exists()
