@@ -283,7 +283,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
     records: list[Obj] = []
     if kube.has_resource("CnsVSphereVolumeMigration"):
         try:
-            records = kube.items("CnsVSphereVolumeMigration")
+            records = kube.items_once("CnsVSphereVolumeMigration")  # the backup keeps these
         except PermanentError:
             records = []  # not allowed to list them: the rbac check says so
         for record in records:

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kubectl_csi_migrate.errors import NotFoundError
+from kubectl_csi_migrate.errors import ConflictError, NotFoundError
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
@@ -48,6 +48,7 @@ class ClusterRecord:
         self._signature = ""
         self._packed = ""
         self._lock = threading.Lock()  # volumes moved at once (offline) save from several threads
+        self._exists: bool | None = None
 
     def save(self, workdir: WorkDir) -> None:
         """Write the record as the working directory has it now (the backups only when they
@@ -82,13 +83,24 @@ class ClusterRecord:
             self._packed = base64.b64encode(gzip.compress(self._backups(files), mtime=0)).decode()
             body["binaryData"] = {"backups.yaml.gz": self._packed}
         ns = self.plan.namespace
+        if self._exists is None:  # as the command found it at its start (`read`), without a request
+            self._exists = self.kube.get_once("ConfigMap", self.name, ns) is not None
         try:
-            self.kube.patch("ConfigMap", self.name, body, ns)
+            if self._exists:
+                self.kube.patch("ConfigMap", self.name, body, ns)
+            else:
+                self._create(body)
         except NotFoundError:
-            body["binaryData"] = {"backups.yaml.gz": self._packed}
-            meta = {"name": self.name, "namespace": ns, "labels": {LABEL: self.plan.key}}
-            self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
+            self._create(body)
+        except ConflictError:  # made since the command looked
+            self.kube.patch("ConfigMap", self.name, body, ns)
+        self._exists = True
         self._signature = signature
+
+    def _create(self, body: Obj) -> None:
+        body["binaryData"] = {"backups.yaml.gz": self._packed}
+        meta = {"name": self.name, "namespace": self.plan.namespace, "labels": {LABEL: self.plan.key}}
+        self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
 
     @staticmethod
     def _backups(files: list[Path]) -> bytes:
@@ -103,7 +115,7 @@ class ClusterRecord:
 def read(kube: Kube, namespace: str, key: str) -> Obj | None:
     """The record of the last run `key` (Plan.key): {"run", "steps", "volumes", "backups"}, or
     None when there is none."""
-    cm = kube.get("ConfigMap", name_of(key), namespace)
+    cm = kube.get_once("ConfigMap", name_of(key), namespace)  # read at a command's start only
     if cm is None:
         return None
     data = cm.get("data") or {}

@@ -57,9 +57,10 @@ def backup(m: Migration, step: Step) -> Obj:
             objects.append((kind, "v1", copy.deepcopy(obj)))
     if m.kube.has_resource("CnsVSphereVolumeMigration"):
         # The CSI driver's path -> FCD id records: kept as the quickest way to the FCD id,
-        # since the driver deletes them once the in-tree PV is gone.
+        # since the driver deletes them once the in-tree PV is gone. As preflight listed them a
+        # moment ago, when it did (the driver writes one when it first sees an in-tree PV).
         disks = {v.vmdk for v in m.plan.to_migrate()}
-        for record in m.kube.items("CnsVSphereVolumeMigration"):
+        for record in m.kube.items_once("CnsVSphereVolumeMigration"):
             if record.get("spec", {}).get("volumepath") in disks:
                 objects.append(("CnsVSphereVolumeMigration", "cns.vmware.com/v1alpha1", record))
     for kind, api_version, obj in objects:
