@@ -45,6 +45,14 @@ def _figures(elapsed: float, report: dict[str, object], prefix: str) -> dict[str
     }
 
 
+def _cpu_busy() -> float:
+    """Seconds all CPUs of this machine have spent not idle (/proc/stat), to tell a run bound by
+    the CPUs from one bound by waiting."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(env: cluster.Env) -> dict[str, float]:
     """The migration, then the rollback of the finished run (the longest way back)."""
     ns = f"bench-{uuid.uuid4().hex[:6]}"
@@ -68,12 +76,13 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
         for i in range(statefulsets):
             scenario.create(env, f"s{i:02d}", ns, replicas=3)
         with tempfile.TemporaryDirectory() as tmp:
-            started = time.monotonic()
+            busy_before, started = _cpu_busy(), time.monotonic()
             _, summary = _timed(
                 env, "sts", "--all", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
                 "--parallel", str(parallel), "--working-directory", tmp,
             )  # fmt: skip
             walls[parallel] = time.monotonic() - started
+            busy = (_cpu_busy() - busy_before) / walls[parallel] / (os.cpu_count() or 1)
         items = summary["items"]
         assert isinstance(items, list)
         reports = [i["report"] for i in items if "report" in i]
@@ -81,7 +90,9 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
         requests = statistics.median(r["apiRequests"] / 3 for r in reports)
         print(
             f"  --parallel {parallel}: {walls[parallel]:6.1f} s wall for {len(reports)} StatefulSets; per replica: "
-            f"the tool's own time {tool:.2f} s, {requests:.1f} API requests (median of the StatefulSets)"
+            f"the tool's own time {tool:.2f} s, {requests:.1f} API requests (median of the StatefulSets); "
+            f"the machine's CPUs {busy:.0%} busy (every process: the tool, the API server, etcd, the "
+            "controllers, the driver, vcsim)"
         )
         cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
     print(f"  speed-up of --parallel 4: {walls[1] / walls[4]:.1f}x")
