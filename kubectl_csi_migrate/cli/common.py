@@ -160,7 +160,15 @@ def vcenter_factory(args: argparse.Namespace, kube: Kube) -> Callable[[], VCente
         vc: VCenter = cache["vc"]
         return vc
 
+    def close() -> None:
+        """Log out of the session, if one was opened (a session left open stays on vCenter
+        until its idle timeout, counting against its session limit)."""
+        vc = cache.pop("vc", None)
+        if vc is not None:
+            vc.close()
+
     connect.cache = cache  # type: ignore[attr-defined]
+    connect.close = close  # type: ignore[attr-defined]
     return connect
 
 

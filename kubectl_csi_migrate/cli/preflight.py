@@ -4,6 +4,7 @@ the namespace (-A: all namespaces). Read-only."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from kubectl_csi_migrate.cli import common, printers
@@ -74,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if arg is None:
         return survey(args, kube)
     kind, name = parse_ref(arg)
-    checks, plan = check_one(args, kube, name, kind)
+    connect = common.vcenter_factory(args, kube)
+    try:
+        checks, plan = check_one(args, kube, name, kind, connect)
+    finally:
+        connect.close()  # type: ignore[attr-defined]
     from kubectl_csi_migrate.migration.preflight import failed
 
     where = {"namespace": common.namespace_of(args, kube), "name": name}
@@ -112,8 +117,11 @@ def plan_for(args: argparse.Namespace, kube: Any, snap: Any, keys: tuple[str, ..
     )
 
 
-def check_one(args: argparse.Namespace, kube: Any, name: str, kind: str = "StatefulSet") -> tuple[list[Any], Any]:
-    """Gather, plan and check one owner; a missing one is a FAIL check."""
+def check_one(
+    args: argparse.Namespace, kube: Any, name: str, kind: str, connect: Callable[[], Any]
+) -> tuple[list[Any], Any]:
+    """Gather, plan and check one owner (vCenter through `connect`: the caller's session, which
+    it logs out of); a missing one is a FAIL check."""
     from kubectl_csi_migrate.errors import NotFoundError
     from kubectl_csi_migrate.migration import plan as plan_mod
     from kubectl_csi_migrate.migration import preflight, translate
@@ -132,7 +140,6 @@ def check_one(args: argparse.Namespace, kube: Any, name: str, kind: str = "State
         return [preflight.Check(plan_mod.word(kind), preflight.FAIL, missing)], None
     plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items_once("CSINode")))
     workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, plan.key))
-    connect = common.vcenter_factory(args, kube)
     return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
 
 

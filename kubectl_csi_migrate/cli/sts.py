@@ -87,11 +87,7 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import UsageError
-    from kubectl_csi_migrate.migration import preflight
-    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, run_key, word
-    from kubectl_csi_migrate.migration.run import Migration, Settings
-    from kubectl_csi_migrate.migration.steps import describe_steps
-    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+    from kubectl_csi_migrate.migration.plan import STATEFULSET
 
     kind = getattr(args, "kind", STATEFULSET)
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
@@ -118,8 +114,25 @@ def run(args: argparse.Namespace) -> int:
         flag = ", or --sts-name" if kind == STATEFULSET else ""
         printers.error(f"a {words} name is required ({command} NAME{flag})")
         return EXIT_USAGE
-    strategy = getattr(args, "strategy", None)
     kube = common.kube_from(args, dry_run=args.dry_run)
+    # One vCenter session for preflight and the run, logged out of however the command ends.
+    connect = common.vcenter_factory(args, kube)
+    try:
+        return _run_one(args, kube, kind, name, connect)
+    finally:
+        connect.close()  # type: ignore[attr-defined]
+
+
+def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
+    from kubectl_csi_migrate.errors import UsageError
+    from kubectl_csi_migrate.migration import preflight
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, run_key, word
+    from kubectl_csi_migrate.migration.run import Migration, Settings
+    from kubectl_csi_migrate.migration.steps import describe_steps
+    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+
+    command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
+    strategy = getattr(args, "strategy", None)
     ns = common.namespace_of(args, kube)
     key = run_key(kind, name)
     if kind == "Deployment" and not args.working_directory:
@@ -157,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{strategy_flag} and --keep-retain, or choose another --working-directory"
             )
     else:
-        checks, plan = check_one(args, kube, name, kind)
+        checks, plan = check_one(args, kube, name, kind, connect)
         if preflight.failed(checks) or plan is None:
             for c in checks:
                 if c.status == "FAIL":
@@ -218,7 +231,6 @@ def run(args: argparse.Namespace) -> int:
             live.clear()
             sys.stderr.write(say_progress)
 
-    connect = common.vcenter_factory(args, kube)
     vc = connect()
     settings = Settings(
         keep_retain=args.keep_retain,
@@ -241,10 +253,6 @@ def run(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         raise
-    finally:
-        close = getattr(vc, "close", None)
-        if close:
-            close()
     human = summary(report)
     names = []
     for v in report["volumes"]:

@@ -152,12 +152,16 @@ class VCenter:
         self._fcds: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
         """(datacenter, datastore) -> its FCDs, (datastore, path) of the backing file -> id."""
         self._login_again: Callable[[], Any] | None = None
+        self._located: dict[tuple[str, str | None], tuple[Any, str, Any, str]] = {}
+        """(datastore name, datacenter asked for) -> what `_locate` found, once per session: a
+        search of the inventory is six calls, and a run asks it for every disk several times."""
 
     def relogin(self) -> None:
         """Log in again with the same configuration, after vCenter ended the session."""
         if self._login_again is None:
             raise VCenterError(f"vCenter {self.config.address}: cannot log in again")
         self._si, self._content = self._login_again(), None
+        self._located = {}  # its objects belong to the old session
 
     def _session_ended(self) -> bool:
         """Whether vCenter no longer knows this session (it answers NoPermission then, vcsim
@@ -459,9 +463,15 @@ class VCenter:
 
         Without a datacenter and several to choose from, the one holding a datastore of that
         name is taken (restricted to the configuration's datacenters when it lists some)."""
+        ds_name, _ = _split_ds_path(datastore_path)
+        key = (ds_name, datacenter)
+        if key not in self._located:
+            self._located[key] = self._search(ds_name, datacenter)
+        return self._located[key]
+
+    def _search(self, ds_name: str, datacenter: str | None) -> tuple[Any, str, Any, str]:
         from pyVmomi import vim
 
-        ds_name, _ = _split_ds_path(datastore_path)
         if datacenter is not None or len(self.config.datacenters) == 1:
             candidates = [self._datacenter(datacenter)]
         else:
