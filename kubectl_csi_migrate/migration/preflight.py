@@ -270,6 +270,23 @@ def _quantity(text: str) -> float:
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
+def recorded_fcds(kube: Kube) -> dict[str, str]:
+    """disk_key(in-tree path) -> FCD id, from the CSI driver's CnsVSphereVolumeMigration records
+    (listed once per command; none where the kind is missing or may not be listed)."""
+    if not kube.has_resource("CnsVSphereVolumeMigration"):
+        return {}
+    try:
+        records = kube.items_once("CnsVSphereVolumeMigration")  # the backup keeps these
+    except PermanentError:
+        return {}  # not allowed to list them: the rbac check says so
+    found = {}
+    for record in records:
+        spec = record.get("spec", {})
+        if spec.get("volumepath") and spec.get("volumeid"):
+            found[translate.disk_key(spec["volumepath"])] = str(spec["volumeid"])
+    return found
+
+
 def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
     """No other PV may name a disk to migrate, bound or not: by its in-tree path, or (as a CSI PV)
     by the FCD id the CSI driver recorded for that path. The run would otherwise find it only
@@ -279,17 +296,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
         return []
     ours = {v.pv for v in migrate}
     by_disk = {translate.disk_key(v.vmdk): v for v in migrate}
-    fcd_of: dict[str, str] = {}
-    records: list[Obj] = []
-    if kube.has_resource("CnsVSphereVolumeMigration"):
-        try:
-            records = kube.items_once("CnsVSphereVolumeMigration")  # the backup keeps these
-        except PermanentError:
-            records = []  # not allowed to list them: the rbac check says so
-        for record in records:
-            spec = record.get("spec", {})
-            if translate.disk_key(spec.get("volumepath", "")) in by_disk and spec.get("volumeid"):
-                fcd_of[spec["volumeid"]] = translate.disk_key(spec["volumepath"])
+    fcd_of = {fcd: disk for disk, fcd in recorded_fcds(kube).items() if disk in by_disk}
     checks = []
     for pv in kube.cache("PersistentVolume").items():  # the run's own PV cache: listed once
         name = pv["metadata"]["name"]
@@ -660,9 +667,13 @@ def check_rbac(kube: Kube, namespace: str, required: tuple[Access, ...]) -> Chec
     return Check("rbac", PASS, f"allowed every verb the migration needs ({len(required)} checked)")
 
 
-def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None) -> tuple[list[Check], Plan]:
+def check_vcenter(
+    connect: Callable[[], Any], plan: Plan, datacenter: str | None, recorded: dict[str, str] | None = None
+) -> tuple[list[Check], Plan]:
     """Each disk found in vCenter; the plan returned records the datacenter each was found in,
-    which the run then uses (so the run looks where preflight looked)."""
+    which the run then uses (so the run looks where preflight looked). A disk's FCD id is named
+    from `recorded` (the CSI driver's records, by disk_key), not searched for: vCenter has no
+    lookup by path, and a search reads every FCD of the datastore."""
     try:
         vc = connect()
     except CsiMigrateError as exc:
@@ -675,12 +686,16 @@ def check_vcenter(connect: Callable[[], Any], plan: Plan, datacenter: str | None
             if not vc.disk_exists(v.vmdk, dc):
                 checks.append(Check("disk", FAIL, f"{v.vmdk} (pv {v.pv}) not found in vCenter"))
                 continue
-            fcd = vc.find_fcd(v.vmdk, dc)
+            fcd = (recorded or {}).get(translate.disk_key(v.vmdk))
         except CsiMigrateError as exc:
             checks.append(Check("disk", FAIL, f"{v.vmdk}: {exc}"))
             continue
         found[v.vmdk] = dc
-        note = f"already first class disk {fcd}" if fcd else "will be registered as a first class disk"
+        note = (
+            f"already first class disk {fcd} (recorded by the CSI driver)"
+            if fcd
+            else "to be registered as a first class disk (or found registered)"
+        )
         checks.append(Check("disk", PASS, f"{v.vmdk}: found in datacenter {dc}, {note}"))
     checks += check_vcenter_privileges(vc, plan, found)
     return checks, plan.with_datacenters(found)
@@ -747,7 +762,7 @@ def run_checks(
     checks.append(check_disruption_budget(kube, snap, plan.strategy))
     checks.append(check_rbac(kube, snap.namespace, access_for(snap.kind)))
     if plan.to_migrate():
-        found, plan = check_vcenter(connect_vcenter, plan, datacenter)
+        found, plan = check_vcenter(connect_vcenter, plan, datacenter, recorded_fcds(kube))
         checks += found
     if workdir is not None:
         checks.append(check_workdir(workdir, plan))
