@@ -53,6 +53,48 @@ def _cpu_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _settle(most: float = 90.0) -> None:
+    """Until the machine's CPUs are less than a quarter busy over 2 s (at most `most` seconds)."""
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        before = _cpu_busy()
+        time.sleep(2)
+        if (_cpu_busy() - before) / 2 / (os.cpu_count() or 1) < 0.25:
+            return
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the tool's commands, and theirs)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _cpu_by_process(since: dict[int, tuple[str, float]] | None = None) -> dict[int, tuple[str, float]]:
+    """By PID: the name and the CPU seconds of every other running process (/proc/PID/stat:
+    utime + stime, and cutime + cstime for the children it reaped); less `since`, if given."""
+    tick, used = os.sysconf("SC_CLK_TCK"), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        seconds = sum(int(f) for f in fields[11:15]) / tick
+        used[int(entry.name)] = (name, seconds - (since or {}).get(int(entry.name), ("", 0.0))[1])
+    return used
+
+
+def _by_name(used: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by process name (the kernel's workers as one)."""
+    named: dict[str, float] = {}
+    for name, seconds in used.values():
+        key = "kernel workers" if name.startswith("kworker/") else name
+        named[key] = named.get(key, 0.0) + seconds
+    return {name: seconds for name, seconds in named.items() if seconds > 0.005}
+
+
 def one_run(env: cluster.Env) -> dict[str, float]:
     """The migration, then the rollback of the finished run (the longest way back)."""
     ns = f"bench-{uuid.uuid4().hex[:6]}"
@@ -75,14 +117,17 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
         cluster.kubectl(env, "create", "namespace", ns)
         for i in range(statefulsets):
             scenario.create(env, f"s{i:02d}", ns, replicas=3)
+        _settle()  # the pods started, the driver done registering the new in-tree volumes
         with tempfile.TemporaryDirectory() as tmp:
-            busy_before, started = _cpu_busy(), time.monotonic()
+            busy_before, by_process, tool_before = _cpu_busy(), _cpu_by_process(), _children_cpu()
+            started = time.monotonic()
             _, summary = _timed(
                 env, "sts", "--all", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
                 "--parallel", str(parallel), "--working-directory", tmp,
             )  # fmt: skip
             walls[parallel] = time.monotonic() - started
             busy = (_cpu_busy() - busy_before) / walls[parallel] / (os.cpu_count() or 1)
+            used = {"the tool": _children_cpu() - tool_before} | _by_name(_cpu_by_process(since=by_process))
         items = summary["items"]
         assert isinstance(items, list)
         reports = [i["report"] for i in items if "report" in i]
@@ -94,7 +139,18 @@ def fleet(env: cluster.Env, statefulsets: int) -> None:
             f"the machine's CPUs {busy:.0%} busy (every process: the tool, the API server, etcd, the "
             "controllers, the driver, vcsim)"
         )
-        cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+        top = sorted(used.items(), key=lambda item: -item[1])
+        named = ", ".join(f"{name} {seconds / len(reports):.2f}" for name, seconds in top[:6])
+        rest = sum(seconds for _, seconds in top[6:]) / len(reports)
+        total = sum(used.values()) / len(reports)
+        print(f"    CPU seconds per StatefulSet: {named}, the rest {rest:.2f}; {total:.2f} in all")
+        if parallel == 1:
+            bound = walls[1] / (len(reports) * total / (os.cpu_count() or 1))
+            print(
+                f"    so no --parallel can be more than {bound:.1f}x faster on this machine's "
+                f"{os.cpu_count()} CPUs (the wall time per StatefulSet over its CPU seconds per CPU)"
+            )
+        cluster.kubectl(env, "delete", "namespace", ns)
     print(f"  speed-up of --parallel 4: {walls[1] / walls[4]:.1f}x")
     print("(d) one StatefulSet of 10 replicas:")
     for strategy in ("rolling", "offline"):
