@@ -72,17 +72,10 @@ def backup(m: Migration, step: Step) -> Obj:
 
 
 def _read(m: Migration, kind: str, names: list[str], namespace: str) -> dict[str, Obj]:
-    """The objects of `names` that exist: from the run's cache of the kind (listed on its first
-    use, then followed by a watch), else one list of the namespace for several, a read for one."""
-    cache = m.caches.get((kind, namespace))
-    if cache is not None:
-        wanted = set(names)
-        return {o["metadata"]["name"]: o for o in cache.items() if o["metadata"]["name"] in wanted}
-    if len(names) > 1:
-        wanted = set(names)
-        return {o["metadata"]["name"]: o for o in m.kube.items(kind, namespace) if o["metadata"]["name"] in wanted}
-    found = {name: m.kube.get(kind, name, namespace) for name in names}
-    return {name: obj for name, obj in found.items() if obj is not None}
+    """The objects of `names` that exist (pods or claims of the run's namespace), from the run's
+    cache of the kind: listed on its first use, then followed by a watch."""
+    wanted = set(names)
+    return {o["metadata"]["name"]: o for o in m.caches[(kind, namespace)].items() if o["metadata"]["name"] in wanted}
 
 
 def scale_down(m: Migration, step: Step) -> None:
