@@ -32,7 +32,7 @@ WATCH_WINDOW = 60.0
 
 
 class Cache:
-    def __init__(self, kube: Kube, kind: str, namespace: str | None = None) -> None:
+    def __init__(self, kube: Kube, kind: str, namespace: str | None = None, follow: bool = True) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace
@@ -42,8 +42,9 @@ class Cache:
         self._generation = 0
         self._objects: dict[str, Obj] | None = None  # None: not in sync (first use, or a broken watch)
         self._version: str | None = None
+        self._follow_watch = follow  # False: events only as given to _apply (unit tests)
         self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # the running follower's
 
     def items(self) -> list[Obj]:
         """Every object of the kind: listed on first use (and after a watch broke), then kept
@@ -52,13 +53,17 @@ class Cache:
 
     def _view(self) -> tuple[int, dict[str, Obj]]:
         with self._lock:
+            if self._thread is None and self._follow_watch:
+                self._objects = None  # first use, or used again after stop(): list afresh, then follow
             if self._objects is None:
                 listing = self.kube.list_raw(self.kind, self.namespace)
                 self._objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
                 self._version = listing["metadata"].get("resourceVersion")
                 self._generation += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._follow, name=f"{self.kind.lower()}-cache", daemon=True)
+            if self._thread is None and self._follow_watch:
+                self._stopped = threading.Event()
+                name = f"{self.kind.lower()}-cache"
+                self._thread = threading.Thread(target=self._follow, args=(self._stopped,), name=name, daemon=True)
                 self._thread.start()
             return self._generation, dict(self._objects)
 
@@ -91,36 +96,39 @@ class Cache:
                     self._changed.wait(min(1.0, deadline - now))
 
     def stop(self) -> None:
-        """The watch ends at its next event or window (the thread is a daemon: nothing waits)."""
-        self._stopped.set()
+        """The watch ends at its next event or window (the thread is a daemon: nothing waits).
+        A later use lists again and follows a new watch."""
+        with self._lock:
+            self._stopped.set()
+            self._thread = None
 
-    def _follow(self) -> None:
-        while not self._stopped.is_set():
+    def _follow(self, stopped: threading.Event) -> None:
+        while not stopped.is_set():
             with self._lock:
                 version = self._version if self._objects is not None else None
             if version is None:  # out of sync: the next reader lists again, then we follow on
-                self._stopped.wait(0.5)
+                stopped.wait(0.5)
                 continue
             try:
                 deadline = time.monotonic() + WATCH_WINDOW
                 events = self.kube._watch(self.kind, self.namespace, version, deadline, None, None)
                 for event in events:
-                    if self._stopped.is_set():
+                    if stopped.is_set():
                         return
-                    self._apply(event)
+                    self._apply(event, stopped)
                     if self._objects is None:
                         break
             except Exception as exc:  # any failure: list again on the next read
                 log.debug("watch of %s ended: %s; listing again on the next read", self.kind, exc)
                 with self._lock:
                     self._out_of_sync()
-                self._stopped.wait(1)
+                stopped.wait(1)
 
-    def _apply(self, event: Obj) -> None:
+    def _apply(self, event: Obj, stopped: threading.Event | None = None) -> None:
         obj = event["object"]
         with self._lock:
-            if self._objects is None:
-                return
+            if self._objects is None or (stopped is not None and stopped.is_set()):
+                return  # out of sync, or an event of a watch stopped since (a new one follows)
             if event["type"] == "ERROR":  # the version expired (410 Gone): list again
                 self._out_of_sync()
                 return

@@ -35,14 +35,25 @@ def gone(name: str, uid: str | None = None) -> Predicate:
     return check
 
 
-def pod_ready(name: str) -> Predicate:
-    return lambda objects: name in objects and is_pod_ready(objects[name])
+def _is(obj: dict[str, Any] | None, uid: str | None) -> bool:
+    """`obj` exists and, when a uid is given, is that object (not an older one of its name a
+    view a moment old may still show)."""
+    return obj is not None and (uid is None or obj["metadata"].get("uid") == uid)
 
 
-def pvc_bound(name: str, volume: str) -> Predicate:
+def pod_ready(name: str, uid: str | None = None) -> Predicate:
+    return lambda objects: _is(objects.get(name), uid) and is_pod_ready(objects[name])
+
+
+def pvc_bound(name: str, volume: str, uid: str | None = None) -> Predicate:
     def check(objects: Objects) -> bool:
         pvc = objects.get(name)
-        return bool(pvc and pvc.get("status", {}).get("phase") == "Bound" and pvc["spec"].get("volumeName") == volume)
+        return bool(
+            _is(pvc, uid)
+            and pvc is not None
+            and pvc.get("status", {}).get("phase") == "Bound"
+            and pvc["spec"].get("volumeName") == volume
+        )
 
     return check
 

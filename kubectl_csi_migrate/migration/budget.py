@@ -4,7 +4,6 @@ reports expectedPods 0 and allows nothing), so the run evaluates such a budget i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from kubectl_csi_migrate.kube import predicates as p
@@ -30,12 +29,11 @@ def budget_allows(spec: Obj, replicas: int, ready: int) -> bool:
     return True
 
 
-def orphan_budget(
-    kube: Kube, plan: Plan, labels: dict[str, str], pods: Callable[[], list[Obj]]
-) -> tuple[bool, str] | None:
-    """The budgets covering a pod labelled `labels` evaluated against the owner's replica count,
-    its pods counted among `pods()` (the namespace's, as the run's cache has them): (allowed,
-    what to say), or None when the cluster evaluates every budget itself (or there is none)."""
+def orphan_budget(kube: Kube, plan: Plan, labels: dict[str, str]) -> tuple[bool, str] | None:
+    """The budgets covering a pod labelled `labels` evaluated against the owner's replica count:
+    (allowed, what to say), or None when the cluster evaluates every budget itself (or there is
+    none). The Ready pods are counted from a list made now, not from the run's cache: a view a
+    moment old (or a stalled watch) could count a replica that just failed as Ready."""
     budgets = []
     for pdb in kube.items("PodDisruptionBudget", plan.namespace):
         if not p.selector_matches(pdb["spec"].get("selector") or {}, labels):
@@ -46,7 +44,8 @@ def orphan_budget(
     if not budgets:
         return None
     replicas = {plan.pod_name(o) for o in range(plan.replicas)}
-    ready = sum(1 for other in pods() if other["metadata"]["name"] in replicas and p.is_pod_ready(other))
+    pods = kube.items("Pod", plan.namespace)  # one list, not a read per replica
+    ready = sum(1 for other in pods if other["metadata"]["name"] in replicas and p.is_pod_ready(other))
     verdicts = [(budget_allows(pdb["spec"], plan.replicas, ready), pdb["metadata"]["name"]) for pdb in budgets]
     names = ", ".join(n for _, n in verdicts)
     if all(a for a, _ in verdicts):

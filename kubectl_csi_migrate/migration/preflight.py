@@ -270,20 +270,21 @@ def _quantity(text: str) -> float:
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
-def recorded_fcds(kube: Kube) -> dict[str, str]:
-    """disk_key(in-tree path) -> FCD id, from the CSI driver's CnsVSphereVolumeMigration records
-    (listed once per command; none where the kind is missing or may not be listed)."""
+def recorded_fcds(kube: Kube) -> dict[str, set[str]]:
+    """disk_key(in-tree path) -> the FCD ids the CSI driver's CnsVSphereVolumeMigration records
+    give it (one, unless a stale record is left); listed once per command; none where the kind
+    is missing or may not be listed."""
     if not kube.has_resource("CnsVSphereVolumeMigration"):
         return {}
     try:
         records = kube.items_once("CnsVSphereVolumeMigration")  # the backup keeps these
     except PermanentError:
         return {}  # not allowed to list them: the rbac check says so
-    found = {}
+    found: dict[str, set[str]] = {}
     for record in records:
         spec = record.get("spec", {})
         if spec.get("volumepath") and spec.get("volumeid"):
-            found[translate.disk_key(spec["volumepath"])] = str(spec["volumeid"])
+            found.setdefault(translate.disk_key(spec["volumepath"]), set()).add(str(spec["volumeid"]))
     return found
 
 
@@ -296,7 +297,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
         return []
     ours = {v.pv for v in migrate}
     by_disk = {translate.disk_key(v.vmdk): v for v in migrate}
-    fcd_of = {fcd: disk for disk, fcd in recorded_fcds(kube).items() if disk in by_disk}
+    fcd_of = {fcd: disk for disk, fcds in recorded_fcds(kube).items() if disk in by_disk for fcd in fcds}
     checks = []
     for pv in kube.cache("PersistentVolume").items():  # the run's own PV cache: listed once
         name = pv["metadata"]["name"]
@@ -668,7 +669,7 @@ def check_rbac(kube: Kube, namespace: str, required: tuple[Access, ...]) -> Chec
 
 
 def check_vcenter(
-    connect: Callable[[], Any], plan: Plan, datacenter: str | None, recorded: dict[str, str] | None = None
+    connect: Callable[[], Any], plan: Plan, datacenter: str | None, recorded: dict[str, set[str]] | None = None
 ) -> tuple[list[Check], Plan]:
     """Each disk found in vCenter; the plan returned records the datacenter each was found in,
     which the run then uses (so the run looks where preflight looked). A disk's FCD id is named
@@ -686,7 +687,7 @@ def check_vcenter(
             if not vc.disk_exists(v.vmdk, dc):
                 checks.append(Check("disk", FAIL, f"{v.vmdk} (pv {v.pv}) not found in vCenter"))
                 continue
-            fcd = (recorded or {}).get(translate.disk_key(v.vmdk))
+            fcd = ", ".join(sorted((recorded or {}).get(translate.disk_key(v.vmdk), ())))
         except CsiMigrateError as exc:
             checks.append(Check("disk", FAIL, f"{v.vmdk}: {exc}"))
             continue

@@ -74,10 +74,13 @@ class ClusterRecord:
         }
         body: Obj = {"data": data}
         # The backups change at the backup step and when a resume backs up a changed StatefulSet:
-        # read and packed again only when a file of theirs changed (by size and mtime).
+        # read and packed again only when this process wrote one or a file of theirs changed.
         files = sorted(workdir.backup_dir.glob("*/*.yaml"))
         signature = hashlib.sha256(
-            repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]).encode()
+            repr(
+                [workdir.backups_written]
+                + [(str(f), f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            ).encode()
         ).hexdigest()
         if signature != self._signature:
             self._packed = base64.b64encode(gzip.compress(self._backups(files), mtime=0)).decode()

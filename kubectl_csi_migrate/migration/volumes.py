@@ -148,23 +148,26 @@ def create_pvc(m: Migration, step: Step) -> None:
     fcd_id = m.done[f"fcd/{v.pv}"]["fcd_id"]
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
+    live: Obj | None
     try:  # created first: a claim already there answers 409, and is then read
-        m.kube.create(translate.recreated_pvc(backup, v.pv, m.plan.csi_class))
+        live = m.kube.create(translate.recreated_pvc(backup, v.pv, m.plan.csi_class))
         m.say(f"persistentvolumeclaim/{v.pvc} created ({m.plan.csi_class})")
     except ConflictError:
         live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
         if live is not None and live["spec"].get("volumeName") != v.pv:
             raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} exists but is not bound to {v.pv}") from None
-    pvc = _wait_bound(m, v)
+    pvc = _wait_bound(m, v, live)
     message = events.migrated_message(m.plan, v, fcd_id)
     m.event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
 
 
-def _wait_bound(m: Migration, v: VolumePlan) -> Obj:
-    """Until claim v.pvc is Bound to v.pv; the claim as the wait last saw it."""
+def _wait_bound(m: Migration, v: VolumePlan, claim: Obj | None) -> Obj:
+    """Until claim v.pvc (the object `claim`, as created or read) is Bound to v.pv; the claim as
+    the wait last saw it. By uid: the run's view may still show the claim of that name deleted."""
+    uid = (claim or {}).get("metadata", {}).get("uid")
     claims = m.wait(
         "PersistentVolumeClaim",
-        p.pvc_bound(v.pvc, v.pv),
+        p.pvc_bound(v.pvc, v.pv, uid),
         f"pvc {v.pvc} to be Bound",
         namespace=m.plan.namespace,
         field_selector=f"metadata.name={v.pvc}",
@@ -266,13 +269,13 @@ def undo_delete_pvc(m: Migration, step: Step) -> None:
         live = None
     if live is None:
         _release_claim_ref(m, v)
-        m.kube.create(translate.intree_pvc_from_backup(backup))
+        live = m.kube.create(translate.intree_pvc_from_backup(backup))
         m.say(f"persistentvolumeclaim/{v.pvc} created again from its backup")
     elif live["metadata"]["uid"] != uid and (
         live["spec"].get("volumeName") != v.pv or live["spec"].get("storageClassName") == m.plan.csi_class
     ):
         raise PermanentError(f"persistentvolumeclaim {ns}/{v.pvc} is not the in-tree claim; stop and inspect")
-    _wait_bound(m, v)
+    _wait_bound(m, v, live)
 
 
 def _release_claim_ref(m: Migration, v: VolumePlan) -> None:

@@ -88,7 +88,9 @@ class WorkDir:
         self.run_file = self.path / "run.json"
         self.steps_file = self.path / "steps.jsonl"
         self.backup_dir = self.path / "backup"
-        self._loaded: dict[Path, tuple[tuple[int, int], Obj]] = {}
+        self._loaded: dict[Path, tuple[tuple[int, int, int], Obj]] = {}
+        self.backups_written = 0
+        """Backup files this process wrote: the record packs them again when this changes."""
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -203,19 +205,21 @@ class WorkDir:
             path.parent.mkdir(mode=0o700)
             _fsync_dir(path.parent.parent)
         write_private(path, dump_yaml(obj).encode())
+        self._loaded.pop(path, None)
+        self.backups_written += 1
         return path
 
     def load_backup(self, kind: str, name: str) -> Obj:
         """The backup as a new object each time (callers change theirs): read once, then copied
-        while the file stays as read (same size and mtime)."""
+        until this process writes it again (or the file is not the one read: inode, size, mtime)."""
         path = self.backup_path(kind, name)
         try:
             stat = path.stat()
         except FileNotFoundError:
             raise PermanentError(f"the working directory lacks the backup {path}") from None
         seen = self._loaded.get(path)
-        if seen is None or seen[0] != (stat.st_size, stat.st_mtime_ns):
-            seen = ((stat.st_size, stat.st_mtime_ns), load_yaml(path.read_text()))
+        if seen is None or seen[0] != (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+            seen = ((stat.st_ino, stat.st_size, stat.st_mtime_ns), load_yaml(path.read_text()))
             self._loaded[path] = seen
         return copy.deepcopy(seen[1])
 

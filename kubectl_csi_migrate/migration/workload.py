@@ -218,7 +218,7 @@ def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
     ns = m.plan.namespace
     deadline = time.monotonic() + m.settings.timeout
     while True:
-        budget = orphan_budget(m.kube, m.plan, labels, m.caches[("Pod", ns)].items)
+        budget = orphan_budget(m.kube, m.plan, labels)
         refused = "" if budget is None else f"poddisruptionbudget {budget[1]} allows no pod down now"
         try:
             if budget is None:
@@ -250,18 +250,23 @@ def recreate_pod(m: Migration, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         return  # there was no pod for this ordinal
+    created: Obj | None
     try:  # created first: a pod already there (an earlier attempt's) answers 409, and is waited on
-        m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+        created = m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
         m.say(f"pod/{pod} created")
     except ConflictError:
-        pass
+        created = m.kube.get("Pod", pod, ns)
     m.wait(
         "Pod",
-        p.pod_ready(pod),
+        p.pod_ready(pod, _uid(created)),  # that pod: the run's view may still show the one evicted
         f"pod {pod} to be Ready",
         namespace=ns,
         field_selector=f"metadata.name={pod}",
     )
+
+
+def _uid(obj: Obj | None) -> str | None:
+    return str(obj["metadata"]["uid"]) if obj and obj.get("metadata", {}).get("uid") else None
 
 
 def recreate_statefulset(m: Migration, step: Step) -> None:
@@ -364,10 +369,12 @@ def undo_evict(m: Migration, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         return
-    if m.kube.get("Pod", pod, ns) is None:
-        m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+    live = m.kube.get("Pod", pod, ns)
+    if live is None:
+        live = m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
         m.say(f"pod/{pod} created again from its backup")
-    m.wait("Pod", p.pod_ready(pod), f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")
+    ready = p.pod_ready(pod, _uid(live))  # that pod: the run's view may still show the one deleted
+    m.wait("Pod", ready, f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")
 
 
 def undo_delete_statefulset(m: Migration, step: Step) -> None:

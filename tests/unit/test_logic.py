@@ -120,6 +120,11 @@ def test_predicates() -> None:
     assert not p.statefulset_adopted_and_ready("u", 2, {"a", "b"}, {**pods, "b": ready_pod("b")})
     bound = {"c": {"spec": {"volumeName": "v"}, "status": {"phase": "Bound"}}}
     assert p.pvc_bound("c", "v")(bound) and not p.pvc_bound("c", "w")(bound)
+    # By uid: the object the run just created, not the one of that name a view a moment old shows.
+    old = {"a": {**ready_pod("a"), "metadata": {"name": "a", "uid": "old"}}}
+    assert p.pod_ready("a", "old")(old) and not p.pod_ready("a", "new")(old)
+    old_claim = {"c": {**bound["c"], "metadata": {"name": "c", "uid": "old"}}}
+    assert p.pvc_bound("c", "v", "old")(old_claim) and not p.pvc_bound("c", "v", "new")(old_claim)
 
 
 def test_workdir_accepts_new_empty_or_same_unfinished_run(tmp_path: Path) -> None:
@@ -304,8 +309,7 @@ def test_the_object_cache_follows_watch_events_and_lists_again_after_an_expired_
             return iter(())
 
     kube = Lister()
-    cache = Cache(kube, "PersistentVolume")  # type: ignore[arg-type]
-    cache.stop()  # no background watch: events are applied by hand below
+    cache = Cache(kube, "PersistentVolume", follow=False)  # type: ignore[arg-type]  # events applied by hand
     assert sorted(o["metadata"]["name"] for o in cache.items()) == ["pv-0", "pv-1"]
 
     def event(kind: str, name: str, version: str) -> dict[str, Any]:
@@ -341,8 +345,7 @@ def test_a_wait_on_the_cache_ends_at_the_event_that_satisfies_it_and_times_out_o
             return iter(())
 
     kube = Lister()
-    cache = Cache(kube, "Pod", "ns")  # type: ignore[arg-type]
-    cache.stop()
+    cache = Cache(kube, "Pod", "ns", follow=False)  # type: ignore[arg-type]
     gone = {"type": "DELETED", "object": {"metadata": {"name": "web-1", "resourceVersion": "2"}}}
     timer = threading.Timer(0.3, cache._apply, [gone])
     timer.start()
@@ -356,6 +359,37 @@ def test_a_wait_on_the_cache_ends_at_the_event_that_satisfies_it_and_times_out_o
     with pytest.raises(TemporaryError, match="timed out after 1s waiting for web-0 to go"):
         cache.wait_until(p.gone("web-0"), "web-0 to go", 1.2, tick=ticks.append, tick_every=0.5)
     assert ticks, "a long wait says so"
+
+
+def test_a_cache_used_again_after_it_was_stopped_lists_again_and_follows_a_new_watch() -> None:
+    """A stopped cache kept its last view and no watch: a second use in the same process (a
+    second run, the tests) would have waited on a frozen view until its timeout."""
+    from kubectl_csi_migrate.kube.cache import Cache
+
+    class Lister:
+        lists = watches = 0
+
+        def list_raw(self, kind: str, namespace: str | None = None) -> dict[str, Any]:
+            self.lists += 1
+            return {"metadata": {"resourceVersion": "1"}, "items": []}
+
+        def _watch(self, *args: Any) -> Any:
+            self.watches += 1
+            time.sleep(0.05)  # a watch window that ends with nothing new
+            return iter(())
+
+    kube = Lister()
+    cache = Cache(kube, "Pod", "ns")  # type: ignore[arg-type]
+    assert cache.items() == [] and kube.lists == 1
+    cache.stop()
+    time.sleep(0.1)
+    watches = kube.watches
+    time.sleep(0.2)
+    assert kube.watches == watches, "a stopped cache watches no more"
+    assert cache.items() == [] and kube.lists == 2, "used again: listed afresh"
+    time.sleep(0.2)
+    assert kube.watches > watches, "and followed by a new watch"
+    cache.stop()
 
 
 def test_a_selector_is_applied_to_a_view_as_the_server_would_or_left_to_the_server() -> None:
