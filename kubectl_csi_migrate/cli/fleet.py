@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import threading
@@ -226,16 +227,23 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         folder = default_name(kube.info.context, ns, run_key(kind, name))
         workdir = str(Path(args.working_directory) / folder) if args.working_directory else folder
         own = flags + (sts_only if kind == "StatefulSet" else [])
-        argv = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir, "-o", "json", *own]
+        base = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir]
+        argv = [*base, "-o", "json", *own]
         proc = subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
         assert proc.stderr is not None and proc.stdout is not None
+        # Its report is read while its log is followed: a report larger than a pipe holds
+        # (64 KiB, about 60 volumes) would otherwise block the child, and so this loop, for ever.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
         for line in proc.stderr:
             line = line.rstrip("\n")
             say(f"[{_label(target)}] {line}")
             if line.startswith("error: "):
                 errors.append(line[len("error: ") :])
-        out = proc.stdout.read()
+        reader.join()
+        out = "".join(chunks)
         code = proc.wait()
         entry["workingDirectory"] = workdir
         if code == 0:
@@ -254,7 +262,7 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         reason = errors[0] if errors else f"exit code {code}"
         if any("was not changed" in e or "nothing was changed" in e for e in errors):
             return entry | {"result": "skipped", "reason": f"{reason} (nothing changed)"}
-        resume = " ".join(["kubectl", "csi-migrate", *argv[:-2], *own])  # without -o json
+        resume = shlex.join(["kubectl", "csi-migrate", *base, *own])  # without -o json
         return entry | {"result": "failed", "reason": reason, "resume": resume}
 
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:

@@ -6,6 +6,7 @@ session and stopped at its end. Every test gets a fresh namespace.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,20 +23,60 @@ from testenv import build, cluster
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def env() -> Iterator[cluster.Env]:
-    environment = cluster.Env()
+def _env_is_up(environment: cluster.Env) -> bool:
     procs = environment.processes() if environment.exists() else {}
-    if procs and all(procs.values()):
-        yield environment
+    return bool(procs) and all(procs.values())
+
+
+@pytest.fixture(scope="session")
+def env(worker_id: str) -> Iterator[cluster.Env]:
+    """The environment, reused when it is up. A plain pytest run starts its own and stops it at
+    its end. Under pytest-xdist the workers share one: the first to need it starts it (under a
+    file lock), and the controlling process stops it at the end of the run
+    (`pytest_sessionfinish` below); `scripts/test` starts it before and stops it after."""
+    environment = cluster.Env()
+    if worker_id == "master":
+        if _env_is_up(environment):
+            yield environment
+            return
+        if environment.root.exists():
+            cluster.down(environment)
+        cluster.up(build.build(verbose=False), environment)
+        try:
+            yield environment
+        finally:
+            cluster.down(environment)
         return
-    if environment.root.exists():
+    environment.root.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{environment.root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _env_is_up(environment):
+            if environment.root.exists():
+                cluster.down(environment)
+            cluster.up(build.build(verbose=False), environment)
+            (environment.root / STARTED_BY_XDIST).touch()
+    yield environment
+
+
+STARTED_BY_XDIST = "started-by-pytest-xdist"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controlling process of an xdist run stops the environment one of its workers started."""
+    if hasattr(session.config, "workerinput") or session.config.getoption("dist", "no") == "no":
+        return
+    environment = cluster.Env()
+    if (environment.root / STARTED_BY_XDIST).exists():
         cluster.down(environment)
-    cluster.up(build.build(verbose=False), environment)
-    try:
-        yield environment
-    finally:
-        cluster.down(environment)
+
+
+@pytest.fixture(autouse=True)
+def serial_runs_alone(request: pytest.FixtureRequest) -> None:
+    """A test marked `serial` stops, pauses or restarts a shared component, changes what every
+    test sees, or counts what every test changes: it runs with no other test beside it
+    (`scripts/test` runs them in a phase of their own), never on one of several xdist workers."""
+    if request.node.get_closest_marker("serial") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail("a serial test ran beside other xdist workers: run the serial tests without -n (scripts/test does)")
 
 
 @pytest.fixture(autouse=True)

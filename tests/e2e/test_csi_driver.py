@@ -15,8 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from testenv import cluster, scenario, vc
 from tests.e2e.conftest import Kubectl, run_plugin
+
+pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 DRIVER = "csi.vsphere.vmware.com"

@@ -384,6 +384,7 @@ def test_item_1_two_disruption_budgets_fail_preflight_before_any_change(
     assert_unchanged(env, kubectl, ns, before)
 
 
+@pytest.mark.serial
 def test_item_4_a_stopped_csi_controller_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -420,6 +421,7 @@ def test_item_4_a_stopped_csi_controller_fails_preflight_before_any_change(
         os.killpg(syncer, signal.SIGCONT)
 
 
+@pytest.mark.serial
 def test_item_4_a_vcenter_user_without_disk_privileges_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -450,6 +452,7 @@ def test_item_4_a_vcenter_user_without_disk_privileges_fails_preflight_before_an
         auth.RemoveEntityPermission(entity=datastore, user=principal, isGroup=False)
 
 
+@pytest.mark.serial
 def test_item_3_another_pv_naming_the_disk_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -559,6 +562,7 @@ def test_item_10_a_shared_access_mode_fails_preflight_before_any_change(
 # -- 4: no CSIDriver -------------------------------------------------------------------------
 
 
+@pytest.mark.serial
 def test_missing_csidriver(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -860,6 +864,7 @@ def test_unknown_user_cluster(
     assert_unchanged(env, kubectl, ns, before)
 
 
+@pytest.mark.serial
 def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -932,6 +937,7 @@ def test_item_5_a_managed_statefulset_is_named_by_preflight(
     assert "standard-rwo" in check["message"]
 
 
+@pytest.mark.serial
 def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

@@ -125,6 +125,7 @@ def released(kubectl: Kubectl, vmdk: str, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.serial
 def test_item_13_vcenter_stops_answering_mid_run(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -154,6 +155,7 @@ def test_item_13_vcenter_stops_answering_mid_run(
     finish_with_the_same_command(env, env_vars, kubectl, made, sts_uid, run, args)
 
 
+@pytest.mark.serial
 def test_item_13_vcenter_down_while_the_driver_releases_a_disk(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -179,6 +181,7 @@ def test_item_13_vcenter_down_while_the_driver_releases_a_disk(
     finish_with_the_same_command(env, env_vars, kubectl, made, sts_uid, run, args)
 
 
+@pytest.mark.serial
 def test_item_13_api_server_restarted_mid_run(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -224,6 +227,7 @@ def test_item_13_api_server_restarted_mid_run(
     assert_migrated(env, kubectl, made, sts_uid)
 
 
+@pytest.mark.serial
 def test_item_13_controller_manager_paused_mid_run(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -241,6 +245,7 @@ def test_item_13_controller_manager_paused_mid_run(
     print(f"first run exit code {code}")
 
 
+@pytest.mark.serial
 def test_item_13_a_verb_revoked_mid_run(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -296,6 +301,7 @@ def terminate_vcenter_sessions(env: cluster.Env) -> int:
     return len(others)
 
 
+@pytest.mark.serial
 def test_item_13_vcenter_session_expires_during_a_long_wait(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -316,6 +322,7 @@ def test_item_13_vcenter_session_expires_during_a_long_wait(
     assert_migrated(env, kubectl, made, sts_uid)
 
 
+@pytest.mark.serial
 def test_a_hanging_detach_says_what_it_waits_for_and_what_to_check(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

@@ -138,11 +138,15 @@ def test_pip_install_then_kubectl_runs_the_plugin(
     started = time.monotonic()
     # A plain `pip install .` (the project venv's pip, pointed at the new venv), from pip's usual
     # cache; --no-compile skips byte-compiling the kubernetes client's 120 MB of sources.
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--quiet",
-         "--disable-pip-version-check", "--no-compile", str(REPO)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    # pip builds in the source tree (build/, *.egg-info), as scripts/build-binary does: one at a time.
+    (REPO / "build").mkdir(exist_ok=True)
+    with open(REPO / "build" / "build-binary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pip = subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--quiet",
+             "--disable-pip-version-check", "--no-compile", str(REPO)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
     assert pip.returncode == 0, pip.stderr
     print(f"pip install . into a fresh venv: {time.monotonic() - started:.1f}s")
     for name in PLUGIN_FILES:

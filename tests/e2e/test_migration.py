@@ -374,6 +374,7 @@ def test_an_abandoned_lease_of_another_machine_is_taken_over_once_seen_unrenewed
     assert_migrated(env, kubectl, made, sts_uid)
 
 
+@pytest.mark.serial
 def test_item_8_a_run_that_loses_its_lease_stops_before_its_next_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -506,6 +507,7 @@ def test_reclaim_policy_reverted_during_the_run_is_set_back_before_any_delete(
     assert_migrated(env, kubectl, made, sts_uid)
 
 
+@pytest.mark.serial
 def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -532,6 +534,7 @@ def test_terminal_yes_migrates_with_a_progress_line_per_replica(
     assert_migrated(env, kubectl, made, sts_uid)
 
 
+@pytest.mark.serial
 def test_item_4_a_syncer_that_does_not_release_a_disk_stops_the_run_with_what_to_do(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -746,6 +749,7 @@ def test_item_9_every_migrated_disk_is_kept_when_its_node_vm_is_deleted(
         assert report[v.pvc]["keepAfterDeleteVm"] is True
 
 
+@pytest.mark.serial
 def test_item_10_zone_and_storage_policy_are_carried_to_the_csi_volume(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -798,6 +802,7 @@ def test_item_10_zone_and_storage_policy_are_carried_to_the_csi_volume(
         kubectl("label", "node", *nodes, *[f"{k}-" for k in zone])
 
 
+@pytest.mark.serial
 def test_item_2_a_disk_in_the_second_configured_datacenter_is_registered_where_preflight_found_it(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -886,6 +891,7 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
             assert not undeclared, f"{command[0]} {name}: requests a step does not declare: {undeclared}"
 
 
+@pytest.mark.serial
 def test_every_command_logs_out_of_every_vcenter_session_it_opened(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

@@ -168,46 +168,81 @@ class Boundary:
     sts_uid: str
 
 
-def for_each_boundary(
+def _boundary_kinds(strategy: str) -> list[str]:
+    """The kinds of the steps of the boundary tests' StatefulSet (3 replicas; `data` in-tree,
+    `logs` already CSI), planned from objects of that shape at collection time so that each
+    boundary is a test of its own, which the xdist workers share out. Each test checks these
+    against the live plan of its StatefulSet: the boundaries stay the plan's own."""
+    from kubectl_csi_migrate.migration.plan import Snapshot, build_plan
+
+    def pv(name: str, claim: str, csi: bool) -> dict[str, Any]:
+        source = (
+            {"csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": f"fcd-{name}"}}
+            if csi
+            else {"vsphereVolume": {"volumePath": f"[ds] kubevols/{name}.vmdk", "fsType": "ext4"}}
+        )
+        return {
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "persistentVolumeReclaimPolicy": "Delete",
+                     "claimRef": {"name": claim, "namespace": "ns"}, **source},
+        }  # fmt: skip
+
+    templates = [
+        {"metadata": {"name": "data"}, "spec": {"storageClassName": "standard"}},
+        {"metadata": {"name": "logs"}, "spec": {"storageClassName": "standard-rwo"}},
+    ]
+    sts = {"metadata": {"name": "web", "uid": "u"}, "spec": {"replicas": 3, "volumeClaimTemplates": templates}}
+    pvcs, pvs = {}, {}
+    for ordinal in range(3):
+        for template, klass in (("data", "standard"), ("logs", "standard-rwo")):
+            claim = f"{template}-web-{ordinal}"
+            spec = {"volumeName": f"pv-{claim}", "storageClassName": klass}
+            pvcs[claim] = {"metadata": {"name": claim}, "spec": spec}
+            pvs[f"pv-{claim}"] = pv(f"pv-{claim}", claim, template == "logs")
+    plan = build_plan(Snapshot("ns", "web", sts, {}, pvcs, pvs, []), "ctx", "https://k", "standard-rwo", None, strategy)
+    return [s.kind for s in steps_for(plan)]
+
+
+def boundaries(*strategies: str) -> list[Any]:
+    """(strategy, index) of every boundary of the plans, one test each."""
+    return [
+        pytest.param(strategy, index, id=f"{strategy}-{index:02d}-{kind}")
+        for strategy in strategies
+        for index, kind in enumerate(_boundary_kinds(strategy))
+    ]
+
+
+def at_boundary(
     env: cluster.Env,
     env_vars: dict[str, str],
     kubectl: Kubectl,
     ns: str,
     tmp_path: Path,
     strategy: str,
+    index: int,
     then: Callable[[Boundary], None],
 ) -> None:
-    """For each step of the plan (iterated, not picked), a StatefulSet of its own (namespace
-    `ns-N`; 3 replicas, two templates, one already CSI) whose run is SIGKILLed right after that
-    step is recorded; then `then` checks what follows."""
-    probe = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
-    steps = plan_steps(env_vars, probe.namespace, strategy)
-    started = time.monotonic()
-    for index, step in enumerate(steps):
-        here = f"{ns}-{index}"
-        cluster.kubectl(env, "create", "namespace", here)
-        try:
-            made = scenario.create(env, "web", here, replicas=3, intree_templates=("data",), csi_templates=("logs",))
-            before = in_tree_state(kubectl, here, made)
-            sts_uid = kubectl.get("statefulset", "web", here)["metadata"]["uid"]
-            mine = plan_steps(env_vars, here, strategy)  # the same steps, for this StatefulSet's volumes
-            assert [s.kind for s in mine] == [s.kind for s in steps]
-            step = mine[index]
-            workdir = tmp_path / f"run-{index}"
-            args = migrate_args(here, strategy, workdir)
-            killed(env_vars, step.id, "done", *args)
-            assert recorded(workdir)[step.id] == "done"
-            then(Boundary(step, made, args, workdir, before, sts_uid))
-        except AssertionError as exc:
-            raise AssertionError(f"killed after {step.id}: {exc}") from exc
-        finally:
-            cluster.kubectl(env, "delete", "namespace", here, "--wait=false")
-    print(f"{strategy}: {len(steps)} boundaries killed and checked in {time.monotonic() - started:.0f}s")
+    """A StatefulSet of its own (3 replicas, two templates, one already CSI) whose run is
+    SIGKILLed right after step `index` of its plan is recorded; then `then` checks what follows."""
+    made = scenario.create(env, "web", ns, replicas=3, intree_templates=("data",), csi_templates=("logs",))
+    before = in_tree_state(kubectl, ns, made)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    steps = plan_steps(env_vars, ns, strategy)
+    assert [s.kind for s in steps] == _boundary_kinds(strategy), "the live plan is not the one the tests were made for"
+    step = steps[index]
+    workdir = tmp_path / "run"
+    args = migrate_args(ns, strategy, workdir)
+    killed(env_vars, step.id, "done", *args)
+    assert recorded(workdir)[step.id] == "done"
+    try:
+        then(Boundary(step, made, args, workdir, before, sts_uid))
+    except AssertionError as exc:
+        raise AssertionError(f"killed after {step.id}: {exc}") from exc
 
 
-@pytest.mark.parametrize("strategy", ["rolling", "offline"])
+@pytest.mark.parametrize(("strategy", "index"), boundaries("rolling", "offline"))
 def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
-    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str, index: int
 ) -> None:
     """(b) at every boundary: killed there, then `rollback` restores the in-tree state."""
 
@@ -216,11 +251,12 @@ def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
         assert rolled.returncode == 0, rolled.stderr
         assert_rolled_back(env, kubectl, b.made, b.before)
 
-    for_each_boundary(env, env_vars, kubectl, ns, tmp_path, strategy, rolled_back)
+    at_boundary(env, env_vars, kubectl, ns, tmp_path, strategy, index, rolled_back)
 
 
+@pytest.mark.parametrize(("strategy", "index"), boundaries("offline"))
 def test_killed_at_every_offline_step_the_same_command_finishes(
-    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str, index: int
 ) -> None:
     """(a) at every boundary of the offline plan. Offline, the volumes move side by side, so the
     chain above passes some boundaries without stopping there; here each boundary gets a
@@ -236,7 +272,7 @@ def test_killed_at_every_offline_step_the_same_command_finishes(
         )
         assert_migrated(env, kubectl, intree, b.sts_uid)
 
-    for_each_boundary(env, env_vars, kubectl, ns, tmp_path, "offline", finished)
+    at_boundary(env, env_vars, kubectl, ns, tmp_path, strategy, index, finished)
 
 
 def status(env_vars: dict[str, str], ns: str, workdir: Path) -> dict[str, Any]:
