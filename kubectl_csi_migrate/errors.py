@@ -68,5 +68,10 @@ class TooManyRequestsError(TemporaryError):
     """429: for an eviction, a PodDisruptionBudget does not allow it yet."""
 
 
+class Stopping(CsiMigrateError):
+    """Raised in a worker thread of a run that is stopping (Ctrl-C, SIGTERM, SIGHUP in the main
+    thread, or another volume failed): before its next change, or out of a wait."""
+
+
 class UsageError(CsiMigrateError):
     """The command line contradicts itself (exit 2, as argparse's own errors)."""

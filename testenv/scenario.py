@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from testenv import cluster, objects, vc
+from testenv import api, cluster, objects, vc
 
 
 @dataclass
@@ -189,7 +189,9 @@ def create(
     scenario = Scenario(name=name, namespace=namespace, replicas=replicas)
     claims: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
-    if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
+    try:
+        api.get(env, "namespace", namespace)
+    except api.NotFound:
         cluster.kubectl(env, "create", "namespace", namespace)
     size_mib = 16
     for ordinal in range(replicas):
@@ -260,7 +262,7 @@ def create(
 def _create_bound(env: cluster.Env, namespace: str, claims: list[dict[str, Any]], pvs: list[dict[str, Any]]) -> None:
     """The claims, then the PVs with each claimRef's uid filled in: the PV controller binds them."""
     cluster.kubectl(env, "create", "-f", "-", stdin=_list(claims))
-    listed = json.loads(cluster.kubectl(env, "-n", namespace, "get", "pvc", "-o", "json"))
+    listed = api.get(env, "pvc", namespace=namespace)
     uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed["items"]}
     for doc in pvs:
         doc["spec"]["claimRef"]["uid"] = uids[doc["spec"]["claimRef"]["name"]]
@@ -271,7 +273,7 @@ def wait_registered(env: cluster.Env, volumes: list[Volume], timeout: float = 12
     """Until the CSI syncer has recorded each in-tree disk's FCD id; fill in `fcd_id`."""
     deadline = time.monotonic() + timeout
     while True:
-        listed = json.loads(cluster.kubectl(env, "get", "cnsvspherevolumemigrations", "-o", "json"))
+        listed = api.get(env, "cnsvspherevolumemigrations")
         ids = {r["spec"]["volumepath"]: r["spec"]["volumeid"] for r in listed["items"]}
         for v in volumes:
             v.fcd_id = ids.get(v.vmdk, "")
@@ -300,7 +302,9 @@ def intree_claims(env: cluster.Env, namespace: str, claims: list[str], app: str,
     """Claims on their own, as the in-tree provisioner left them: per claim a thin VMDK with a
     marker, an in-tree PV and the claim bound to it; waits until the CSI syncer registered each
     disk. For a Deployment's claims, a bare pod's, or unmounted ones."""
-    if f"namespace/{namespace}" not in cluster.kubectl(env, "get", "namespace", "-o", "name").split():
+    try:
+        api.get(env, "namespace", namespace)
+    except api.NotFound:
         cluster.kubectl(env, "create", "namespace", namespace)
     made, pvs, pvcs = [], [], []
     for claim in claims:

@@ -20,12 +20,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import (
     PermanentError,
+    Stopping,
     VCenterSessionEnded,
 )
 from kubectl_csi_migrate.kube import predicates as p
@@ -62,6 +64,10 @@ WAIT_HINTS = {
 
 OFFLINE_PARALLEL = 4
 """How many volumes an offline run moves at once."""
+
+STOP_CHECK_SECONDS = 1.0
+"""A wait in a worker thread looks this often whether the run is stopping (Ctrl-C, a signal, or
+another volume failed), so that a stop does not sit out `--timeout`."""
 
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
@@ -105,6 +111,9 @@ class Migration:
         self._timing = report.Timing()
         self._local = threading.local()
         self._vcenter_lock = threading.Lock()  # one vCenter connection: one call at a time
+        self.stopping = threading.Event()
+        """Set when the run stops while worker threads move volumes: each stops before its next
+        change and leaves any wait within STOP_CHECK_SECONDS."""
         self.done: dict[str, Obj] = {}
         self.run_id = ""
         self.record = ClusterRecord(kube, plan)
@@ -168,34 +177,57 @@ class Migration:
             self.step(step)
         if chains:
             self._stop_if_recreated_elsewhere()
-            failed = threading.Event()
             total = len(chains)
 
             def move(index: int, chain: list[Step]) -> report.Timing:
                 self._local.timing = report.Timing()
                 try:
-                    if not failed.is_set():
+                    if not self.stopping.is_set():
                         self.progress(f"volume {index}/{total}: {chain[0].pv}")
                     for step in chain:
-                        if failed.is_set():
+                        if self.stopping.is_set():
                             break
                         self.step(step)
                 except BaseException:
-                    failed.set()
+                    self.stopping.set()
                     raise
                 finally:
                     timing, self._local.timing = self._local.timing, None
                 return timing
 
             started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=OFFLINE_PARALLEL, thread_name_prefix="volume") as pool:
-                futures = [pool.submit(move, i, chain) for i, chain in enumerate(chains.values(), 1)]
+            pool = ThreadPoolExecutor(max_workers=OFFLINE_PARALLEL, thread_name_prefix="volume")
+            futures = [pool.submit(move, i, chain) for i, chain in enumerate(chains.values(), 1)]
+            try:
+                wait_for_futures(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                # A volume failed, or Ctrl-C, SIGTERM or SIGHUP (raised in this thread only): the
+                # other workers stop before their next change, and the run ends (its Lease given
+                # back) only once none is in flight: nothing changes after the run says it stopped.
+                self._stop_workers(futures)
+                pool.shutdown(wait=False)
             self._add_concurrent_timing(started, [f for f in futures if f.exception() is None])
-            for future in futures:
-                if future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            first_error = next((e for e in errors if not isinstance(e, Stopping)), errors[0] if errors else None)
+            if first_error is not None:
+                raise first_error
         for step in steps[first + sum(len(c) for c in chains.values()) :]:
             self.step(step)
+
+    def _stop_workers(self, futures: list[Any]) -> None:
+        """Unless every worker thread has ended: stop them and wait until none is in flight. A
+        second Ctrl-C or signal meanwhile does not cut that wait short (a step half done by a
+        thread nobody waits for would go on without the run's Lease)."""
+        busy = [f for f in futures if not f.done()]
+        if not busy:
+            return
+        self.stopping.set()
+        self.say(f"stopping: waiting for the {len(busy)} volume(s) in flight to end their step")
+        while not all(f.done() for f in futures):
+            try:
+                wait_for_futures(futures)
+            except BaseException:  # a repeated interrupt: keep waiting
+                continue
 
     def _add_concurrent_timing(self, started: float, futures: list[Any]) -> None:
         """Volumes moved side by side: the tool's own work is the busiest volume's, vCenter's
@@ -249,7 +281,13 @@ class Migration:
         plan = self.plan
         lease = Lease(self.kube, plan.namespace, f"csi-migrate-{plan.key}", self.run_id, self.say)
         lease.acquire(plan.what)
-        self.kube.before_mutation = lease.check
+
+        def before_mutation() -> None:
+            if self.stopping.is_set() and threading.current_thread() is not threading.main_thread():
+                raise Stopping("the run is stopping; this volume stopped before its next change")
+            lease.check()
+
+        self.kube.before_mutation = before_mutation
         self.kube.outage_seconds = API_OUTAGE_SECONDS
         try:
             yield
@@ -307,13 +345,28 @@ class Migration:
                 hinted = True
                 self.say(f"hint: {WAIT_HINTS[kind]}")
 
+        every = WAIT_TICK
+        if threading.current_thread() is not threading.main_thread():
+            # A worker thread: signals reach the main thread only, which sets `stopping`; look
+            # at it every STOP_CHECK_SECONDS (a server-side watch is opened again that often).
+            every, said = STOP_CHECK_SECONDS, tick
+            next_say = WAIT_TICK
+
+            def tick(waited: float) -> None:
+                nonlocal next_say
+                if self.stopping.is_set():
+                    raise Stopping(f"the run is stopping; it stopped waiting for {what}")
+                if waited >= next_say:
+                    next_say += WAIT_TICK
+                    said(waited)
+
         cache = self.caches.get((kind, selectors.get("namespace")))
         select = selector(selectors.get("field_selector"), selectors.get("label_selector")) if cache else None
         try:
             with self.live(f"{what} ({limit:.0f}s at most)") if self.live else contextlib.nullcontext():
                 if cache is not None and select is not None:
-                    return cache.wait_until(predicate, what, limit, select, tick=tick, tick_every=WAIT_TICK)
-                return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=WAIT_TICK, **selectors)
+                    return cache.wait_until(predicate, what, limit, select, tick=tick, tick_every=every)
+                return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=every, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started
 
@@ -324,7 +377,8 @@ class Migration:
 
     def sleep(self, seconds: float) -> None:
         started = time.monotonic()
-        time.sleep(seconds)
+        if self.stopping.wait(seconds) and threading.current_thread() is not threading.main_thread():
+            raise Stopping("the run is stopping")
         self.timing.waited += time.monotonic() - started
 
     def vcenter(self, call: Callable[[], Any]) -> Any:

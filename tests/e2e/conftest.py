@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from testenv import build, cluster
+from testenv import api, build, cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,12 +121,23 @@ class Kubectl:
         return cluster.kubectl(self.env, *args, stdin=stdin, kubeconfig=self.kubeconfig)
 
     def get(self, kind: str, name: str = "", namespace: str | None = None) -> Any:
+        if self.kubeconfig is None and api.knows(kind):  # no kubectl process: see testenv/api.py
+            try:
+                return api.get(self.env, kind, name, namespace)
+            except api.NotFound as exc:
+                raise RuntimeError(f"kubectl get {kind} {name} failed: {exc}") from exc
         args = ["get", kind, *([name] if name else []), "-o", "json"]
         if namespace:
             args[0:0] = ["-n", namespace]
         return json.loads(self(*args))
 
     def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        if self.kubeconfig is None and api.knows(kind):
+            try:
+                api.get(self.env, kind, name, namespace)
+                return True
+            except api.NotFound:
+                return False
         args = ["get", kind, name, "--ignore-not-found", "-o", "name"]
         if namespace:
             args[0:0] = ["-n", namespace]

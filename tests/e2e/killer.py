@@ -1,5 +1,7 @@
 """`python -m tests.e2e.killer STEP EVENT ARGS...`: `kubectl csi-migrate ARGS`, run in this
-process, SIGKILLed right after its working directory records EVENT ("done", "undone") of STEP.
+process, SIGKILLed right after its working directory records EVENT ("start", "done", "undone")
+of STEP. With KILLER_SIGNAL=TERM (or INT, HUP) that signal is sent instead, KILLER_DELAY seconds
+later (default 0), as a user's Ctrl-C or a stopped CI job would send it.
 
 The kill tests use it to stop a run exactly at each boundary of `steps_for(plan)`, instead of
 racing the run's output; the command is otherwise the plugin itself (the same `main`)."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from kubectl_csi_migrate.cli.main import main
@@ -17,11 +20,19 @@ from kubectl_csi_migrate.migration import workdir
 
 def install(step: str, event: str) -> None:
     record = workdir.WorkDir.record
+    signum = signal.Signals[f"SIG{os.environ.get('KILLER_SIGNAL', 'KILL')}"]
+    delay = float(os.environ.get("KILLER_DELAY", "0"))
+
+    def send() -> None:
+        os.kill(os.getpid(), signum)
 
     def record_then_kill(self: workdir.WorkDir, name: str, happened: str, **data: Any) -> None:
         record(self, name, happened, **data)
         if (name, happened) == (step, event):
-            os.kill(os.getpid(), signal.SIGKILL)
+            if delay:
+                threading.Timer(delay, send).start()
+            else:
+                send()
 
     workdir.WorkDir.record = record_then_kill  # type: ignore[method-assign]
 
