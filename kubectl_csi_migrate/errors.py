@@ -32,6 +32,11 @@ class VCenterError(CsiMigrateError):
     """A vCenter call failed."""
 
 
+class KeyClash(PermanentError):
+    """What a command found under the key of the owner it names (a working directory, a record,
+    a Lease) is another owner's run: refused before anything changed (one `error:` line)."""
+
+
 class PreflightFailed(PermanentError):
     """Preflight found at least one blocking problem."""
 

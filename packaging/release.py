@@ -7,8 +7,10 @@ Each ARCHIVE is named as scripts/build-binary names it,
 of the manifest whose selector matches, which gets the archive's sha256 and the release URL of
 that version (the manifest's own URL with the version and file name replaced). spec.version
 becomes `v<version>`. A new version must come with an archive for every platform, so that a
-manifest never mixes two releases. The file is read and written as YAML (PyYAML), keeping its
-key order, its block texts and the comment lines at its top.
+manifest never mixes two releases. The caveats' list of the Kubernetes RBAC the tool needs is
+written again from the code (REQUIRED_ACCESS, as `rbac_text()` prints it for README; a unit test
+keeps the committed plugin.yaml equal to it). The file is read and written as YAML (PyYAML),
+keeping its key order, its block texts and the comment lines at its top.
 """
 
 from __future__ import annotations
@@ -57,6 +59,37 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+RBAC_HEAD = "Kubernetes RBAC it needs"
+"""The caveats' line above the RBAC list; the list is the lines indented under it."""
+
+
+def _rbac_span(lines: list[str]) -> tuple[int, int]:
+    head = next((i for i, line in enumerate(lines) if line.startswith(RBAC_HEAD)), None)
+    if head is None:
+        raise SystemExit(f"release: the manifest's caveats have no line beginning {RBAC_HEAD!r}")
+    end = head + 1
+    while end < len(lines) and lines[end].startswith("  "):
+        end += 1
+    return head + 1, end
+
+
+def rbac_lines(caveats: str) -> list[str]:
+    """The RBAC list of the caveats, one resource a line, without its indent."""
+    lines = caveats.splitlines()
+    start, end = _rbac_span(lines)
+    return [line.strip() for line in lines[start:end]]
+
+
+def with_rbac(caveats: str) -> str:
+    """The caveats with their RBAC list printed from the code (REQUIRED_ACCESS)."""
+    from kubectl_csi_migrate.migration.preflight import rbac_text
+
+    lines = caveats.splitlines()
+    start, end = _rbac_span(lines)
+    lines[start:end] = [f"  {line}" for line in rbac_text().splitlines()]
+    return "\n".join(lines) + ("\n" if caveats.endswith("\n") else "")
+
+
 def update(manifest: dict[str, Any], archives: list[Path], download_url: str | None = None) -> list[str]:
     """Change `manifest` in place; return one line per platform changed. `download_url` (such as
     https://github.com/OWNER/REPO/releases/download) replaces the one in the manifest."""
@@ -86,6 +119,7 @@ def update(manifest: dict[str, Any], archives: list[Path], download_url: str | N
         if missing:
             raise SystemExit(f"release: {new_version} needs an archive per platform; missing {', '.join(missing)}")
     manifest["spec"]["version"] = new_version
+    manifest["spec"]["caveats"] = with_rbac(manifest["spec"]["caveats"])
 
     lines = []
     for path, _, os_name, arch in parsed:

@@ -182,31 +182,3 @@ def _read_password(path: str | None) -> str | None:
             return handle.read().strip()
     except OSError as exc:
         raise PermanentError(f"cannot read --vsphere-password-file {path}: {exc.strerror}") from exc
-
-
-def rebuild_workdir(
-    kube: Any, namespace: str, name: str, workdir: Any, say: Callable[[str], None], for_rollback: bool
-) -> bool:
-    """When `workdir` holds no run that got as far as its backup, and the cluster holds the
-    record of an unfinished run of this StatefulSet (a finished one too, for a rollback): write
-    the working directory again from that record and say so. True when it did."""
-    if workdir.has_run() and workdir.run_problem((kube.info.server, namespace, name)) is None:
-        return False
-    from kubectl_csi_migrate.migration import record
-
-    found = record.read(kube, namespace, name)
-    if not found or not found["run"].get("plan"):
-        return False
-    run = found["run"]
-    if run["plan"].get("server") != kube.info.server or run.get("rolled_back"):
-        return False
-    if run.get("finished") and not for_rollback:
-        return False
-    if workdir.problem((kube.info.server, namespace, name)) is not None:
-        return False  # a folder that is not ours to write: the usual checks say why
-    record.rebuild(workdir, found)
-    say(
-        f"the working directory {workdir.path} held no record of this run: rebuilt it from "
-        f"configmap/{record.name_of(name)} (the run's record in the cluster)"
-    )
-    return True

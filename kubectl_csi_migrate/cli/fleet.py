@@ -173,8 +173,8 @@ def _self() -> list[str]:
 
 
 def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
-    from kubectl_csi_migrate.migration.plan import COMMAND, ref, run_key
-    from kubectl_csi_migrate.migration.workdir import default_name
+    from kubectl_csi_migrate.migration.locate import default_workdir
+    from kubectl_csi_migrate.migration.plan import COMMAND, ref
 
     refused: dict[Target, str] = {}
     owners = "owner" if args.kind is None else PLURAL[args.kind].replace("(s)", "")
@@ -224,8 +224,9 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             return entry | {"result": "skipped", "reason": refused[target]}
         if stop.is_set():
             return entry | {"result": "not started", "reason": "an earlier one failed (--fail-fast)"}
-        folder = default_name(kube.info.context, ns, run_key(kind, name))
-        workdir = str(Path(args.working_directory) / folder) if args.working_directory else folder
+        # Named by the run's key (an earlier release's folder when it holds this owner's run).
+        server = kube.info.server
+        workdir = str(default_workdir(kube.info.context, ns, kind, name, server, args.working_directory).path)
         own = flags + (sts_only if kind == "StatefulSet" else [])
         base = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir]
         argv = [*base, "-o", "json", *own]

@@ -27,8 +27,8 @@ def add_migration_flags(parser: argparse.ArgumentParser, csi_required: bool, sta
     )
     group.add_argument(
         "--working-directory", metavar="DIR",
-        help="where backups and the step record go (default: ./csi-migrate-<context>-<namespace>-<sts>, "
-        "-deployment-<name>, -pvc-<name>)",
+        help="where backups and the step record go (default: ./csi-migrate-<context>-<namespace>-<kind>-<name>, "
+        "e.g. ...-statefulset-web, ...-deployment-api, ...-pvc-data)",
     )  # fmt: skip
     if not statefulset:
         return
@@ -118,14 +118,17 @@ def plan_for(args: argparse.Namespace, kube: Any, snap: Any, keys: tuple[str, ..
 
 
 def check_one(
-    args: argparse.Namespace, kube: Any, name: str, kind: str, connect: Callable[[], Any]
+    args: argparse.Namespace, kube: Any, name: str, kind: str, connect: Callable[[], Any], workdir: Any = None
 ) -> tuple[list[Any], Any]:
     """Gather, plan and check one owner (vCenter through `connect`: the caller's session, which
-    it logs out of); a missing one is a FAIL check."""
+    it logs out of); a missing one is a FAIL check. `workdir`: the run's working directory as the
+    caller located it (default: --working-directory, else the owner's default folder; one holding
+    another owner's run is the `working-directory` check's FAIL)."""
     from kubectl_csi_migrate.errors import NotFoundError
     from kubectl_csi_migrate.migration import plan as plan_mod
     from kubectl_csi_migrate.migration import preflight, translate
-    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+    from kubectl_csi_migrate.migration.locate import default_workdir
+    from kubectl_csi_migrate.migration.workdir import WorkDir
 
     ns = common.namespace_of(args, kube)
     snap, missing = None, ""
@@ -139,7 +142,10 @@ def check_one(
     if snap is None:
         return [preflight.Check(plan_mod.word(kind), preflight.FAIL, missing)], None
     plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items_once("CSINode")))
-    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, plan.key))
+    if workdir is None:
+        server = kube.info.server
+        folder = args.working_directory
+        workdir = WorkDir(folder) if folder else default_workdir(kube.info.context, ns, snap.kind, name, server)
     return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
 
 

@@ -29,7 +29,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",
-        help="the run's working directory (default: ./csi-migrate-<context>-<namespace>-<sts>)",
+        help="the run's working directory (default: ./csi-migrate-<context>-<namespace>-<kind>-<name>)",
     )  # fmt: skip
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument(
@@ -44,20 +44,21 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubectl_csi_migrate.migration import preflight, steps
-    from kubectl_csi_migrate.migration.plan import parse_ref, run_key
+    from kubectl_csi_migrate.errors import KeyClash
+    from kubectl_csi_migrate.migration import locate, preflight, steps
+    from kubectl_csi_migrate.migration.plan import parse_ref
     from kubectl_csi_migrate.migration.run import Migration, Settings
-    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
     arg = sts_name(args)
     if not arg:
         printers.error("a StatefulSet name is required (rollback NAME, or deploy/NAME, pvc/NAME)")
         return EXIT_USAGE
     kind, owner = parse_ref(arg)
-    name = run_key(kind, owner)
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
-    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, name))
+    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
+    found = locate.locate(kube, ns, kind, owner, args.working_directory)
+    workdir = found.workdir
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
@@ -69,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         info.write(line + "\n")
         info.flush()
 
-    common.rebuild_workdir(kube, ns, name, workdir, say, for_rollback=True)
-    problem = workdir.run_problem((kube.info.server, ns, name))
+    locate.rebuild(found, say, for_rollback=True)
+    problem = workdir.run_problem((kube.info.server, ns, kind, owner))
     if problem:
         printers.error(f"{problem}; nothing to roll back")
         return EXIT_FAILED
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         printers.error(f"interrupted; run the same rollback command again to finish it ({workdir.path})")
         return 130
+    except KeyClash:
+        raise  # the Lease is another owner's: refused before any change, one line
     except Exception as exc:
         from kubectl_csi_migrate.errors import CsiMigrateError
 

@@ -19,7 +19,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="show where a migration (or rollback) of a StatefulSet, Deployment or claim is, and how to resume it",
         description="With NAME (deploy/NAME, pvc/NAME): the run's phase, last step, each replica's "
         "progress, the lease holder and the commands to resume or roll back, read from the working "
-        "directory, or from the run's record in the cluster (configmap csi-migrate-NAME, "
+        "directory, or from the run's record in the cluster (configmap csi-migrate-statefulset-NAME, "
         "csi-migrate-deployment-NAME, csi-migrate-pvc-NAME) when the directory is lost. Without: "
         "every run recorded in the namespace. Changes nothing.",
     )
@@ -27,54 +27,82 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--sts-name", metavar="STS_NAME", help=argparse.SUPPRESS)
     parser.add_argument(
         "--working-directory", metavar="DIR",
-        help="the run's working directory (default: ./csi-migrate-<context>-<namespace>-<sts>)",
+        help="the run's working directory (default: ./csi-migrate-<context>-<namespace>-<kind>-<name>)",
     )  # fmt: skip
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubectl_csi_migrate.migration import record as cluster_record
-    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+    from kubectl_csi_migrate.migration import locate
+    from kubectl_csi_migrate.migration.plan import legacy_key, parse_ref, run_key, word
+    from kubectl_csi_migrate.migration.record import name_of
 
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
-    from kubectl_csi_migrate.migration.plan import parse_ref, run_key
-
     arg = sts_name(args)
-    name = run_key(*parse_ref(arg)) if arg else None
-    if name:
-        names = [name]
-    else:
-        found = kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL)
-        names = sorted(cm["metadata"]["labels"][cluster_record.LABEL] for cm in found)
-    statuses = []
-    for sts in names:
-        workdir = WorkDir((args.working_directory if name else None) or default_name(kube.info.context, ns, sts))
-        status = status_of(kube, ns, sts, workdir)
-        if status is None:
-            if name:
-                kind, owner = parse_ref(arg or sts)
-                word = {"PersistentVolumeClaim": "pvc"}.get(kind, kind.lower())
-                printers.error(
-                    f"no run of {word} {ns}/{owner} recorded in {workdir.path} or in the cluster "
-                    f"(configmap/{cluster_record.name_of(sts)})"
-                )
-                return EXIT_FAILED
+    if not arg:
+        return _every_run(args, kube, ns)
+    kind, owner = parse_ref(arg)
+    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
+    found = locate.locate(kube, ns, kind, owner, args.working_directory, writes=False)
+    status = status_of(kube, ns, found.workdir, found.record, found.record_name)
+    if status is None:
+        names = [name_of(k) for k in dict.fromkeys((run_key(kind, owner), legacy_key(kind, owner))) if k]
+        printers.error(
+            f"no run of {word(kind)} {ns}/{owner} recorded in {found.workdir.path} or in the cluster "
+            f"({' or '.join('configmap/' + n for n in names)})"
+        )
+        return EXIT_FAILED
+    from kubectl_csi_migrate.migration.status import render
+
+    printers.render(status, args.output, render(status), [_ref(status)])
+    return EXIT_OK
+
+
+def _every_run(args: argparse.Namespace, kube: Any, ns: str) -> int:
+    """Every run recorded in the namespace: each owner once (its record under its own key before
+    an earlier release's), from its default working directory when that holds the run."""
+    import sys
+
+    from kubectl_csi_migrate.errors import KeyClash
+    from kubectl_csi_migrate.migration import locate
+    from kubectl_csi_migrate.migration import record as cluster_record
+    from kubectl_csi_migrate.migration.plan import object_name, owner_id, run_key
+
+    records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+    for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
+        found = cluster_record.parse(cm)
+        if not found["run"].get("plan"):
             continue
-        statuses.append(status)
-    if not name and not statuses:
+        owner = owner_id(found["run"]["plan"])
+        name = cm["metadata"]["name"]
+        if owner not in records or name == object_name(run_key(owner[2], owner[3])):
+            records[owner] = (name, found)
+    statuses = []
+    for owner in sorted(records, key=lambda o: (o[2] != "StatefulSet", o[2], o[3])):
+        server, _, kind, name = owner
+        if server != kube.info.server:
+            continue
+        workdir = locate.default_workdir(kube.info.context, ns, kind, name, server)
+        plan = locate.stored_plan(workdir)
+        ours = plan is not None and plan.owner == owner  # else another owner's folder: the record says
+        try:
+            status = status_of(kube, ns, workdir, records[owner][1], records[owner][0], ours)
+        except KeyClash as exc:
+            sys.stderr.write(f"warning: {exc}\n")
+            continue
+        if status is not None:
+            statuses.append(status)
+    if not statuses:
         printers.render(
             {"apiVersion": "v1", "kind": "List", "items": []}, args.output, f"no run recorded in namespace {ns}", []
         )
         return EXIT_OK
     from kubectl_csi_migrate.migration.status import render
 
-    if name:
-        printers.render(statuses[0], args.output, render(statuses[0]), [_ref(statuses[0])])
-    else:
-        data = {"apiVersion": "v1", "kind": "List", "items": statuses}
-        human = "\n\n".join(render(s) for s in statuses)
-        printers.render(data, args.output, human, [_ref(s) for s in statuses])
+    data = {"apiVersion": "v1", "kind": "List", "items": statuses}
+    human = "\n\n".join(render(s) for s in statuses)
+    printers.render(data, args.output, human, [_ref(s) for s in statuses])
     return EXIT_OK
 
 
@@ -84,20 +112,32 @@ def _ref(status: dict[str, Any]) -> str:
     return ref(status["owner"]["kind"], status["owner"]["name"])
 
 
-def status_of(kube: Any, ns: str, name: str, workdir: Any) -> dict[str, Any] | None:
-    from kubectl_csi_migrate.migration import record as cluster_record
+def status_of(
+    kube: Any, ns: str, workdir: Any, found: dict[str, Any] | None, record_name: str, from_workdir: bool | None = None
+) -> dict[str, Any] | None:
+    """The status of the run the working directory holds (`from_workdir`, by default when it holds
+    one: the caller checked it is the owner's), else of the one `found` (its record, read from
+    configmap `record_name`); None when there is neither. A Lease of the run's name that locks
+    another owner is refused (KeyClash)."""
+    from kubectl_csi_migrate.errors import KeyClash
+    from kubectl_csi_migrate.kube.lock import owner_of_lease
+    from kubectl_csi_migrate.migration.plan import Plan, object_name
     from kubectl_csi_migrate.migration.preflight import _age
     from kubectl_csi_migrate.migration.status import summarize
 
-    if workdir.has_run() and workdir.run_problem((kube.info.server, ns, name)) is None:
+    if workdir.has_run() if from_workdir is None else from_workdir:
         run, steps, source = workdir.load_run(), workdir.steps(), "working directory"
     else:
-        found = cluster_record.read(kube, ns, name)
         if not found or found["run"].get("plan", {}).get("server") != kube.info.server:
             return None
         run, steps = found["run"], found["steps"]
-        source = f"configmap/{cluster_record.name_of(name)} in the cluster (the working directory is missing)"
-    lease = kube.get("Lease", f"csi-migrate-{name}", ns)
+        source = f"configmap/{record_name} in the cluster (the working directory is missing)"
+    plan = Plan.from_dict(run["plan"])
+    lease_name = object_name(plan.key)
+    lease = kube.get("Lease", lease_name, ns)
+    theirs = owner_of_lease(lease or {})
+    if theirs and theirs != f"{plan.kind}/{plan.name}":
+        raise KeyClash(f"lease {ns}/{lease_name} locks the runs of {theirs}, not of {plan.what}")
     age = _age(lease["spec"].get("renewTime", ""), kube.server_date) if lease else None
     holder = str((lease or {}).get("spec", {}).get("holderIdentity") or "")
     return summarize(run, steps, source, lease, age, str(workdir.path), _alive_here(holder))

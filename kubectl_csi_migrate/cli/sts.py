@@ -124,26 +124,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
-    from kubectl_csi_migrate.errors import UsageError
-    from kubectl_csi_migrate.migration import preflight
-    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, run_key, word
+    from kubectl_csi_migrate.errors import KeyClash, UsageError
+    from kubectl_csi_migrate.migration import locate, preflight
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
     from kubectl_csi_migrate.migration.run import Migration, Settings
     from kubectl_csi_migrate.migration.steps import describe_steps
-    from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
     strategy = getattr(args, "strategy", None)
     ns = common.namespace_of(args, kube)
-    key = run_key(kind, name)
     if kind == "Deployment" and not args.working_directory:
         # `deploy NAME` also takes a ReplicaSet of its own: its run is keyed by that kind.
         from kubectl_csi_migrate.migration import record
+        from kubectl_csi_migrate.migration.plan import run_key
 
-        if kube.get("Deployment", name, ns) is None and (
-            kube.get("ReplicaSet", name, ns) is not None or record.read(kube, ns, run_key("ReplicaSet", name))
-        ):
-            kind, key = "ReplicaSet", run_key("ReplicaSet", name)
-    workdir = WorkDir(args.working_directory or default_name(kube.info.context, ns, key))
+        if kube.get("Deployment", name, ns) is None:
+            if kube.get("ReplicaSet", name, ns) is not None:
+                kind = "ReplicaSet"
+            else:
+                earlier = record.read(kube, ns, run_key("ReplicaSet", name))
+                if earlier is not None and record.owner_of(earlier)[1:] == (ns, "ReplicaSet", name):
+                    kind = "ReplicaSet"
+    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
+    found = locate.locate(kube, ns, kind, name, args.working_directory)
+    workdir = found.workdir
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
@@ -156,8 +160,8 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
         info.flush()
 
     resuming = False
-    common.rebuild_workdir(kube, ns, key, workdir, say, for_rollback=False)
-    if workdir.backed_up() and workdir.problem((kube.info.server, ns, key)) is None:
+    locate.rebuild(found, say, for_rollback=False)
+    if workdir.backed_up() and workdir.problem((kube.info.server, ns, kind, name)) is None:
         run = workdir.load_run()
         plan = Plan.from_dict(run["plan"])
         resuming = True
@@ -170,7 +174,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
                 f"{strategy_flag} and --keep-retain, or choose another --working-directory"
             )
     else:
-        checks, plan = check_one(args, kube, name, kind, connect)
+        checks, plan = check_one(args, kube, name, kind, connect, workdir)
         if preflight.failed(checks) or plan is None:
             for c in checks:
                 if c.status == "FAIL":
@@ -243,6 +247,8 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     except KeyboardInterrupt:
         printers.error(f"interrupted; the run is recorded in {workdir.path}: run the same command again to resume")
         return 130
+    except KeyClash:
+        raise  # the Lease is another owner's: refused before any change, one line
     except Exception as exc:
         from kubectl_csi_migrate.errors import CsiMigrateError
 

@@ -1,6 +1,9 @@
-"""One run per StatefulSet: a coordination.k8s.io Lease in its namespace.
+"""One run per owner: a coordination.k8s.io Lease in its namespace, named by the run's key.
 
-The holder is `<host>/<run id>/<pid>`. No clock is compared with another machine's: a lease
+The Lease names the owner it locks in an annotation (`csi-migrate.kubectl.io/owner:
+StatefulSet/web`): a Lease of that name that names another owner (an earlier release's key,
+which another owner's key may equal) is refused, never waited for or taken over. The holder is
+`<host>/<run id>/<pid>`. No clock is compared with another machine's: a lease
 held by someone else counts as abandoned only when this run has watched it go unrenewed for a
 whole lease duration on its own clock (as client-go's leader election decides), and the holder
 counts its own lease as held only for a lease duration after its last successful renewal, on its
@@ -20,10 +23,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, NotFoundError, PermanentError
+from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, KeyClash, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube.client import Kube, resource_path
 
 LEASE_SECONDS = 60
+OWNER = "csi-migrate.kubectl.io/owner"
+"""The Lease's annotation naming the owner it locks: `<kind>/<name>`."""
 RENEW_SECONDS = LEASE_SECONDS / 4
 log = logging.getLogger("kubectl_csi_migrate.lock")
 
@@ -46,8 +51,11 @@ class Lease:
         run_id: str,
         say: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        owner: str = "",
     ) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name[:253]
+        self.owner = owner
+        """`<kind>/<name>` of the owner this Lease locks (its OWNER annotation)."""
         self.run_id = run_id
         self.host = socket.gethostname()
         self.holder = f"{self.host}/{run_id}/{os.getpid()}"
@@ -76,6 +84,7 @@ class Lease:
                 "name": name,
                 "namespace": ns,
                 "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
+                **({"annotations": {OWNER: self.owner}} if self.owner else {}),
             },
             "spec": self._spec(acquired=True),
         }
@@ -87,6 +96,9 @@ class Lease:
                 raise PermanentError(
                     f"another csi-migrate run on {what} just gave its lease back; run the same command again"
                 ) from None
+            self.check_owner(lease, what)
+            if self.owner:
+                lease["metadata"].setdefault("annotations", {})[OWNER] = self.owner
             current = lease.get("spec", {}).get("holderIdentity", "")
             if current and current != self.holder and not self._may_take_over(current):
                 lease = self._wait_abandoned(lease, current, what)
@@ -99,6 +111,16 @@ class Lease:
         self._renewed = sent
         self._thread = threading.Thread(target=self._renew_loop, daemon=True)
         self._thread.start()
+
+    def check_owner(self, lease: dict[str, Any], what: str) -> None:
+        """Refuse a Lease of this name that locks another owner (its OWNER annotation; one
+        without, an earlier release's, is taken as this owner's)."""
+        theirs = owner_of_lease(lease)
+        if self.owner and theirs and theirs != self.owner:
+            raise KeyClash(
+                f"lease {self.namespace}/{self.name} locks the runs of {theirs}, not of {what}: "
+                "two owners' runs cannot share it; let that run finish or roll it back first; nothing was changed"
+            )
 
     def _spec(self, acquired: bool = False) -> dict[str, Any]:
         stamp = now()
@@ -218,6 +240,11 @@ class Lease:
                 pass
             except CsiMigrateError as exc:  # an unreleased lease is taken over once abandoned
                 log.info("lease %s/%s not released: %s", self.namespace, self.name, exc)
+
+
+def owner_of_lease(lease: dict[str, Any]) -> str:
+    """`<kind>/<name>` of the owner a Lease locks; "" when it does not say (an earlier release's)."""
+    return str((lease.get("metadata", {}).get("annotations") or {}).get(OWNER) or "")
 
 
 def _preconditions(lease: dict[str, Any]) -> dict[str, Any]:

@@ -35,9 +35,49 @@ _WORD = {STATEFULSET: "statefulset", DEPLOYMENT: "deployment", REPLICASET: "repl
 
 
 def run_key(kind: str, name: str) -> str:
-    """The run's name in the cluster and on disk (its Lease, its record, its working directory):
-    a StatefulSet's own name (as the first releases named them), `<kind>-<name>` for the rest."""
-    return name if kind == STATEFULSET else f"{_WORD[kind]}-{name}"
+    """The run's key, which names it in the cluster and on disk (its Lease and its record
+    `csi-migrate-<key>`, its working directory `csi-migrate-<context>-<namespace>-<key>`):
+    `<kind>-<name>` for every kind (`statefulset-web`, `deployment-web`, `replicaset-web`,
+    `pvc-web`). No kind's word followed by `-` begins another's, so two owners never share a key,
+    whatever `-` and `.` their names hold."""
+    return f"{_WORD[kind]}-{name}"
+
+
+def legacy_key(kind: str, name: str) -> str | None:
+    """The key an earlier release gave the run, where it differs: a StatefulSet's bare name.
+    That key may be another owner's (StatefulSet `deployment-web`'s is Deployment `web`'s, and
+    StatefulSet `statefulset-web`'s is StatefulSet `web`'s): what is found under it is this
+    owner's run only when the plan it stores names this kind and name."""
+    return name if kind == STATEFULSET else None
+
+
+def fit_name(name: str, limit: int) -> str:
+    """`name`, or when longer than `limit`, its start and a hash of the whole (two long names
+    that share their start still differ), ending in a letter or digit, as names must."""
+    if len(name) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - len(digest) - 1].rstrip('.-_')}-{digest}"
+
+
+def object_name(key: str) -> str:
+    """The name of the run `key`'s Lease and record (ConfigMap) in the owner's namespace:
+    `csi-migrate-<key>`, a DNS subdomain of at most 253 characters."""
+    return fit_name(f"csi-migrate-{key}", 253)
+
+
+def label_value(key: str) -> str:
+    """The run `key` as a label value (at most 63 characters)."""
+    return fit_name(key, 63)
+
+
+def owner_id(plan: Obj) -> tuple[str, str, str, str]:
+    """(server, namespace, kind, name) of the owner a stored plan (run.json's, a record's) is a
+    run of; an earlier release's plan of a StatefulSet names it in `statefulset`."""
+    name = plan.get("name") or plan.get("statefulset") or ""
+    return (plan.get("server", ""), plan.get("namespace", ""), plan.get("kind") or STATEFULSET, name)
 
 
 def word(kind: str) -> str:
@@ -121,10 +161,20 @@ class Plan:
     kind: str = STATEFULSET
     pod: str = ""
     """A claim's: the bare pod mounting it, stopped while it moves and created again after."""
+    key: str = ""
+    """The run's key (`run_key`: its Lease, its record, its default working directory), fixed
+    when the run starts: a run of an earlier release keeps the key it had (`legacy_key`: a
+    plan stored without one is such a run)."""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", run_key(self.kind, self.name))
 
     @property
-    def key(self) -> str:
-        return run_key(self.kind, self.name)
+    def owner(self) -> tuple[str, str, str, str]:
+        """(server, namespace, kind, name): the owner this is a run of, as a run found under a
+        key (a Lease, a record, a working directory) is checked to be the one asked about."""
+        return (self.server, self.namespace, self.kind, self.name)
 
     @property
     def ref(self) -> str:
@@ -171,6 +221,9 @@ class Plan:
         volumes = tuple(VolumePlan(**v) for v in data.get("volumes", []))
         fields = {k: v for k, v in data.items() if k not in ("volumes", "statefulset")}
         fields.setdefault("name", data.get("statefulset", ""))
+        if not fields.get("key"):  # an earlier release's run: the key it was started under
+            kind = fields.get("kind", STATEFULSET)
+            fields["key"] = legacy_key(kind, fields["name"]) or run_key(kind, fields["name"])
         fields["migrate_templates"] = tuple(fields.get("migrate_templates", ()))
         fields["topology_keys"] = tuple(fields.get("topology_keys", ()))
         return cls(**fields, volumes=volumes)

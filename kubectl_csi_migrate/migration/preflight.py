@@ -733,7 +733,7 @@ def check_vcenter_privileges(vc: VCenter, plan: Plan, found: dict[str, str]) -> 
 
 
 def check_workdir(workdir: WorkDir, plan: Plan) -> Check:
-    problem = workdir.problem((plan.server, plan.namespace, plan.key))
+    problem = workdir.problem(plan.owner)
     if problem:
         return Check("working-directory", FAIL, problem)
     state = "resumes the unfinished run" if workdir.has_run() else "usable"

@@ -1,6 +1,7 @@
-"""The run's record kept in the cluster: ConfigMap `csi-migrate-<sts>` (`csi-migrate-<kind>-<name>`
-for the other owners, as Plan.key names the run) in the owner's namespace, written once the
-backup is done (before anything is deleted) and updated as steps
+"""The run's record kept in the cluster: ConfigMap `csi-migrate-<key>` (Plan.key:
+`csi-migrate-statefulset-web`, `csi-migrate-deployment-api`, `csi-migrate-pvc-data`; an earlier
+release's run of a StatefulSet keeps its `csi-migrate-<name>`) in the owner's namespace, written
+once the backup is done (before anything is deleted) and updated as steps
 finish, so that a lost working directory (an ephemeral CI runner, a deleted folder) does not lose
 which disk belonged to which claim: `sts`, `rollback` and `status` rebuild the directory from it.
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError
 from kubectl_csi_migrate.kube.client import Kube
-from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
 Obj = dict[str, Any]
@@ -36,8 +37,13 @@ LABEL = "csi-migrate.kubectl.io/record"
 
 
 def name_of(key: str) -> str:
-    """The record of the run `key` (Plan.key: a StatefulSet's name, `deployment-<name>`...)."""
-    return f"csi-migrate-{key}"
+    """The record of the run `key` (Plan.key: `statefulset-web`, `deployment-api`...)."""
+    return object_name(key)
+
+
+def owner_of(found: Obj) -> tuple[str, str, str, str]:
+    """(server, namespace, kind, name): whose run a record (as `read` returns it) is."""
+    return owner_id(found["run"].get("plan") or {})
 
 
 class ClusterRecord:
@@ -102,7 +108,8 @@ class ClusterRecord:
 
     def _create(self, body: Obj) -> None:
         body["binaryData"] = {"backups.yaml.gz": self._packed}
-        meta = {"name": self.name, "namespace": self.plan.namespace, "labels": {LABEL: self.plan.key}}
+        labels = {LABEL: label_value(self.plan.key)}
+        meta = {"name": self.name, "namespace": self.plan.namespace, "labels": labels}
         self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
 
     @staticmethod
@@ -119,8 +126,11 @@ def read(kube: Kube, namespace: str, key: str) -> Obj | None:
     """The record of the last run `key` (Plan.key): {"run", "steps", "volumes", "backups"}, or
     None when there is none."""
     cm = kube.get_once("ConfigMap", name_of(key), namespace)  # read at a command's start only
-    if cm is None:
-        return None
+    return None if cm is None else parse(cm)
+
+
+def parse(cm: Obj) -> Obj:
+    """A record's ConfigMap as `read` returns it."""
     data = cm.get("data") or {}
     packed = (cm.get("binaryData") or {}).get("backups.yaml.gz", "")
     backups = load_all_yaml(gzip.decompress(base64.b64decode(packed))) if packed else []

@@ -8,7 +8,7 @@ rollback killed at any point is resumed by the same command. Invariants kept her
 1. nothing is mutated before every object is backed up (fsync'd);
 2. every PV is Retain before any PVC or PV is deleted, forwards and backwards;
 3. no VMDK or FCD is ever deleted, and no second PV is created for a disk another PV still names;
-4. one run per StatefulSet (a Lease in its namespace);
+4. one run per owner (a Lease in its namespace, named by the run's key);
 5. a PV created from a backup never carries a stale claim uid or a Delete policy while unbound.
 """
 
@@ -35,7 +35,7 @@ from kubectl_csi_migrate.kube.cache import Cache, selector
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
-from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan
+from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan, object_name
 from kubectl_csi_migrate.migration.record import ClusterRecord
 from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
@@ -279,7 +279,8 @@ class Migration:
     def _locked(self) -> Iterator[None]:
         """The run's Lease held, every change checked against it, API outages ridden out."""
         plan = self.plan
-        lease = Lease(self.kube, plan.namespace, f"csi-migrate-{plan.key}", self.run_id, self.say)
+        owner = f"{plan.kind}/{plan.name}"
+        lease = Lease(self.kube, plan.namespace, object_name(plan.key), self.run_id, self.say, owner=owner)
         lease.acquire(plan.what)
 
         def before_mutation() -> None:

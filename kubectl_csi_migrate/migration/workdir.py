@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from kubectl_csi_migrate.errors import PermanentError
-from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.plan import Plan, fit_name, word
 
 Obj = dict[str, Any]
 
@@ -55,10 +55,12 @@ def dump_all_yaml(docs: list[Any]) -> str:
 
 
 def default_name(context: str, namespace: str, key: str) -> str:
-    """csi-migrate-<context>-<namespace>-<run key>, reduced to safe file-name characters (the
-    key: a StatefulSet's name, `deployment-<name>`, `pvc-<name>`: Plan.key)."""
+    """csi-migrate-<context>-<namespace>-<run key>, reduced to safe file-name characters and to
+    255 bytes (the key: `statefulset-<name>`, `deployment-<name>`, `pvc-<name>`: Plan.key; an
+    earlier release's run of a StatefulSet: its bare name). Which owner's run a folder holds is
+    read from its run.json, never from its name: names of several owners can meet here."""
     raw = f"csi-migrate-{context or 'cluster'}-{namespace}-{key}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+    return fit_name(re.sub(r"[^A-Za-z0-9._-]+", "_", raw), 255)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -94,8 +96,8 @@ class WorkDir:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def problem(self, plan_key: tuple[str, str, str]) -> str | None:
-        """Why this folder cannot be used for the owner `plan_key` (server, namespace, run key),
+    def problem(self, owner: tuple[str, str, str, str]) -> str | None:
+        """Why this folder cannot be used for the `owner` (server, namespace, kind, name: Plan.owner),
         or None when it can (new, empty, or this owner's unfinished run)."""
         if not self.path.exists():
             # Created with its missing parents: the nearest folder that exists must be writable.
@@ -117,8 +119,8 @@ class WorkDir:
             return f"{self.path} is not empty and holds no csi-migrate run; choose another --working-directory"
         run = self.load_run()
         plan = Plan.from_dict(run["plan"])
-        if (plan.server, plan.namespace, plan.key) != plan_key:
-            return f"{self.path} holds the run of {plan.what} on {plan.server}; choose another --working-directory"
+        if plan.owner != owner:
+            return self.not_owner(plan, owner) + "; choose another --working-directory"
         if run.get("rolled_back"):
             return (
                 f"{self.path} holds a run of this {plan.kind} that was rolled back; move it away or choose "
@@ -133,15 +135,25 @@ class WorkDir:
             return f"{self.path} holds a finished migration of this {plan.kind}; choose another --working-directory"
         return None
 
-    def run_problem(self, plan_key: tuple[str, str, str]) -> str | None:
-        """Why this folder holds no run of the StatefulSet `plan_key` to roll back or report on,
+    def run_problem(self, owner: tuple[str, str, str, str]) -> str | None:
+        """Why this folder holds no run of the `owner` (Plan.owner) to roll back or report on,
         or None when it does."""
         if not self.run_file.exists():
             return f"{self.path} holds no csi-migrate run (pass the run's --working-directory)"
         plan = Plan.from_dict(self.load_run()["plan"])
-        if (plan.server, plan.namespace, plan.key) != plan_key:
-            return f"{self.path} holds the run of {plan.what} on {plan.server}"
+        if plan.owner != owner:
+            return self.not_owner(plan, owner)
         return None
+
+    def not_owner(self, plan: Plan, owner: tuple[str, str, str, str]) -> str:
+        """This folder's run (of `plan`) is not one of `owner`: says whose it is."""
+        server, namespace, kind, name = owner
+        where = f" on {plan.server}" if plan.server != server else ""
+        return f"{self.path} holds the run of {plan.what}{where}, not of {word(kind)} {namespace}/{name}"
+
+    def plan(self) -> Plan | None:
+        """The plan of the run this folder holds, if any."""
+        return Plan.from_dict(self.load_run()["plan"]) if self.run_file.exists() else None
 
     def has_run(self) -> bool:
         return self.run_file.exists()

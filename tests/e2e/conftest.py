@@ -153,9 +153,10 @@ def kubectl(env: cluster.Env) -> Kubectl:
 
 
 def run_plugin(
-    env_vars: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 300
+    env_vars: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `kubectl csi-migrate ARGS` the way a user does: through kubectl's plugin lookup."""
+    """Run `kubectl csi-migrate ARGS` the way a user does: through kubectl's plugin lookup (in
+    `cwd`, where the default working directories go, when given)."""
     path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
     return subprocess.run(
         ["kubectl", "csi-migrate", *args],
@@ -164,4 +165,5 @@ def run_plugin(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )

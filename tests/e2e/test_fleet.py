@@ -41,7 +41,7 @@ def test_all_migrates_every_statefulset_and_names_the_ones_it_could_not(
         "--working-directory",
         str(tmp_path),
     ]
-    with ForeignHolder(kubectl, ns, "csi-migrate-queue"):
+    with ForeignHolder(kubectl, ns, "csi-migrate-statefulset-queue"):
         proc = run_plugin(env_vars, *args, "-o", "json", timeout=600)
     assert proc.returncode == 1, proc.stderr
     summary = {item["name"]: item for item in json.loads(proc.stdout)["items"]}

@@ -336,7 +336,7 @@ def test_item_8_a_live_run_with_a_skewed_clock_keeps_its_lease(
     take it over by comparing that time with its own clock. It is refused, changing nothing."""
     scenario.create(env, "web", ns, replicas=2)
     before = versions(kubectl, ns)
-    with ForeignHolder(kubectl, ns, "csi-migrate-web"):
+    with ForeignHolder(kubectl, ns, "csi-migrate-statefulset-web"):
         proc = run_plugin(
             env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
             "--working-directory", str(tmp_path / "run"),
@@ -361,7 +361,7 @@ def test_an_abandoned_lease_of_another_machine_is_taken_over_once_seen_unrenewed
         {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": "csi-migrate-web", "namespace": ns},
+            "metadata": {"name": "csi-migrate-statefulset-web", "namespace": ns},
             "spec": spec,
         }
     )
@@ -409,7 +409,7 @@ def test_item_8_a_run_that_loses_its_lease_stops_before_its_next_change(
         # The run now waits for the syncer to release the disk: take its lease, and give the
         # run's renewal time to come round and find it taken.
         patch = {"spec": {"holderIdentity": "elsewhere/other-run/1"}}
-        kubectl("-n", ns, "patch", "lease", "csi-migrate-db", "--type=merge", "-p", json.dumps(patch))
+        kubectl("-n", ns, "patch", "lease", "csi-migrate-statefulset-db", "--type=merge", "-p", json.dumps(patch))
         time.sleep(RENEW_SECONDS + 3)
     finally:
         os.killpg(syncer, signal.SIGCONT)
@@ -418,7 +418,7 @@ def test_item_8_a_run_that_loses_its_lease_stops_before_its_next_change(
     assert "lost its lease" in err and "held by elsewhere/other-run/1" in err, err
     assert not kubectl.exists("pv", volume.pv), "a PV was created after the lease was lost"
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
-    kubectl("-n", ns, "delete", "lease", "csi-migrate-db")  # the other run is done
+    kubectl("-n", ns, "delete", "lease", "csi-migrate-statefulset-db")  # the other run is done
     resumed = run_plugin(env_vars, *args)
     assert resumed.returncode == 0, resumed.stderr
     assert_migrated(env, kubectl, made, sts_uid)

@@ -209,8 +209,9 @@ def test_all_killed_mid_run_is_resumed_by_the_same_command_then_each_owner_rolls
         assert_claim_migrated(env, kubectl, ns, volume)
     assert len(ready_pods(kubectl, ns, "api")) == 1 and len(ready_pods(kubectl, ns, "tool")) == 1
 
-    for owner in ("web", "deploy/api", "pvc/tool-data"):
-        folder = next(tmp_path.glob(f"csi-migrate-*-{ns}-{owner.replace('/', '*-').replace('deploy*', 'deployment')}"))
+    keys = {"web": "statefulset-web", "deploy/api": "deployment-api", "pvc/tool-data": "pvc-tool-data"}
+    for owner, key in keys.items():
+        folder = next(tmp_path.glob(f"csi-migrate-*-{ns}-{key}"))
         back = run_plugin(env_vars, "rollback", owner, "-n", ns, "--yes", "--working-directory", str(folder))
         assert back.returncode == 0, f"{owner}: {back.stderr[-3000:]}"
     for volume in [*web.volumes, *api.volumes, tool]:

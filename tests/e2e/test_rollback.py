@@ -306,7 +306,7 @@ def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
 
     shutil.rmtree(workdir)
     lost = status(env_vars, ns, workdir)
-    assert lost["source"].startswith("configmap/csi-migrate-web"), lost
+    assert lost["source"].startswith("configmap/csi-migrate-statefulset-web"), lost
     # The record in the cluster is written after some kinds of step only: it shows the last of
     # those before the kill, and names the steps since as ones that may have run (the resume does
     # them again, finding the claim and PV gone).
@@ -316,12 +316,12 @@ def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
     assert steps[index].id in lost["mayHaveRun"] and steps[shown + 1].id == lost["mayHaveRun"][0]
     assert [r["state"] for r in lost["replicas"]] == ["may have started", "left", "left"]
     assert "resume" in lost["commands"] and "rollback" in lost["commands"]
-    record = kubectl.get("configmap", "csi-migrate-web", ns)
+    record = kubectl.get("configmap", "csi-migrate-statefulset-web", ns)
     assert "password" not in json.dumps(record).lower()
 
     finished = run_plugin(env_vars, *args)
     assert finished.returncode == 0, finished.stderr
-    assert "rebuilt it from configmap/csi-migrate-web" in finished.stdout
+    assert "rebuilt it from configmap/csi-migrate-statefulset-web" in finished.stdout
     assert "resuming the run" in finished.stdout
     intree = scenario.Scenario(made.name, ns, made.replicas, [v for v in made.volumes if not v.csi])
     assert_migrated(env, kubectl, intree, sts_uid)
@@ -330,7 +330,7 @@ def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
     shutil.rmtree(workdir)
     rolled = run_plugin(env_vars, *rollback_args(ns, workdir))
     assert rolled.returncode == 0, rolled.stderr
-    assert "rebuilt it from configmap/csi-migrate-web" in rolled.stdout
+    assert "rebuilt it from configmap/csi-migrate-statefulset-web" in rolled.stdout
     assert_rolled_back(env, kubectl, made, before)
     assert status(env_vars, ns, workdir)["phase"] == "rolled back"
 
@@ -353,5 +353,5 @@ def test_an_offline_rollback_from_the_record_alone_undoes_every_volume_in_flight
     shutil.rmtree(workdir)
     rolled = run_plugin(env_vars, *rollback_args(ns, workdir))
     assert rolled.returncode == 0, rolled.stderr
-    assert "rebuilt it from configmap/csi-migrate-web" in rolled.stdout
+    assert "rebuilt it from configmap/csi-migrate-statefulset-web" in rolled.stdout
     assert_rolled_back(env, kubectl, made, before)

@@ -129,7 +129,7 @@ def test_predicates() -> None:
 
 def test_workdir_accepts_new_empty_or_same_unfinished_run(tmp_path: Path) -> None:
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
-    key = ("https://k", "ns", "web")
+    key = ("https://k", "ns", "StatefulSet", "web")
     assert WorkDir(tmp_path / "new").problem(key) is None
     (tmp_path / "empty").mkdir()
     assert WorkDir(tmp_path / "empty").problem(key) is None
@@ -140,7 +140,8 @@ def test_workdir_accepts_new_empty_or_same_unfinished_run(tmp_path: Path) -> Non
     wd = WorkDir(tmp_path / "run")
     wd.create(plan)
     assert wd.problem(key) is None, "this StatefulSet's unfinished run resumes"
-    assert "holds the run of statefulset ns/web" in (wd.problem(("https://k", "ns", "db")) or "")
+    assert "holds the run of statefulset ns/web" in (wd.problem(("https://k", "ns", "StatefulSet", "db")) or "")
+    assert "not of deployment ns/web" in (wd.problem(("https://k", "ns", "Deployment", "web")) or "")
     assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(wd.run_file).st_mode) == 0o600
     wd.mark_finished({"done": True})
@@ -552,7 +553,7 @@ def test_a_survey_fed_back_runs_each_row_by_its_kind(tmp_path: Path) -> None:
 
 
 def test_a_working_directory_under_folders_not_made_yet_is_usable_where_they_can_be_made(tmp_path: Path) -> None:
-    key = ("https://k", "ns", "web")
+    key = ("https://k", "ns", "StatefulSet", "web")
     assert WorkDir(tmp_path / "runs" / "today" / "web").problem(key) is None
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)

@@ -1,5 +1,6 @@
-"""README against the code: the "What it survives" table names an existing e2e test in every
-row (at least 30 rows), and the RBAC section is the code's REQUIRED_ACCESS."""
+"""README and plugin.yaml against the code: the "What it survives" table names an existing e2e
+test in every row (at least 30 rows), and README's RBAC section and the krew caveats' RBAC list
+are the code's REQUIRED_ACCESS."""
 
 from __future__ import annotations
 
@@ -31,3 +32,22 @@ def test_readme_rbac_section_is_the_code_s_required_access() -> None:
     section = section[: section.index("\n### ", 1)]
     listed = [line.strip() for line in section.splitlines() if line.startswith("    ")]
     assert listed == rbac_text().splitlines()
+
+
+def test_plugin_yaml_caveats_rbac_list_is_the_code_s_required_access() -> None:
+    """What krew shows before install lists the Kubernetes permissions the tool needs, printed
+    from REQUIRED_ACCESS as README's section is (scripts/release writes the list again from the
+    code; this keeps the committed manifest equal to it)."""
+    import importlib.util
+
+    import yaml
+
+    from kubectl_csi_migrate.migration.preflight import rbac_text
+
+    spec = importlib.util.spec_from_file_location("release", ROOT / "packaging" / "release.py")
+    assert spec and spec.loader
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    caveats = yaml.safe_load((ROOT / "plugin.yaml").read_text())["spec"]["caveats"]
+    assert release.rbac_lines(caveats) == rbac_text().splitlines()
+    assert release.with_rbac(caveats) == caveats

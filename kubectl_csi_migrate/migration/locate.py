@@ -1,0 +1,137 @@
+"""Where the run of one owner is: its working directory and its record in the cluster, found by
+the run's key and checked to be that owner's run.
+
+A run is named by its key (plan.run_key, `<kind>-<name>`): its Lease and its record
+`csi-migrate-<key>` in the owner's namespace, its default working directory
+`csi-migrate-<context>-<namespace>-<key>`. An earlier release keyed a StatefulSet's run by its
+bare name (plan.legacy_key), which may be another owner's key (StatefulSet `deployment-web`'s is
+Deployment `web`'s): such a run is still found, resumed, reported and rolled back, but only where
+the plan it stores names this StatefulSet. What is found under the key a command will use and
+holds another owner's run is refused (KeyClash) before anything changes: sharing it would mix the
+two runs. The Lease is checked when it is taken (kube/lock.py: its owner annotation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_csi_migrate.errors import KeyClash
+from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.migration import record
+from kubectl_csi_migrate.migration.plan import Plan, legacy_key, run_key, word
+from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
+
+Obj = dict[str, Any]
+
+NOTHING_CHANGED = "; nothing was changed"
+
+
+@dataclass
+class Found:
+    workdir: WorkDir
+    """The working directory: the one given, or the owner's default (default_workdir)."""
+    record: Obj | None
+    """The record in the cluster of this owner's last run on this server (record.read), if any."""
+    record_name: str
+    """The ConfigMap the record was read from, or that a new run of the owner writes."""
+
+
+def stored_plan(workdir: WorkDir) -> Plan | None:
+    """The plan of the run a folder holds; None when it holds none (or an unreadable one)."""
+    try:
+        return workdir.plan()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def default_workdir(
+    context: str, namespace: str, kind: str, name: str, server: str, base: str | Path | None = None
+) -> WorkDir:
+    """The owner's default working directory (in `base`, else the current folder): named by its
+    key, or an earlier release's folder (a StatefulSet's bare name) when that one holds this
+    owner's run and the first holds none."""
+
+    def at(key: str) -> WorkDir:
+        folder = default_name(context, namespace, key)
+        return WorkDir(Path(base) / folder if base else folder)
+
+    mine = at(run_key(kind, name))
+    old = legacy_key(kind, name)
+    if old is not None and not mine.has_run():
+        earlier = at(old)
+        plan = stored_plan(earlier)
+        if plan is not None and plan.owner == (server, namespace, kind, name):
+            return earlier
+    return mine
+
+
+def locate(kube: Kube, namespace: str, kind: str, name: str, directory: str | None, writes: bool = True) -> Found:
+    """The working directory (`directory`, else the default) and the record of the run of the
+    owner `kind`/`name`. Raises KeyClash when the folder, or the record under the key this
+    command would use, holds another owner's run. A command that `writes` no record (status)
+    reads none when the folder holds the run."""
+    server = kube.info.server
+    owner = (server, namespace, kind, name)
+    what = f"{word(kind)} {namespace}/{name}"
+    context = kube.info.context
+    workdir = WorkDir(directory) if directory else default_workdir(context, namespace, kind, name, server)
+    plan = stored_plan(workdir)
+    if plan is not None and plan.owner != owner:
+        hint = "choose another --working-directory" if directory else "pass --working-directory with another folder"
+        raise KeyClash(f"{workdir.not_owner(plan, owner)}: {hint}{NOTHING_CHANGED}")
+    # A run recorded in the folder keeps its key; a new one (or one started again from scratch)
+    # takes the owner's.
+    key = plan.key if plan is not None and workdir.backed_up() else run_key(kind, name)
+    if plan is not None and not writes:
+        return Found(workdir, None, record.name_of(key))
+    found = record.read(kube, namespace, key)
+    if found is not None and not found["run"].get("plan"):
+        found = None  # no run's record: written over, as before
+    if found is not None:
+        theirs = record.owner_of(found)
+        if theirs[1:] != owner[1:]:
+            raise KeyClash(_clash(found, record.name_of(key), what, namespace))
+        if theirs[0] != server:
+            found = None  # this owner's, as another address of the cluster named it: not resumed
+    old = legacy_key(kind, name)
+    if found is None and plan is None and old is not None:
+        earlier = record.read(kube, namespace, old)
+        if earlier is not None and record.owner_of(earlier) == owner:
+            return Found(workdir, earlier, record.name_of(old))
+    return Found(workdir, found, record.name_of(key))
+
+
+def _clash(found: Obj, name: str, what: str, namespace: str) -> str:
+    """Why another owner's record under this owner's key refuses the command, and what to do."""
+    run = found["run"]
+    other = Plan.from_dict(run["plan"])
+    delete = f"`kubectl -n {namespace} delete configmap {name}` once it is no longer needed"
+    if run.get("rolled_back"):
+        advice = f"that run was rolled back: delete its record ({delete})"
+    elif run.get("finished"):
+        advice = f"that run finished (its rollback reads this record or its working directory): {delete}"
+    else:
+        advice = f"finish or roll back that run first (`kubectl csi-migrate rollback {other.arg} -n {namespace}`)"
+    return f"configmap/{name} holds the record of the run of {other.what}, not of {what}: {advice}{NOTHING_CHANGED}"
+
+
+def rebuild(found: Found, say: Any, for_rollback: bool) -> bool:
+    """When the working directory holds no run, and the cluster holds the record of an unfinished
+    run of this owner (a finished one too, for a rollback): write the working directory again from
+    that record and say so. True when it did."""
+    workdir, found_record = found.workdir, found.record
+    if workdir.has_run() or not found_record or not found_record["run"].get("plan"):
+        return False
+    run = found_record["run"]
+    if run.get("rolled_back") or (run.get("finished") and not for_rollback):
+        return False
+    if workdir.problem(record.owner_of(found_record)) is not None:
+        return False  # a folder that is not ours to write: the usual checks say why
+    record.rebuild(workdir, found_record)
+    say(
+        f"the working directory {workdir.path} held no record of this run: rebuilt it from "
+        f"configmap/{found.record_name} (the run's record in the cluster)"
+    )
+    return True
