@@ -104,3 +104,29 @@ def test_item_2_a_signal_during_an_offline_run_stops_every_volume_before_the_lea
     assert done.returncode == 0, done.stderr
     assert "resuming the run" in done.stdout
     assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_item_5_a_fleet_child_whose_report_outgrows_a_pipe_does_not_block_the_fleet(
+    env: cluster.Env, env_vars: dict[str, str], ns: str
+) -> None:
+    """`sts --all -o json --dry-run` of a StatefulSet with 48 in-tree volumes: its run prints a
+    plan larger than a pipe holds (64 KiB). The fleet used to read a child's whole log before its
+    report, so the child blocked writing the report and the fleet waiting for the log's end: both
+    for ever. Now the fleet reports the plan."""
+    templates = tuple(f"{'d' * 58}-{i}" for i in range(3))  # names as long as a pod's volume allows
+    scenario.create(env, "web", ns, replicas=16, intree_templates=templates)
+    single = run_plugin(
+        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--dry-run", "-o", "json"
+    )
+    assert single.returncode == 0, single.stderr
+    assert len(single.stdout.encode()) > 65536, f"the plan is {len(single.stdout)} bytes: not more than a pipe holds"
+    try:
+        fleet = run_plugin(
+            env_vars, "sts", "--all", "-n", ns, "--csi-storageclass", "standard-rwo", "--dry-run", "-o", "json",
+            timeout=120,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("the fleet and its child blocked each other on a full pipe") from exc
+    assert fleet.returncode == 0, fleet.stderr
+    items = json.loads(fleet.stdout)["items"]
+    assert [(i["name"], i["result"], i["volumes"]) for i in items] == [("web", "planned", 48)]
