@@ -35,7 +35,9 @@ VC_USER = "csi-migrate@vsphere.local"
 VC_PASSWORD = "testenv-Passw0rd!"
 DATACENTER = "DC0"
 DATASTORE = "LocalDS_0"
-LIMITED_TOKEN_USERS = ("viewer",)  # users with no RBAC grants, for permission tests
+LIMITED_TOKEN_USERS = ("viewer", "reader", "verbs", "revoker")
+"""Token users with no RBAC grants, one per permission test that grants some (so that those tests
+run side by side: grants to one user add up); `viewer` is never granted anything."""
 
 
 def state_dir() -> Path:

@@ -61,6 +61,12 @@ def env(worker_id: str) -> Iterator[cluster.Env]:
 STARTED_BY_XDIST = "started-by-pytest-xdist"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` first: xdist (`--dist load`, small chunks) then starts them at once
+    on the workers, instead of leaving one to run alone at the end of the phase."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The controlling process of an xdist run stops the environment one of its workers started."""
     if hasattr(session.config, "workerinput") or session.config.getoption("dist", "no") == "no":

@@ -1,7 +1,9 @@
 """`python -m tests.e2e.killer STEP EVENT ARGS...`: `kubectl csi-migrate ARGS`, run in this
 process, SIGKILLed right after its working directory records EVENT ("start", "done", "undone")
 of STEP. With KILLER_SIGNAL=TERM (or INT, HUP) that signal is sent instead, KILLER_DELAY seconds
-later (default 0), as a user's Ctrl-C or a stopped CI job would send it.
+later (default 0), as a user's Ctrl-C or a stopped CI job would send it. STEP `#N` names the
+N-th step (from 0) of `steps_for` of the plan the run records, so that a test needs no plan of
+its own first.
 
 The kill tests use it to stop a run exactly at each boundary of `steps_for(plan)`, instead of
 racing the run's output; the command is otherwise the plugin itself (the same `main`)."""
@@ -26,9 +28,17 @@ def install(step: str, event: str) -> None:
     def send() -> None:
         os.kill(os.getpid(), signum)
 
+    target = step
+
     def record_then_kill(self: workdir.WorkDir, name: str, happened: str, **data: Any) -> None:
+        nonlocal target
         record(self, name, happened, **data)
-        if (name, happened) == (step, event):
+        if target.startswith("#"):
+            from kubectl_csi_migrate.migration.plan import Plan
+            from kubectl_csi_migrate.migration.steps import steps_for
+
+            target = steps_for(Plan.from_dict(self.load_run()["plan"]))[int(target[1:])].id
+        if (name, happened) == (target, event):
             if delay:
                 threading.Timer(delay, send).start()
             else:

@@ -1,4 +1,5 @@
-"""Roles for the e2e tests' limited user `viewer` (a token user of the test environment), built
+"""Roles for the e2e tests' limited users (token users of the test environment, one per test that
+grants something, so that such tests run side by side), built
 from the code's own list of what a migration needs (REQUIRED_ACCESS)."""
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ def _rule(verbs: list[str], kind: str, sub: str = "") -> dict[str, Any]:
     return {"apiGroups": [group], "resources": [plural + (f"/{sub}" if sub else "")], "verbs": verbs}
 
 
-def bound_roles(ns: str, name: str, cluster_rules: list[Any], ns_rules: list[Any]) -> list[dict[str, Any]]:
-    """A ClusterRole and a Role in `ns` with these rules, each bound to user viewer."""
-    subject = [{"kind": "User", "name": "viewer", "apiGroup": RBAC}]
+def bound_roles(ns: str, name: str, cluster_rules: list[Any], ns_rules: list[Any], user: str) -> list[dict[str, Any]]:
+    """A ClusterRole and a Role in `ns` with these rules, each bound to `user`."""
+    subject = [{"kind": "User", "name": user, "apiGroup": RBAC}]
     docs = []
     for kind, rules, where in (("ClusterRole", cluster_rules, None), ("Role", ns_rules, ns)):
         meta: dict[str, Any] = {"name": name, **({"namespace": where} if where else {})}
@@ -46,18 +47,18 @@ def preflight_reads() -> list[dict[str, Any]]:
     ]
 
 
-def exact_roles(ns: str, access: list[Access]) -> list[dict[str, Any]]:
+def exact_roles(ns: str, access: list[Access], user: str) -> list[dict[str, Any]]:
     """Exactly `access` (one verb per rule) plus what preflight reads, and `get leases` in the
     CSI driver's namespace (a Role there, so that it grants no lease verb in `ns`)."""
     cluster_rules, ns_rules = preflight_reads(), []
     for verb, kind, sub in access:
         (ns_rules if RESOURCES[kind][2] else cluster_rules).append(_rule([verb], kind, sub))
-    docs = bound_roles(ns, f"csi-migrate-exact-{ns}", cluster_rules, ns_rules)
-    driver = bound_roles(DRIVER_NAMESPACES[0], f"csi-migrate-driver-{ns}", [], [_rule(["get"], "Lease")])
+    docs = bound_roles(ns, f"csi-migrate-exact-{ns}", cluster_rules, ns_rules, user)
+    driver = bound_roles(DRIVER_NAMESPACES[0], f"csi-migrate-driver-{ns}", [], [_rule(["get"], "Lease")], user)
     return docs + [d for d in driver if d["kind"] in ("Role", "RoleBinding")]
 
 
-def full_access_role(ns: str) -> list[dict[str, Any]]:
+def full_access_role(ns: str, user: str) -> list[dict[str, Any]]:
     """Everything a migration needs (reads of every kind it touches, the changes it makes)."""
     read = ["get", "list", "watch"]
     cluster_rules: list[dict[str, Any]] = []
@@ -65,4 +66,4 @@ def full_access_role(ns: str) -> list[dict[str, Any]]:
     for verb, kind, sub in REQUIRED_ACCESS:
         (ns_rules if RESOURCES[kind][2] else cluster_rules).append(_rule([verb, *read], kind, sub))
     cluster_rules += [*preflight_reads(), _rule(read, "Lease")]
-    return bound_roles(ns, f"csi-migrate-full-{ns}", cluster_rules, ns_rules)
+    return bound_roles(ns, f"csi-migrate-full-{ns}", cluster_rules, ns_rules, user)

@@ -107,6 +107,7 @@ def test_intree_volume_is_attached_through_csi_migration_by_the_real_driver(
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
 
 
+@pytest.mark.slow
 def test_after_a_rolling_migration_claims_are_cns_volumes_that_grow_and_snapshot(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

@@ -864,7 +864,6 @@ def test_unknown_user_cluster(
     assert_unchanged(env, kubectl, ns, before)
 
 
-@pytest.mark.serial
 def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -884,7 +883,7 @@ def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
         {"apiGroups": ["apps"], "resources": ["statefulsets"], **read},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], **read},
     ]
-    subject = [{"kind": "User", "name": "viewer", "apiGroup": "rbac.authorization.k8s.io"}]
+    subject = [{"kind": "User", "name": "reader", "apiGroup": "rbac.authorization.k8s.io"}]
     rbac = "rbac.authorization.k8s.io"
 
     def bound(kind: str, rules: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:
@@ -903,7 +902,7 @@ def test_read_only_user_gets_rbac_fail_listing_missing_verbs(
         kubectl.apply(doc)
     before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
     try:
-        token = env.info()["tokens"]["viewer"]
+        token = env.info()["tokens"]["reader"]
         kubeconfig = write_kubeconfig(tmp_path / "reader.conf", env.info()["user_kubeconfig"], token=token)
         workdir = tmp_path / "wd"
         proc = plugin(env_vars, *preflight_args(ns, workdir, "--kubeconfig", kubeconfig, "-o", "json"))
@@ -937,7 +936,7 @@ def test_item_5_a_managed_statefulset_is_named_by_preflight(
     assert "standard-rwo" in check["message"]
 
 
-@pytest.mark.serial
+@pytest.mark.slow
 def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -953,15 +952,15 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     required = access_for("StatefulSet")
 
     made, before = prepare(env, kubectl, ns, replicas=1, pdb=False)
-    token = env.info()["tokens"]["viewer"]
-    kubeconfig = write_kubeconfig(tmp_path / "viewer.conf", env.info()["user_kubeconfig"], token=token)
+    token = env.info()["tokens"]["verbs"]
+    kubeconfig = write_kubeconfig(tmp_path / "verbs.conf", env.info()["user_kubeconfig"], token=token)
     environ = {**env_vars, "KUBECONFIG": kubeconfig}
     secrets = secrets_of(env, env_vars)
     applied: list[dict[str, Any]] = []
     try:
         for entry in required:
             verb, kind, sub = entry
-            applied = exact_roles(ns, [a for a in required if a != entry])
+            applied = exact_roles(ns, [a for a in required if a != entry], "verbs")
             for doc in applied:
                 kubectl.apply(doc)
             before = Before(settled(kubectl, ns), before.vmdks, migration_records(kubectl, before.vmdks))
@@ -974,7 +973,7 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
             assert proc.returncode == 1 and named, f"without {verb} {plural}:\n{show(proc)}"
             assert_failed(proc, 1, (), secrets)
             assert_unchanged(env, kubectl, ns, before)
-        applied = exact_roles(ns, list(required))
+        applied = exact_roles(ns, list(required), "verbs")
         for doc in applied:
             kubectl.apply(doc)
         done = plugin(environ, *sts_args(ns, tmp_path / "wd-all"))

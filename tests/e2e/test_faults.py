@@ -255,10 +255,10 @@ def test_item_13_a_verb_revoked_mid_run(
     finishes."""
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
-    docs = full_access_role(ns)
+    docs = full_access_role(ns, "revoker")
     for doc in docs:
         kubectl.apply(doc)
-    token = env.info()["tokens"]["viewer"]
+    token = env.info()["tokens"]["revoker"]
     kubeconfig = write_kubeconfig(tmp_path / "user.conf", env.info()["user_kubeconfig"], token=token)
     environ = {**env_vars, "KUBECONFIG": kubeconfig}
     args = migrate_args(ns, tmp_path / "run")

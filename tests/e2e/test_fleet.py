@@ -16,6 +16,7 @@ from tests.e2e.test_migration import ForeignHolder, PodMonitor, assert_migrated
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.slow
 def test_all_migrates_every_statefulset_and_names_the_ones_it_could_not(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_all_migrates_every_statefulset_and_names_the_ones_it_could_not(
     assert f"no StatefulSet with in-tree vSphere volumes in namespace {ns}: nothing to do" in again.stdout
 
 
+@pytest.mark.slow
 def test_parallel_3_holds_three_leases_at_once_and_keeps_one_replica_of_each_down_at_most(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

@@ -128,6 +128,7 @@ def assert_listed_without_warning(env: dict[str, str], path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_pip_install_then_kubectl_runs_the_plugin(
     env: cluster.Env, env_vars: dict[str, str], ns: str, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_pip_install_then_kubectl_runs_the_plugin(
     assert completions(user, "rolling-migration", "") == ["all"]
 
 
+@pytest.mark.slow
 def test_krew_installs_the_archive_with_the_released_manifest(
     env: cluster.Env, env_vars: dict[str, str], ns: str, tmp_path: Path, built: Built
 ) -> None:
@@ -207,6 +209,7 @@ def test_krew_installs_the_archive_with_the_released_manifest(
     assert again.returncode != 0 and "sha256" in (again.stderr + again.stdout).lower()
 
 
+@pytest.mark.slow
 def test_binary_runs_version_help_and_preflight(
     env: cluster.Env, env_vars: dict[str, str], ns: str, tmp_path: Path, built: Built
 ) -> None:

@@ -837,6 +837,7 @@ def test_item_2_a_disk_in_the_second_configured_datacenter_is_registered_where_p
         vc._wait_task(si, empty.Destroy_Task())
 
 
+@pytest.mark.slow
 def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

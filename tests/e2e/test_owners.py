@@ -49,6 +49,7 @@ def ready_pods(kubectl: Kubectl, ns: str, app: str) -> list[dict[str, object]]:
     ]
 
 
+@pytest.mark.slow
 def test_all_migrates_statefulsets_a_deployment_a_bare_pods_claim_and_an_unmounted_claim(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def _assert_running(kubectl: Kubectl, ns: str, kind: str) -> None:
         assert len(ready_pods(kubectl, ns, "tool")) == 1, "the bare pod is not back"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("then", ["resume", "rollback"])
 @pytest.mark.parametrize("kind", ["deploy", "pvc"])
 def test_deploy_and_pvc_killed_at_every_step_resume_or_roll_back(
@@ -166,6 +168,7 @@ def test_deploy_and_pvc_killed_at_every_step_resume_or_roll_back(
     assert len(steps) >= 10, steps
 
 
+@pytest.mark.slow
 def test_all_killed_mid_run_is_resumed_by_the_same_command_then_each_owner_rolls_back(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
