@@ -74,6 +74,11 @@ def add_vsphere_flags(parser: argparse.ArgumentParser) -> None:
         "--vsphere-insecure", action="store_true", default=None,
         help="do not verify vCenter's TLS certificate",
     )  # fmt: skip
+    group.add_argument(
+        "--vsphere-timeout", type=_seconds, default=30.0, metavar="DURATION",
+        help="how long one vCenter call may go unanswered before vCenter is taken as unreachable, "
+        "e.g. 30s (default 30s)",
+    )  # fmt: skip
 
 
 def add_owner_argument(parser: argparse.ArgumentParser, what: str = "a StatefulSet's name") -> None:
@@ -156,7 +161,7 @@ def vcenter_factory(args: argparse.Namespace, kube: Kube) -> Callable[[], VCente
             }
             config = resolve(flags, args.vsphere_config, os.environ, lambda: csi_vsphere_conf_loader(kube))
             cache["config"] = config
-            cache["vc"] = VCenter.connect(config)
+            cache["vc"] = VCenter.connect(config, timeout=getattr(args, "vsphere_timeout", 30.0))
         vc: VCenter = cache["vc"]
         return vc
 

@@ -136,7 +136,7 @@ def test_item_13_vcenter_stops_answering_mid_run(
     with one error line, nothing lost; with vCenter back, the same command finishes."""
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
-    args = migrate_args(ns, tmp_path / "run")
+    args = migrate_args(ns, tmp_path / "run", "--vsphere-timeout", "5s")  # the default, 30s, twice
     volume = first_volume(made)
     run = Run(env_vars, args)
     run.until(f"persistentvolume/{volume.pv} deleted")

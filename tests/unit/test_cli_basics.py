@@ -27,3 +27,12 @@ def test_help_does_not_import_api_clients() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_vsphere_timeout_is_a_duration_every_command_takes() -> None:
+    from kubectl_csi_migrate.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["preflight", "web"]).vsphere_timeout == 30.0
+    for command in (["preflight", "web"], ["sts", "web", "--csi-storageclass", "x"], ["rollback", "web"]):
+        assert parser.parse_args([*command, "--vsphere-timeout", "5s"]).vsphere_timeout == 5.0
