@@ -331,12 +331,13 @@ def test_a_hanging_detach_says_what_it_waits_for_and_what_to_check(
     attacher runs again, it finishes (issue 8: a stuck detach showed nothing for 10 minutes)."""
     made = scenario.create(env, "web", ns, replicas=2)
     sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
-    args = migrate_args(ns, tmp_path / "run", "--timeout", "90s")
+    # 60s: the first line (at 30s) comes half way, with the hint (it once took a 90s timeout, 45s)
+    args = migrate_args(ns, tmp_path / "run", "--timeout", "60s")
     volume = first_volume(made)
     with paused(env, "csi-attacher"):
         run = Run(env_vars, args)
         run.until(f"still waiting for volume {volume.pv} to be detached: ")
-        assert run.out[-1].rstrip().endswith("s of 90s"), run.out[-1]
+        assert run.out[-1].rstrip().endswith("s of 60s"), run.out[-1]
         run.until("hint: a detach that hangs")
     assert run.finish() == 0, run.text()
     assert_migrated(env, kubectl, made, sts_uid)
