@@ -80,3 +80,8 @@ class Stopping(CsiMigrateError):
 
 class UsageError(CsiMigrateError):
     """The command line contradicts itself (exit 2, as argparse's own errors)."""
+
+
+class NothingChanged(CsiMigrateError):
+    """A run stopped before its first change (it waited its `--timeout` for a disruption
+    budget's Lease another run holds): one `error:` line, nothing recorded, nothing to resume."""

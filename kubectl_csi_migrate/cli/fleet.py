@@ -6,8 +6,10 @@ Each owner is migrated by a `kubectl csi-migrate sts|deploy|pvc NAME` process of
 same program, the same flags), up to `--parallel N` at once: its own working directory, Lease,
 record in the cluster, API and vCenter connections, and its own signals (Ctrl-C reaches every
 one, and each stops as a single run does, resumable). The rolling strategy keeps at most one
-replica of each StatefulSet down, whatever N. The summary lists each owner: migrated, nothing to
-do, skipped (preflight refused it, nothing changed), or failed with the command that resumes it.
+replica of each StatefulSet down, whatever N, and runs whose pods one disruption budget covers take
+turns (each holds the budget's Lease for its whole run: migration/budget.py). The summary lists
+each owner: migrated, nothing to do, skipped (preflight refused it, or it waited its --timeout for
+another run's budget Lease: nothing changed), or failed with the command that resumes it.
 """
 
 from __future__ import annotations

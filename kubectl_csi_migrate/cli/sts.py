@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
-    from kubectl_csi_migrate.errors import KeyClash, UsageError
+    from kubectl_csi_migrate.errors import KeyClash, NothingChanged, UsageError
     from kubectl_csi_migrate.migration import locate, preflight
     from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
     from kubectl_csi_migrate.migration.run import Migration, Settings
@@ -247,8 +247,8 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     except KeyboardInterrupt:
         printers.error(f"interrupted; the run is recorded in {workdir.path}: run the same command again to resume")
         return 130
-    except KeyClash:
-        raise  # the Lease is another owner's: refused before any change, one line
+    except (KeyClash, NothingChanged):
+        raise  # the Lease is another owner's, or a budget's stayed another run's: no change, one line
     except Exception as exc:
         from kubectl_csi_migrate.errors import CsiMigrateError
 

@@ -10,6 +10,11 @@ counts its own lease as held only for a lease duration after its last successful
 own boot-time clock (which keeps counting while a laptop sleeps). A run that has lost its lease,
 or cannot tell whether it still holds it, stops before its next change: `check` is called before
 every mutation the client sends.
+
+A run also holds the Lease of each disruption budget covering a pod it takes down
+(migration/budget.py): those ride on the run's own (`riders`), renewed by its thread and checked
+with it, and are taken with `try_acquire`, the same rules one attempt at a time, so that the run
+can wait for a live holder, up to its `--timeout`, instead of refusing.
 """
 
 from __future__ import annotations
@@ -52,10 +57,21 @@ class Lease:
         say: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         owner: str = "",
+        annotations: dict[str, str] | None = None,
+        guards: str = "this StatefulSet",
     ) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name[:253]
         self.owner = owner
         """`<kind>/<name>` of the owner this Lease locks (its OWNER annotation)."""
+        self.annotations = {**({OWNER: owner} if owner else {}), **(annotations or {})}
+        """Written on the Lease when this run creates or takes it (OWNER, and any given)."""
+        self.guards = guards
+        """What another run may be doing once this one lost the Lease (its stop message)."""
+        self.riders: list[Lease] = []
+        """Leases held as long as this one (a run's disruption budget Leases): renewed by this
+        one's thread, checked with it before every change."""
+        self._watched: tuple[Any, float] | None = None
+        """try_acquire: (resourceVersion, clock()) of another holder's Lease as first seen unchanged."""
         self.run_id = run_id
         self.host = socket.gethostname()
         self.holder = f"{self.host}/{run_id}/{os.getpid()}"
@@ -77,40 +93,89 @@ class Lease:
         read); another holder's is taken over only once seen abandoned."""
         ns, name = self.namespace, self.name
         sent = clock()
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
-                **({"annotations": {OWNER: self.owner}} if self.owner else {}),
-            },
-            "spec": self._spec(acquired=True),
-        }
-        try:
-            self._held = self.kube.request("POST", resource_path("Lease", ns), None, body)
-        except ConflictError:
+        if not self._create():
             lease = self.kube.get("Lease", name, ns)
             if lease is None:
                 raise PermanentError(
                     f"another csi-migrate run on {what} just gave its lease back; run the same command again"
                 ) from None
             self.check_owner(lease, what)
-            if self.owner:
-                lease["metadata"].setdefault("annotations", {})[OWNER] = self.owner
             current = lease.get("spec", {}).get("holderIdentity", "")
             if current and current != self.holder and not self._may_take_over(current):
                 lease = self._wait_abandoned(lease, current, what)
-            lease["spec"] = {**lease.get("spec", {}), **self._spec(acquired=True)}
             sent = clock()
             try:  # an update with the resourceVersion we read: a concurrent taker makes it fail
-                self._held = self.kube.request("PUT", resource_path("Lease", ns, name), None, lease)
+                self._take(lease)
             except ConflictError as exc:
                 raise PermanentError(f"lease {ns}/{name} was taken by another run") from exc
         self._renewed = sent
         self._thread = threading.Thread(target=self._renew_loop, daemon=True)
         self._thread.start()
+
+    def try_acquire(self, what: str) -> dict[str, Any] | None:
+        """One attempt, never waiting, by `acquire`'s rules, for a run that waits on its own
+        terms (migration/budget.py calls it again and again): None once the Lease is this run's
+        (created; or taken over: one without a holder or whose holder's process is gone from
+        this host at once, any other once these calls have seen it unchanged for a whole lease
+        duration on this run's clock); else the Lease as read, held by another ({}: it was given
+        back meanwhile). Starts no renewal thread: the run's own Lease renews it (`riders`)."""
+        ns, name = self.namespace, self.name
+        sent = clock()
+        lease = self.kube.get("Lease", name, ns) if self._watched else None  # seen held: read first
+        if lease is None:
+            if self._create():
+                self._renewed, self._watched = sent, None
+                return None
+            lease = self.kube.get("Lease", name, ns)
+            if lease is None:
+                self._watched = None
+                return {}
+        self.check_owner(lease, what)
+        current = lease.get("spec", {}).get("holderIdentity", "")
+        if current and current != self.holder and not self._may_take_over(current):
+            version = lease["metadata"].get("resourceVersion")
+            duration = float(lease.get("spec", {}).get("leaseDurationSeconds") or LEASE_SECONDS)
+            if self._watched is None or self._watched[0] != version:
+                self._watched = (version, clock())  # renewed (or first seen): watched afresh
+                return lease
+            if clock() - self._watched[1] < duration:
+                return lease
+            self.say(f"lease {ns}/{name} was not renewed for {duration:.0f}s: its holder {current} is gone; taking it")
+        sent = clock()
+        try:
+            self._take(lease)
+        except ConflictError:  # another run was quicker
+            self._watched = None
+            return lease
+        self._renewed, self._watched = sent, None
+        return None
+
+    def _create(self) -> bool:
+        """Create the Lease held by this run: False when one of that name exists (409)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "kubectl-csi-migrate"},
+                **({"annotations": dict(self.annotations)} if self.annotations else {}),
+            },
+            "spec": self._spec(acquired=True),
+        }
+        try:
+            self._held = self.kube.request("POST", resource_path("Lease", self.namespace), None, body)
+        except ConflictError:
+            return False
+        return True
+
+    def _take(self, lease: dict[str, Any]) -> None:
+        """Take `lease` as read (its resourceVersion a precondition: ConflictError if changed)."""
+        if self.annotations:
+            lease["metadata"].setdefault("annotations", {}).update(self.annotations)
+        lease["spec"] = {**lease.get("spec", {}), **self._spec(acquired=True)}
+        path = resource_path("Lease", self.namespace, self.name)
+        self._held = self.kube.request("PUT", path, None, lease)
 
     def check_owner(self, lease: dict[str, Any], what: str) -> None:
         """Refuse a Lease of this name that locks another owner (its OWNER annotation; one
@@ -178,6 +243,8 @@ class Lease:
     def _renew_loop(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
             self.renew()
+            for rider in list(self.riders):
+                rider.renew()
 
     def renew(self) -> None:
         """Renew if the lease is still ours: an update of the version this run last wrote (read
@@ -206,14 +273,20 @@ class Lease:
                 log.info("cannot renew lease %s/%s: %s", ns, name, exc)
 
     def check(self) -> None:
-        """Raise unless the lease is still ours for a while: called before every change."""
+        """Raise unless the lease (and each rider) is still ours for a while: called before
+        every change."""
+        self._check()
+        for rider in list(self.riders):
+            rider._check()
+
+    def _check(self) -> None:
         if clock() - self._renewed > RENEW_SECONDS:
             self.renew()  # the renewal thread is late (a stopped process, a slow API): ask now
         what = f"lease {self.namespace}/{self.name}"
         if self._lost:
             raise PermanentError(
                 f"this run lost its {what} (now {self._lost}) and stopped before its next change; another "
-                "run may be migrating this StatefulSet: let it finish, then run the same command again"
+                f"run may be migrating {self.guards}: let it finish, then run the same command again"
             )
         if clock() - self._renewed > LEASE_SECONDS * 0.8:
             raise PermanentError(

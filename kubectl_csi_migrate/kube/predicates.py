@@ -110,23 +110,29 @@ def statefulset_ready(replicas: int) -> Predicate:
     return check
 
 
-def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A LabelSelector (matchLabels and matchExpressions) against a pod's labels. An empty
-    selector matches nothing here, as for a PodDisruptionBudget in policy/v1."""
-    match = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or []
-    if not match and not expressions:
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against an object's labels, as the API
+    server reads one (metav1.LabelSelectorAsSelector): no selector at all (None, a null
+    `selector`) selects nothing; an empty one (`{}`: no matchLabels, no matchExpressions) selects
+    everything, as a PodDisruptionBudget's in policy/v1 does every pod of its namespace;
+    otherwise every requirement must hold. An operator it does not know selects nothing (the API
+    server rejects such a selector)."""
+    if selector is None:
         return False
-    if any(labels.get(k) != v for k, v in match.items()):
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
         return False
-    for expr in expressions:
+    for expr in selector.get("matchExpressions") or []:
         key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
+        if op == "In":
+            ok = key in labels and labels[key] in values
+        elif op == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif op == "Exists":
+            ok = key in labels
+        elif op == "DoesNotExist":
+            ok = key not in labels
+        else:
+            ok = False
+        if not ok:
             return False
     return True

@@ -312,7 +312,7 @@ def _gather_deployment(kube: Kube, namespace: str, name: str, kind: str) -> Snap
     if owner is None:
         plural = "deployments.apps" if kind == DEPLOYMENT else "replicasets.apps"
         raise NotFoundError(f'{plural} "{name}" not found in namespace "{namespace}"')
-    selector = owner["spec"].get("selector") or {}
+    selector = owner["spec"].get("selector")  # apps/v1 requires a non-empty one
     pods = {
         pod["metadata"]["name"]: pod
         for pod in kube.items_once("Pod", namespace)
@@ -459,7 +459,7 @@ def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
                 continue  # no claim, or a Deployment's ReplicaSet (its Deployment is the owner)
             taken |= {(ns, c) for c in claims}
             snap_pvcs = {c: pvcs[(ns, c)] for c in claims if (ns, c) in pvcs}
-            selector = owner["spec"].get("selector") or {}
+            selector = owner["spec"].get("selector")
             snap_pods = {
                 n: pod
                 for n, pod in pods.get(ns, {}).items()

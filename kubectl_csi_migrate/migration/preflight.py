@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
-from kubectl_csi_migrate.migration import translate
+from kubectl_csi_migrate.migration import budget, translate
 from kubectl_csi_migrate.migration.plan import (
     CLAIM,
     COMMAND,
@@ -587,6 +587,10 @@ def check_other_users(kube: Kube, snap: Snapshot) -> Check:
 
 
 def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
+    """Each pod the run evicts judged with its live labels (a budget on
+    `statefulset.kubernetes.io/pod-name`, `controller-revision-hash` or
+    `apps.kubernetes.io/pod-index` covers one pod), by budget.covering, as the run judges them:
+    `selector: {}` covers every pod of the namespace."""
     if snap.kind in (DEPLOYMENT, REPLICASET):
         return Check(
             "disruption",
@@ -594,36 +598,47 @@ def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
             f"{snap.kind.lower()}/{snap.name} is scaled to 0 while its claims move, then back to {snap.replicas}: "
             "the application is down meanwhile (its pods share the claims; no replica can stay up)",
         )
-    if snap.kind == CLAIM:
-        if not snap.pods:
-            return Check("disruption", PASS, "no pod mounts the claim: nothing is down")
-        return Check(
-            "disruption",
-            WARN,
-            f"pod/{next(iter(snap.pods))} is down while its claim moves (a bare pod: nothing else serves it)",
-        )
-    if strategy == "offline":
+    if snap.kind == CLAIM and not snap.pods:
+        return Check("disruption", PASS, "no pod mounts the claim: nothing is down")
+    if strategy == "offline" and snap.kind == STATEFULSET:
         return Check(
             "disruption",
             WARN,
             "offline strategy: the StatefulSet is scaled to zero; the application is down during the migration",
         )
-    labels = snap.owner["spec"]["template"]["metadata"].get("labels", {})
-    budgets = [
-        pdb
-        for pdb in kube.items("PodDisruptionBudget", snap.namespace)
-        if p.selector_matches(pdb["spec"].get("selector") or {}, labels)
-    ]
-    if len(budgets) > 1:
+    listed = kube.items("PodDisruptionBudget", snap.namespace)
+    pods = {name: pod["metadata"].get("labels") or {} for name, pod in sorted(snap.pods.items())}
+    if not pods:  # no pod now (preflight says so elsewhere): as its template labels them
+        pods = {snap.name: snap.owner["spec"]["template"]["metadata"].get("labels") or {}}
+    covered = {name: budget.covering(listed, labels) for name, labels in pods.items()}
+    shared: dict[tuple[str, ...], list[str]] = {}
+    for name, found in covered.items():
+        if len(found) > 1:
+            shared.setdefault(tuple(b["metadata"]["name"] for b in found), []).append(name)
+    if shared:
         # The Eviction API answers 500 "This pod has more than one PodDisruptionBudget, which the
         # eviction subresource does not support" for every such pod: the run could not evict
         # one, and would find out with the StatefulSet already deleted.
-        names = ", ".join(f"poddisruptionbudget/{b['metadata']['name']}" for b in budgets)
+        empty = {b["metadata"]["name"] for b in listed if (b.get("spec") or {}).get("selector") == {}}
+        said = []
+        for names, which in shared.items():
+            text = ", ".join(
+                f"poddisruptionbudget/{n}" + (" (selector {}: every pod of the namespace)" if n in empty else "")
+                for n in names
+            )
+            who = f"pod/{which[0]} is" if len(which) == 1 else f"pod/{', pod/'.join(which)} are each"
+            said.append(f"{who} selected by {len(names)} PodDisruptionBudgets ({text})")
         return Check(
             "disruption",
             FAIL,
-            f"the pods are selected by {len(budgets)} PodDisruptionBudgets ({names}); the Eviction API "
-            "refuses to evict a pod with more than one: keep one budget for these pods",
+            f"{'; '.join(said)}; the Eviction API refuses to evict a pod with more than one: keep one budget "
+            "for each pod",
+        )
+    if snap.kind == CLAIM:
+        return Check(
+            "disruption",
+            WARN,
+            f"pod/{next(iter(snap.pods))} is down while its claim moves (a bare pod: nothing else serves it)",
         )
     if snap.replicas == 1:
         return Check(
@@ -631,16 +646,22 @@ def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
             WARN,
             "a single replica: its pod is down while its volumes move (downtime)",
         )
-    for pdb in budgets:
+    budgets = {b["metadata"]["name"]: b for found in covered.values() for b in found}
+    allowing = []
+    for name, pdb in sorted(budgets.items()):
         allowed = pdb.get("status", {}).get("disruptionsAllowed", 0)
-        name = pdb["metadata"]["name"]
         if allowed < 1:
+            which = [pod for pod, found in covered.items() if name in {b["metadata"]["name"] for b in found}]
+            whom = f"pod/{which[0]}" if len(which) == 1 else f"{len(which)} of the pods"
             return Check(
                 "disruption",
                 FAIL,
-                f"poddisruptionbudget/{name} allows no disruption now; the migration could not evict a pod",
+                f"poddisruptionbudget/{name} (covering {whom}) allows no disruption now; the migration could not "
+                "evict a pod",
             )
-        return Check("disruption", PASS, f"poddisruptionbudget/{name} allows {allowed} pod(s) down")
+        allowing.append(f"poddisruptionbudget/{name} allows {allowed} pod(s) down")
+    if allowing:
+        return Check("disruption", PASS, "; ".join(allowing))
     return Check("disruption", PASS, "no PodDisruptionBudget; one pod at a time will be evicted")
 
 

@@ -34,7 +34,7 @@ from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.cache import Cache, selector
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
-from kubectl_csi_migrate.migration import disks, events, report, volumes, workload
+from kubectl_csi_migrate.migration import budget, disks, events, report, volumes, workload
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan, object_name
 from kubectl_csi_migrate.migration.record import ClusterRecord
 from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
@@ -137,7 +137,7 @@ class Migration:
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
         else:
             self.run_id = uuid.uuid4().hex
-        with self._locked():
+        with self._locked(fresh=not resuming):
             if not resuming:  # nothing was changed yet: (re)start the record
                 self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
             if self.plan.strategy == "offline":
@@ -276,8 +276,10 @@ class Migration:
         return result
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The run's Lease held, every change checked against it, API outages ridden out."""
+    def _locked(self, fresh: bool = False) -> Iterator[None]:
+        """The run's Lease held, then the Lease of each disruption budget covering a pod the run
+        may take down (budget.py: waited for while another run holds one; `fresh`: nothing was
+        changed yet), every change checked against them, API outages ridden out."""
         plan = self.plan
         owner = f"{plan.kind}/{plan.name}"
         lease = Lease(self.kube, plan.namespace, object_name(plan.key), self.run_id, self.say, owner=owner)
@@ -288,15 +290,18 @@ class Migration:
                 raise Stopping("the run is stopping; this volume stopped before its next change")
             lease.check()
 
-        self.kube.before_mutation = before_mutation
-        self.kube.outage_seconds = API_OUTAGE_SECONDS
         try:
+            budget.hold_leases(self, lease, fresh)
+            self.kube.before_mutation = before_mutation
+            self.kube.outage_seconds = API_OUTAGE_SECONDS
             yield
         finally:
             for cache in self.caches.values():
                 cache.stop()
             self.kube.before_mutation = None
             self.kube.outage_seconds = 0.0
+            for rider in reversed(lease.riders):
+                rider.release()
             lease.release()
 
     # -- the step record ------------------------------------------------------------------------

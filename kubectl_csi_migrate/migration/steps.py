@@ -92,8 +92,11 @@ NEEDS: dict[str, tuple[Access, ...]] = {
 }
 
 RUN_NEEDS: tuple[Access, ...] = (
-    # One run per StatefulSet: a Lease in its namespace, taken, renewed and given back.
+    # One run per StatefulSet: a Lease in its namespace, taken, renewed and given back; so is the
+    # Lease of each disruption budget covering a pod it may take down (budget.py), which it
+    # finds in a list of the namespace's budgets.
     *_crud("Lease", "get", "create", "update", "patch", "delete"),
+    *_crud("PodDisruptionBudget", "list"),
     # Before each replica: has the StatefulSet been put back by someone else?
     *_crud(OWNER, "get"),
     # The run's record in the cluster (migration/record.py), written as steps finish.

@@ -432,7 +432,7 @@ def _live_owner(m: Migration) -> Obj:
 
 
 def _pods_of(live: Obj) -> Callable[[p.Objects], list[Obj]]:
-    selector = live["spec"].get("selector") or {}
+    selector = live["spec"].get("selector")
 
     def mine(objs: p.Objects) -> list[Obj]:
         return [o for o in objs.values() if p.selector_matches(selector, o["metadata"].get("labels") or {})]

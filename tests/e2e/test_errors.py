@@ -384,6 +384,48 @@ def test_item_1_two_disruption_budgets_fail_preflight_before_any_change(
     assert_unchanged(env, kubectl, ns, before)
 
 
+def test_item_6_an_empty_selector_budget_counts_as_covering_every_pod_of_the_namespace(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """In policy/v1 `selector: {}` covers every pod of the namespace. Beside the StatefulSet's own
+    budget it is a second budget over its pods (the Eviction API answers 500 for such a pod):
+    preflight FAILs naming both, and `sts` refuses before any change, instead of finding out with
+    the StatefulSet deleted. Alone, it is the budget preflight judges: allowing nothing, FAIL."""
+    _, before = prepare(env, kubectl, ns)
+    everything = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "everything", "namespace": ns},
+        "spec": {"maxUnavailable": 0, "selector": {}},
+    }
+    kubectl("create", "-f", "-", stdin=json.dumps(everything))
+    assert kubectl.get("pdb", "everything", ns)["spec"].get("selector") == {}, "the API server kept no empty selector"
+    workdir = tmp_path / "wd"
+    secrets = secrets_of(env, env_vars)
+
+    proc = plugin(env_vars, *preflight_args(ns, workdir))
+    (message,) = assert_preflight_fails(proc, "disruption", secrets, "2 PodDisruptionBudgets")
+    assert f"poddisruptionbudget/{STS}" in message and "poddisruptionbudget/everything" in message, message
+    assert "every pod of the namespace" in message, message
+
+    refused = plugin(env_vars, *sts_args(ns, workdir))
+    assert_sts_refuses(refused, ("disruption", "2 PodDisruptionBudgets", "poddisruptionbudget/everything"), secrets)
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
+
+    # The empty-selector budget alone (it allows nothing: maxUnavailable 0) is the one judged.
+    kubectl("-n", ns, "delete", "pdb", STS)
+    kubectl("-n", ns, "wait", "pdb/everything", "--for=jsonpath={.status.expectedPods}=2", "--timeout=60s")
+    kubectl("-n", ns, "wait", "pdb/everything", "--for=jsonpath={.status.disruptionsAllowed}=0", "--timeout=60s")
+    proc = plugin(env_vars, *preflight_args(ns, workdir))
+    (message,) = assert_preflight_fails(proc, "disruption", secrets, "poddisruptionbudget/everything")
+    assert "allows no disruption" in message, message
+    refused = plugin(env_vars, *sts_args(ns, workdir))
+    assert_sts_refuses(refused, ("disruption", "poddisruptionbudget/everything"), secrets)
+    assert not workdir.exists()
+    assert_unchanged(env, kubectl, ns, before)
+
+
 @pytest.mark.serial
 def test_item_4_a_stopped_csi_controller_fails_preflight_before_any_change(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path

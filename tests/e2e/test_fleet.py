@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from testenv import cluster, scenario
-from tests.e2e.conftest import Kubectl, run_plugin
+from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_migration import ForeignHolder, PodMonitor, assert_migrated
 
 pytestmark = pytest.mark.e2e
@@ -107,6 +110,86 @@ def test_parallel_3_holds_three_leases_at_once_and_keeps_one_replica_of_each_dow
         assert_migrated(env, kubectl, made[name], uids[name])
     for name in names:
         assert f"{ns}   {name}" in proc.stdout or name in proc.stdout
+
+
+def shared_budget(kubectl: Kubectl, ns: str, names: tuple[str, ...]) -> None:
+    """One PodDisruptionBudget `shared` (maxUnavailable 1) over the pods of every StatefulSet of
+    `names`, once the disruption controller counts them all."""
+    shared = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "shared", "namespace": ns},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": list(names)}]},
+        },
+    }
+    kubectl("create", "-f", "-", stdin=json.dumps(shared))
+    kubectl("-n", ns, "wait", "pdb/shared", "--for=jsonpath={.status.expectedPods}=6", "--timeout=60s")
+    kubectl("-n", ns, "wait", "pdb/shared", "--for=jsonpath={.status.disruptionsAllowed}=1", "--timeout=60s")
+
+
+HOLD = '{"metadata":{"finalizers":["csi-migrate.test/hold"]}}'
+UNHOLD = '{"metadata":{"finalizers":null}}'
+
+
+def test_item_6_two_statefulsets_under_one_budget_in_parallel_take_its_lease_in_turn(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """One budget (maxUnavailable 1) over alpha's and beta's pods, `sts --all --parallel 2`: each
+    run alone would see room for one pod down and take one. Each StatefulSet's first claim is
+    held (a finalizer) so that whichever run takes the budget's Lease first keeps it, one pod
+    down, until the other run is seen waiting for it (its own Lease taken, nothing changed).
+    Then both finish, one after the other: never two of the budget's pods not Ready, and no
+    Lease left behind."""
+    names = ("alpha", "beta")
+    made = {n: scenario.create(env, n, ns, replicas=3, pdb=False) for n in names}
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in names}
+    shared_budget(kubectl, ns, names)
+    held = {n: next(v.pvc for v in made[n].volumes if v.ordinal == 2) for n in names}  # the first to move
+    for name in names:
+        kubectl("-n", ns, "patch", "pvc", held[name], "--type=merge", "-p", HOLD)
+    pods = {f"{n}-{i}" for n in names for i in range(3)}
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    with PodMonitor(env, ns, pods) as monitor:
+        proc = subprocess.Popen(
+            ["kubectl", "csi-migrate", "sts", "--all", "--parallel", "2", "-n", ns, "--csi-storageclass",
+             "standard-rwo", "--yes", "--working-directory", str(tmp_path)],
+            env={**env_vars, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                deleting = [n for n in names if kubectl.get("pvc", held[n], ns)["metadata"].get("deletionTimestamp")]
+                leases = {item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]}
+                if deleting and all(f"csi-migrate-statefulset-{n}" in leases for n in names):
+                    break
+                assert proc.poll() is None, f"the command ended early: {proc.communicate()}"
+                assert time.monotonic() < deadline, f"no run took a pod down while the other waited: {leases}"
+                time.sleep(0.2)
+            time.sleep(3)  # the other run tried the budget's Lease right after taking its own
+            (first,) = deleting
+            (second,) = [n for n in names if n != first]
+            assert "csi-migrate.pdb.shared" in leases
+            assert not kubectl.get("pvc", held[second], ns)["metadata"].get("deletionTimestamp")
+            assert kubectl.get("statefulset", second, ns)["metadata"]["uid"] == uids[second], "the waiting run changed"
+        finally:
+            for name in names:
+                kubectl("-n", ns, "patch", "pvc", held[name], "--type=merge", "-p", UNHOLD)
+        out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-4000:] + out[-4000:]
+    waited = [line for line in out.splitlines() if line.startswith(f"[{ns}/{second}] waiting for poddisruptionbudget")]
+    assert waited and f"poddisruptionbudget {ns}/shared" in waited[0], out
+    assert f"the csi-migrate run of statefulset {ns}/{first}" in waited[0], waited
+    assert any(line.startswith(f"[{ns}/{second}] poddisruptionbudget {ns}/shared: lease") for line in out.splitlines())
+    assert monitor.events > 0
+    assert monitor.min_ready >= 5, (
+        f"{6 - monitor.min_ready} pods of poddisruptionbudget shared (maxUnavailable 1) were not Ready at once\n{out}"
+    )
+    for name in names:
+        assert_migrated(env, kubectl, made[name], uids[name])
+    leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
+    assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"
 
 
 def test_the_survey_fed_back_with_from_file_migrates_what_it_lists(

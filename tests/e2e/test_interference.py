@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +16,8 @@ import pytest
 
 from testenv import api, cluster, scenario
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
-from tests.e2e.test_migration import assert_migrated
+from tests.e2e.test_fleet import shared_budget
+from tests.e2e.test_migration import PodMonitor, assert_migrated
 from tests.e2e.test_rollback import migrate_args, plan_steps, recorded
 
 pytestmark = pytest.mark.e2e
@@ -140,3 +142,83 @@ def test_item_5_a_fleet_child_whose_report_outgrows_a_pipe_does_not_block_the_fl
     assert fleet.returncode == 0, fleet.stderr
     items = json.loads(fleet.stdout)["items"]
     assert [(i["name"], i["result"], i["volumes"]) for i in items] == [("web", "planned", 48)]
+
+
+def wait_stopped(proc: subprocess.Popen[str], timeout: float = 180) -> None:
+    """Until `proc` is stopped (SIGSTOP: state T), failing if it ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it was stopped: exit {proc.returncode} {proc.communicate()}")
+        if Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run was not stopped")
+
+
+def test_item_6_a_run_waits_for_a_shared_budget_held_by_a_stopped_run_then_stops_with_nothing_changed(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """One budget (maxUnavailable 1) over alpha's and beta's pods. `sts alpha` is stopped
+    (SIGSTOP: alive, its Leases unrenewed but younger than their duration) right after it deleted
+    its first pod. `sts beta --timeout 15s` must not take a second pod down under the budget: it
+    waits for the budget's Lease, naming the budget and alpha's run, and stops with one `error:`
+    line, nothing changed (its StatefulSet, pods, claims and PVs as they were, no working
+    directory). alpha, continued, finishes; `sts beta` then finishes too; never two of the
+    budget's pods not Ready."""
+    names = ("alpha", "beta")
+    made = {n: scenario.create(env, n, ns, replicas=3, pdb=False) for n in names}
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in names}
+    shared_budget(kubectl, ns, names)
+    first_evict = next(s for s in plan_steps(env_vars, ns, "rolling", "alpha") if s.kind == "evict")
+    common = ["-n", ns, "--csi-storageclass", "standard-rwo", "--yes"]
+    alpha_args = ["sts", "alpha", *common, "--working-directory", str(tmp_path / "alpha")]
+    beta_args = ["sts", "beta", *common, "--working-directory", str(tmp_path / "beta")]
+
+    def beta_objects() -> dict[str, str]:
+        found = {"statefulset": kubectl.get("statefulset", "beta", ns)}
+        for v in made["beta"].volumes:
+            found[f"pod/beta-{v.ordinal}"] = kubectl.get("pod", f"beta-{v.ordinal}", ns)
+            found[f"pvc/{v.pvc}"] = kubectl.get("pvc", v.pvc, ns)
+            found[f"pv/{v.pv}"] = kubectl.get("pv", v.pv)
+        return {key: obj["metadata"]["resourceVersion"] for key, obj in found.items()}
+
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    pods = {f"{n}-{i}" for n in names for i in range(3)}
+    with PodMonitor(env, ns, pods) as monitor:
+        alpha = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.killer", first_evict.id, "done", *alpha_args],
+            cwd=REPO, env={**env_vars, "PATH": path, "KILLER_SIGNAL": "STOP"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_stopped(alpha)
+            assert recorded(tmp_path / "alpha")[first_evict.id] == "done"
+            assert not kubectl.exists("pod", first_evict.target.split("/")[1], ns), "alpha's first pod is not down"
+            before = beta_objects()
+            started = time.monotonic()
+            refused = run_plugin(env_vars, *beta_args, "--timeout", "15s", timeout=180)
+            took = time.monotonic() - started
+            after = beta_objects()
+        finally:
+            os.kill(alpha.pid, signal.SIGCONT)
+        out, err = alpha.communicate(timeout=300)
+        assert alpha.returncode == 0, f"alpha, continued, did not finish: {out}{err}"
+        done = run_plugin(env_vars, *beta_args, timeout=300)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, refused.stderr
+    assert f"poddisruptionbudget {ns}/shared" in errors[0] and "nothing was changed" in errors[0], errors
+    assert f"the csi-migrate run of statefulset {ns}/alpha" in errors[0], errors
+    waiting = [line for line in refused.stdout.splitlines() if line.startswith("waiting for poddisruptionbudget")]
+    assert waiting and f"{ns}/shared" in waiting[0] and f"statefulset {ns}/alpha" in waiting[0], refused.stdout
+    assert 15 <= took < 60, f"beta gave up after {took:.0f}s, not after its --timeout"
+    assert after == before, "beta changed its objects while alpha held the budget's Lease"
+    assert not (tmp_path / "beta").exists(), "beta started a record"
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert monitor.events > 0
+    assert monitor.min_ready >= 5, f"{6 - monitor.min_ready} pods of poddisruptionbudget shared were down at once"
+    for name in names:
+        assert_migrated(env, kubectl, made[name], uids[name])
+    leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
+    assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"

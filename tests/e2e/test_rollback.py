@@ -62,9 +62,9 @@ def rollback_args(ns: str, workdir: Path) -> list[str]:
     return ["rollback", "web", "-n", ns, "--yes", "--timeout", "90s", "--working-directory", str(workdir)]
 
 
-def plan_steps(env_vars: dict[str, str], ns: str, strategy: str) -> list[Step]:
+def plan_steps(env_vars: dict[str, str], ns: str, strategy: str, name: str = "web") -> list[Step]:
     proc = run_plugin(
-        env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--strategy", strategy,
+        env_vars, "sts", name, "-n", ns, "--csi-storageclass", "standard-rwo", "--strategy", strategy,
         "--dry-run", "-o", "json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -184,10 +184,16 @@ def test_default_working_directory_name_is_safe() -> None:
             {"app": "web"},
             False,
         ),
-        ({}, {"app": "web"}, False),
+        # As the API server reads a LabelSelector: empty selects everything, none selects nothing.
+        ({}, {"app": "web"}, True),
+        ({"matchLabels": {}, "matchExpressions": []}, {}, True),
+        (None, {"app": "web"}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "Near", "values": ["web"]}]}, {"app": "web"}, False),
     ],
 )
-def test_selector_matches(selector: dict[str, Any], labels: dict[str, str], matches: bool) -> None:
+def test_selector_matches(selector: dict[str, Any] | None, labels: dict[str, str], matches: bool) -> None:
     assert p.selector_matches(selector, labels) is matches
 
 
