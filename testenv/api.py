@@ -11,6 +11,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 from typing import Any
 
 from testenv import cluster
@@ -67,6 +68,21 @@ def knows(kind: str) -> bool:
     return kind.lower() in RESOURCES
 
 
+def _request(env: cluster.Env, path: str) -> tuple[int, bytes]:
+    for attempt in (1, 2):
+        conn = _connection(env)
+        try:
+            conn.request("GET", path, headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            _local.conn = None  # the API server restarted, or the connection was idle too long
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def get(env: cluster.Env, kind: str, name: str = "", namespace: str | None = None) -> Any:
     """As `kubectl get KIND [NAME] [-n NAMESPACE] -o json`: one object, or a list whose items
     carry their apiVersion and kind as kubectl shows them. NotFound for a missing object."""
@@ -75,22 +91,18 @@ def get(env: cluster.Env, kind: str, name: str = "", namespace: str | None = Non
     if namespaced:
         path += f"namespaces/{namespace or 'default'}/"
     path += resource + (f"/{name}" if name else "")
-    for attempt in (1, 2):
-        conn = _connection(env)
-        try:
-            conn.request("GET", path, headers={"Accept": "application/json"})
-            response = conn.getresponse()
-            body = response.read()
-            break
-        except (http.client.HTTPException, OSError):
-            conn.close()
-            _local.conn = None  # the API server restarted, or the connection was idle too long
-            if attempt == 2:
-                raise
-    if response.status == 404:
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = _request(env, path)
+        if status in (429, 503) and time.monotonic() < deadline:
+            # as client-go does: "storage is (re)initializing" (a CRD just created), a restart
+            time.sleep(1)
+            continue
+        break
+    if status == 404:
         raise NotFound(f"{kind} {name} not found")
-    if response.status != 200:
-        raise RuntimeError(f"GET {path}: {response.status} {body[:500]!r}")
+    if status != 200:
+        raise RuntimeError(f"GET {path}: {status} {body[:500]!r}")
     data = json.loads(body)
     if not name:  # a list: its items carry no apiVersion and kind; kubectl's output does
         item_kind = data.get("kind", "").removesuffix("List")
