@@ -354,15 +354,26 @@ def deployment(env: cluster.Env, name: str, namespace: str, replicas: int = 1, c
     return made
 
 
-def bare_pod(env: cluster.Env, name: str, namespace: str, claim: str) -> Volume:
-    """A pod of no controller mounting one in-tree claim `claim`, Ready."""
+def bare_pod(
+    env: cluster.Env,
+    name: str,
+    namespace: str,
+    claim: str,
+    owners: list[dict[str, Any]] | None = None,
+    spec: dict[str, Any] | None = None,
+) -> Volume:
+    """A pod of no controller mounting one in-tree claim `claim`, Ready; with `owners` as its
+    ownerReferences (none a controller's) and the fields of `spec` added to its spec (`nodeName`:
+    pinned to a node by the user)."""
     volume = intree_claims(env, namespace, [claim], name)[0]
-    doc = {
+    doc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": _pod_spec([claim]),
+        "spec": {**_pod_spec([claim]), **(spec or {})},
     }
+    if owners:
+        doc["metadata"]["ownerReferences"] = owners
     cluster.kubectl(env, "create", "-f", "-", stdin=json.dumps(doc))
     cluster.kubectl(env, "-n", namespace, "wait", f"pod/{name}", "--for=condition=Ready", "--timeout=120s")
     return volume

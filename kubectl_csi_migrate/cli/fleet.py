@@ -4,29 +4,37 @@ same for `deploy` and `pvc`), `all [-A]` (every owner of every kind), `sts --fro
 
 Each owner is migrated by a `kubectl csi-migrate sts|deploy|pvc NAME` process of its own (the
 same program, the same flags), up to `--parallel N` at once: its own working directory, Lease,
-record in the cluster, API and vCenter connections, and its own signals (Ctrl-C reaches every
-one, and each stops as a single run does, resumable). The rolling strategy keeps at most one
+record in the cluster, API and vCenter connections. A SIGTERM, SIGHUP or SIGINT the parent
+receives is passed on to every child running (`Children`: Ctrl-C from a terminal reaches them
+all anyway, a `kill PID` or a CI system's SIGTERM the parent only), and each stops as a single
+run does, resumable; no other is started, and the summary names them interrupted. The rolling strategy keeps at most one
 replica of each StatefulSet down, whatever N, and runs whose pods one disruption budget covers take
 turns (each holds the budget's Lease for its whole run: migration/budget.py). The summary lists
 each owner: migrated, nothing to do, skipped (preflight refused it, or it waited its --timeout for
-another run's budget Lease: nothing changed), or failed with the command that resumes it.
+another run's budget Lease: nothing changed), failed or interrupted with the command that resumes
+it, or not started (--fail-fast, or a signal).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubectl_csi_migrate.cli import common, printers
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 # Flags of the parent that choose the targets or the output; every other flag is passed on.
 NOT_PASSED_ON = {
@@ -39,6 +47,7 @@ KINDS = ("StatefulSet", "Deployment", "ReplicaSet", "PersistentVolumeClaim")
 PLURAL = {"StatefulSet": "StatefulSet(s)", "Deployment": "Deployment(s)", "ReplicaSet": "ReplicaSet(s)",
           "PersistentVolumeClaim": "claim(s)"}  # fmt: skip
 
+Child = TypeVar("Child")
 Target = tuple[str, str, str]
 """(namespace, kind, name)."""
 
@@ -167,6 +176,98 @@ def child_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
     return argv
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
+"""The signals that stop a fleet: passed on to its children (SIGHUP where the system has it)."""
+PASSES_SIGNALS_ON = os.name != "nt"
+"""Windows delivers Ctrl-C to every process of the console, and no signal from one process to
+another (Popen.send_signal(SIGTERM) would be TerminateProcess, a kill): the children are not sent one."""
+
+
+def stopped_by(code: int) -> str | None:
+    """The signal a child's exit code says stopped it (a run's 130 or 143, or killed by one before
+    it could handle it), else None."""
+    if code == EXIT_INTERRUPTED:
+        return "SIGINT"
+    if code == EXIT_TERMINATED:
+        return "SIGTERM"
+    names = {int(getattr(signal, n)): n for n in STOP_SIGNALS if hasattr(signal, n)}
+    return names.get(-code)
+
+
+class Children:
+    """The fleet's running child processes, and the signal that stops the fleet.
+
+    The parent's main thread only waits on the worker threads (each waits on its child), so a
+    signal is handled there by `handle`: it notes the first signal, passes each one on to every
+    child running, and from then on `start` starts none. A child is started and registered under
+    one lock, so none is started unseen by a signal. The lock is re-entrant: a second signal's
+    handler may run in the main thread while the first one's holds it."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._lock = threading.RLock()
+        self._running: set[Any] = set()
+        self._say = say
+        self.signum: int | None = None
+        """The first stop signal received; None while none was."""
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.signum == signal.SIGINT else EXIT_TERMINATED
+
+    def start(self, spawn: Callable[[], Child]) -> Child | None:
+        """spawn() a child and register it, unless a stop signal came: then None."""
+        with self._lock:
+            if self.signum is not None:
+                return None
+            child = spawn()
+            self._running.add(child)
+            return child
+
+    def ended(self, child: Any) -> None:
+        with self._lock:
+            self._running.discard(child)
+
+    def handle(self, signum: int, _frame: object = None) -> None:
+        """A signal handler: pass `signum` on to every running child (a child that ended since is
+        not signalled: Popen.send_signal checks)."""
+        with self._lock:
+            first = self.signum is None
+            if first:
+                self.signum = signum
+            running = list(self._running)
+        for child in running if PASSES_SIGNALS_ON else []:
+            with contextlib.suppress(OSError):
+                child.send_signal(signum)
+        if first:
+            with contextlib.suppress(OSError):  # an output gone (a closed terminal) must not stop the stop
+                self._say(
+                    f"{signal.Signals(signum).name}: passed on to the {len(running)} run(s) in progress; starting "
+                    "no other, waiting for them to stop"
+                )
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """`handle` installed for the stop signals (in the main thread, where Python runs signal
+        handlers), the handlers before it put back at the end."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before = {}
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                before[signum] = signal.signal(signum, self.handle)
+        try:
+            yield
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+
 def _self() -> list[str]:
     """How to start this program again: the binary itself, or this Python on the package."""
     if getattr(sys, "frozen", False):
@@ -176,7 +277,7 @@ def _self() -> list[str]:
 
 def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
     from kubectl_csi_migrate.migration.locate import default_workdir
-    from kubectl_csi_migrate.migration.plan import COMMAND, ref
+    from kubectl_csi_migrate.migration.plan import COMMAND
 
     refused: dict[Target, str] = {}
     owners = "owner" if args.kind is None else PLURAL[args.kind].replace("(s)", "")
@@ -203,7 +304,7 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             printers.error("aborted; nothing was changed")
             return EXIT_FAILED
     info = sys.stderr if args.output else sys.stdout
-    lock = threading.Lock()
+    lock = threading.RLock()  # re-entrant: a signal handler may say a line in the main thread
     stop = threading.Event()
     flags = child_argv(args, parser)
     sts_only: list[str] = []
@@ -218,6 +319,7 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             info.flush()
 
     say(f"{_counted(targets)} in {where}, {args.parallel} at a time: {listing}")
+    children = Children(say)
 
     def one(target: Target) -> dict[str, Any]:
         ns, kind, name = target
@@ -226,28 +328,37 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             return entry | {"result": "skipped", "reason": refused[target]}
         if stop.is_set():
             return entry | {"result": "not started", "reason": "an earlier one failed (--fail-fast)"}
+        if children.signum is not None:
+            return entry | {"result": "not started", "reason": f"{children.signal_name} before it started"}
         # Named by the run's key (an earlier release's folder when it holds this owner's run).
         server = kube.info.server
         workdir = str(default_workdir(kube.info.context, ns, kind, name, server, args.working_directory).path)
         own = flags + (sts_only if kind == "StatefulSet" else [])
         base = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir]
         argv = [*base, "-o", "json", *own]
-        proc = subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        errors: list[str] = []
-        assert proc.stderr is not None and proc.stdout is not None
-        # Its report is read while its log is followed: a report larger than a pipe holds
-        # (64 KiB, about 60 volumes) would otherwise block the child, and so this loop, for ever.
-        chunks: list[str] = []
-        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            say(f"[{_label(target)}] {line}")
-            if line.startswith("error: "):
-                errors.append(line[len("error: ") :])
-        reader.join()
-        out = "".join(chunks)
-        code = proc.wait()
+        proc = children.start(
+            lambda: subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+        if proc is None:  # the signal came meanwhile
+            return entry | {"result": "not started", "reason": f"{children.signal_name} before it started"}
+        try:
+            errors: list[str] = []
+            assert proc.stderr is not None and proc.stdout is not None
+            # Its report is read while its log is followed: a report larger than a pipe holds
+            # (64 KiB, about 60 volumes) would otherwise block the child, and so this loop, for ever.
+            chunks: list[str] = []
+            reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+            reader.start()
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                say(f"[{_label(target)}] {line}")
+                if line.startswith("error: "):
+                    errors.append(line[len("error: ") :])
+            reader.join()
+            out = "".join(chunks)
+            code = proc.wait()
+        finally:
+            children.ended(proc)
         entry["workingDirectory"] = workdir
         if code == 0:
             report = json.loads(out) if out.strip() else {}
@@ -262,14 +373,32 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             return entry
         if args.fail_fast:
             stop.set()
+        resume = shlex.join(["kubectl", "csi-migrate", *base, *own])  # without -o json
+        by = stopped_by(code)
+        if by is not None:
+            return entry | {
+                "result": "interrupted",
+                "reason": f"stopped by {children.signal_name or by}",
+                "resume": resume,
+            }
         reason = errors[0] if errors else f"exit code {code}"
         if any("was not changed" in e or "nothing was changed" in e for e in errors):
             return entry | {"result": "skipped", "reason": f"{reason} (nothing changed)"}
-        resume = shlex.join(["kubectl", "csi-migrate", *base, *own])  # without -o json
         return entry | {"result": "failed", "reason": reason, "resume": resume}
 
-    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        results = list(pool.map(one, targets))
+    with children.handling():
+        return _summary(args, children, _run_all(one, targets, args.parallel))
+
+
+def _run_all(one: Callable[[Target], dict[str, Any]], targets: list[Target], parallel: int) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(one, targets))
+
+
+def _summary(args: argparse.Namespace, children: Children, results: list[dict[str, Any]]) -> int:
+    """Print the summary of `results`; the exit code: 143 (130) when a signal stopped the fleet."""
+    from kubectl_csi_migrate.migration.plan import COMMAND, ref
+
     rows = [
         (
             r["namespace"],
@@ -286,5 +415,9 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
             human += f"\nresume {_label((r['namespace'], r['kind'], r['name']))}: {r['resume']}"
     data = {"apiVersion": "csi-migrate.kubectl.io/v1", "kind": "MigrationSummary", "items": results}
     printers.render(data, args.output, human, [ref(r["kind"], r["name"]) for r in results])
+    if children.signum is not None:
+        later = " and starts the ones not started" if any(r["result"] == "not started" for r in results) else ""
+        printers.error(f"stopped by {children.signal_name}; the same command resumes the interrupted runs{later}")
+        return children.exit_code
     ok = all(r["result"] in ("migrated", "nothing to do", "planned") for r in results)
     return EXIT_OK if ok else EXIT_FAILED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 
 from kubectl_csi_migrate import __version__
 from kubectl_csi_migrate.cli import common, compat, fleet, preflight, printers, rollback, status, sts
@@ -57,7 +58,24 @@ class Terminated(Exception):
     exit handlers (the private folder holding kubeconfig keys) run, as they do for Ctrl-C."""
 
 
-def _terminate(signum: int, _frame: object) -> None:
+REPEAT_WINDOW = 1.0
+"""Seconds after a stop signal it honoured in which the command takes another for the same
+request, delivered twice: a child of `all` (`sts --all`, ...) gets the one its parent passes on as
+well as its process group's (Ctrl-C from a terminal, `kill -- -PGID`, `timeout`); raised again, it
+would cut short the stop the first began (the Lease given back, the working directory written)."""
+
+_honoured: list[float] = []
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """SIGINT: KeyboardInterrupt, SIGTERM or SIGHUP: Terminated; the same request again within
+    REPEAT_WINDOW is ignored (a later one is raised: a second Ctrl-C still cuts a stop short)."""
+    now = time.monotonic()
+    if _honoured and now - _honoured[-1] < REPEAT_WINDOW:
+        return
+    _honoured[:] = [now]
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(signal.Signals(signum).name)
 
 
@@ -67,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
-    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None), signal.SIGINT):
         if signum is not None:
-            signal.signal(signum, _terminate)
+            signal.signal(signum, _stop)
     common.setup_logging(args.verbosity)
     from kubectl_csi_migrate.errors import CsiMigrateError, UsageError
 

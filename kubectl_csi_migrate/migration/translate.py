@@ -365,22 +365,47 @@ def recreated_pvc(pvc: KubeObject, pv_name: str, csi_class: str) -> KubeObject:
     }
 
 
-def pod_for_recreate(pod: KubeObject) -> KubeObject:
-    """Return the pod to create from a pod's backup while its StatefulSet is deleted.
+def node_pinned(pod: KubeObject) -> bool | None:
+    """Tell whether a client wrote pod's spec.nodeName (a user, or a controller's pod template,
+    pinned it to its node): True; or the scheduler chose the node: False; or, without
+    managedFields to tell (a backup read back from the run's record in the cluster), None.
 
-    Server-set fields go (strip_server_fields), and so do: ownerReferences (they name the
-    deleted StatefulSet's uid; the recreated StatefulSet adopts the pod by its labels, which are
-    kept with controller-revision-hash so it is not restarted), spec.nodeName (the scheduler
-    places the pod again), spec.ephemeralContainers (they cannot be set on create), and the
-    service-account token volume the API server injected (kube-api-access-*) with its mounts in
-    every container and init container; admission injects a fresh one.
+    The scheduler sets nodeName through the pods/binding subresource, which writes the pod
+    straight to storage: no managedFields entry owns the field then. A pod created or updated
+    with nodeName has it under `f:spec` of the manager that sent it."""
+    fields = _metadata(pod).get("managedFields")
+    if not fields:
+        return None
+    return any("f:nodeName" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}) for entry in fields)
+
+
+def pod_for_recreate(pod: KubeObject, bare: bool = False) -> KubeObject:
+    """Return the pod to create from a pod's backup: a StatefulSet's while the StatefulSet is
+    deleted, or (`bare`) a pod of no controller, a claim's (`pvc`).
+
+    Server-set fields go (strip_server_fields), and so do: the controller's ownerReference (it
+    names the deleted StatefulSet's uid; the recreated StatefulSet adopts the pod by its labels,
+    which are kept with controller-revision-hash so it is not restarted), spec.ephemeralContainers
+    (they cannot be set on create), and the service-account token volume the API server injected
+    (kube-api-access-*) with its mounts in every container and init container; admission injects
+    a fresh one. Other ownerReferences stay (an owner that is not a controller, such as a custom
+    object the garbage collector deletes the pod with, still owns it). spec.nodeName stays where
+    a client wrote it (node_pinned: the user pinned the pod, or its controller's template did),
+    and for a bare pod whose backup cannot tell (no controller places it again: it comes back on
+    the node it ran on); where the scheduler chose the node it goes, and the scheduler places
+    the pod again.
     """
     new = strip_server_fields(pod)
-    _metadata(new).pop("ownerReferences", None)
+    metadata = _metadata(new)
+    owners = [ref for ref in metadata.pop("ownerReferences", None) or [] if not ref.get("controller")]
+    if owners:
+        metadata["ownerReferences"] = owners
     spec = new.get("spec")
     if not isinstance(spec, dict):
         return new
-    spec.pop("nodeName", None)
+    pinned = node_pinned(pod)
+    if not (pinned or (pinned is None and bare)):
+        spec.pop("nodeName", None)
     spec.pop("ephemeralContainers", None)
     volumes = spec.get("volumes") or []
     token_volumes = {

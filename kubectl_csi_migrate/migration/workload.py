@@ -252,7 +252,7 @@ def recreate_pod(m: Migration, step: Step) -> None:
         return  # there was no pod for this ordinal
     created: Obj | None
     try:  # created first: a pod already there (an earlier attempt's) answers 409, and is waited on
-        created = m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+        created = m.kube.create(_pod_from_backup(m, pod))
         m.say(f"pod/{pod} created")
     except ConflictError:
         created = m.kube.get("Pod", pod, ns)
@@ -263,6 +263,11 @@ def recreate_pod(m: Migration, step: Step) -> None:
         namespace=ns,
         field_selector=f"metadata.name={pod}",
     )
+
+
+def _pod_from_backup(m: Migration, pod: str) -> Obj:
+    """The pod to create from its backup: a claim's is a bare pod (no controller places it)."""
+    return translate.pod_for_recreate(m.workdir.load_backup("Pod", pod), bare=m.plan.kind == CLAIM)
 
 
 def _uid(obj: Obj | None) -> str | None:
@@ -371,7 +376,7 @@ def undo_evict(m: Migration, step: Step) -> None:
         return
     live = m.kube.get("Pod", pod, ns)
     if live is None:
-        live = m.kube.create(translate.pod_for_recreate(m.workdir.load_backup("Pod", pod)))
+        live = m.kube.create(_pod_from_backup(m, pod))
         m.say(f"pod/{pod} created again from its backup")
     ready = p.pod_ready(pod, _uid(live))  # that pod: the run's view may still show the one deleted
     m.wait("Pod", ready, f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -242,3 +243,87 @@ def test_the_survey_fed_back_with_from_file_migrates_what_it_lists(
     assert f"[{ns}/cache]" not in proc.stderr, "a refused row was run"
     assert_migrated(env, kubectl, web, uids["web"])
     assert_migrated(env, kubectl, db, uids["db"])
+
+
+def test_item_10_sigterm_to_the_parent_of_sts_all_stops_each_run_and_names_them_interrupted(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """`sts --all --parallel 2` on alpha and beta, each run held after it deleted its StatefulSet
+    (a finalizer on the claim it moves first); SIGTERM to the parent process only, as `kill PID`
+    or a CI system sends it (not to its process group, as Ctrl-C from a terminal would): the
+    parent passes it on to both runs, each stops as a single run does, and the parent exits 143
+    within 30 s with a summary naming both interrupted with the command that resumes each; no
+    process of the fleet is left, nor a Lease. The same command then finishes both. (Before: the
+    runs were not told, the parent waited for them, and printed no summary.)"""
+    import signal
+
+    names = ("alpha", "beta")
+    made = {n: scenario.create(env, n, ns, replicas=2) for n in names}
+    uids = {n: kubectl.get("statefulset", n, ns)["metadata"]["uid"] for n in names}
+    held = {n: next(v.pvc for v in made[n].volumes if v.ordinal == 1) for n in names}  # the first to move
+    for name in names:
+        kubectl("-n", ns, "patch", "pvc", held[name], "--type=merge", "-p", HOLD)
+    args = ["sts", "--all", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--parallel", "2",
+            "--working-directory", str(tmp_path)]  # fmt: skip
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    # A session of its own: the signal below goes to the parent alone, and a failed test can
+    # still kill every process of the fleet.
+    proc = subprocess.Popen(
+        ["kubectl", "csi-migrate", *args], env={**env_vars, "PATH": path}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=into.extend, args=(stream,), daemon=True)
+        for stream, into in ((proc.stdout, out), (proc.stderr, err))
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            deleted = [n for n in names if any(f"[{ns}/{n}] statefulset.apps/{n} deleted" in line for line in out)]
+            waiting = [n for n in names if kubectl.get("pvc", held[n], ns)["metadata"].get("deletionTimestamp")]
+            if deleted == list(names) and waiting == list(names):
+                break
+            assert proc.poll() is None, f"the command ended early:\n{''.join(out)}{''.join(err)}"
+            assert time.monotonic() < deadline, f"both runs did not start changing things:\n{''.join(out)}"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)  # kubectl execs the plugin: this is the fleet's parent
+        sent = time.monotonic()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the fleet did not end within 30s of SIGTERM (its runs were not told to stop):\n" + "".join(out[-40:])
+            ) from None
+        for reader in readers:
+            reader.join(timeout=10)
+        text, log = "".join(out), "".join(err)
+        assert code == 143, f"exit {code}\n{text}\n{log}"
+        assert time.monotonic() - sent < 30
+        for name in names:
+            assert f"[{ns}/{name}] error: terminated (SIGTERM)" in text, f"{name} did not stop as a run does:\n{text}"
+            row = [line.split() for line in text.splitlines() if line.split()[:3] == [ns, "sts", name]]
+            assert row and row[0][3] == "interrupted", f"{name} is not named interrupted:\n{text}"
+            resume = [line for line in text.splitlines() if line.startswith(f"resume {ns}/{name}: ")]
+            assert resume, f"no resume command for {name}:\n{text}"
+            assert resume[0].startswith(f"resume {ns}/{name}: kubectl csi-migrate sts {name} -n {ns} --yes ")
+            assert resume[0].endswith(" --csi-storageclass standard-rwo")
+        assert "error: stopped by SIGTERM; the same command resumes the interrupted runs" in log, log
+        left = subprocess.run(["pgrep", "-af", ns], capture_output=True, text=True)
+        assert left.returncode == 1, f"processes of the fleet left running:\n{left.stdout}"
+        leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
+        assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"
+    finally:
+        for name in names:
+            kubectl("-n", ns, "patch", "pvc", held[name], "--type=merge", "-p", UNHOLD)
+        with contextlib.suppress(ProcessLookupError):  # the fleet's group: its runs, should any be left
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    again = run_plugin(env_vars, *args, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:] + again.stdout[-4000:]
+    for name in names:
+        assert_migrated(env, kubectl, made[name], uids[name])

@@ -259,3 +259,51 @@ def test_deploy_and_pvc_refuse_what_they_cannot_migrate_with_one_error_and_nothi
         assert proc.returncode == code and len(errors) == 1 and message in errors[0], f"{words}: {proc.stderr}"
     assert versions(kubectl, ns) == before, "a claim, PV or pod changed"
     assert kubectl.get("deployment", "api", ns)["metadata"]["resourceVersion"] == deploy_before
+
+
+def test_item_10_a_bare_pod_comes_back_on_the_node_it_was_pinned_to_with_its_owner_reference(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A bare pod the user pinned to node-1 (`spec.nodeName`) and owned by a ConfigMap (an
+    ownerReference that is not a controller's: the garbage collector deletes the pod with it),
+    where the scheduler would not put it (a required anti-affinity to a pod on node-1): `pvc`
+    migrates its claim and the pod is created again on node-1, still owned by the ConfigMap
+    (before: created without either, the scheduler put it on another node)."""
+    kubectl("-n", ns, "create", "configmap", "tool-owner")
+    uid = kubectl.get("configmap", "tool-owner", ns)["metadata"]["uid"]
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "tool-owner", "uid": uid}
+    anchor = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "anchor", "namespace": ns, "labels": {"role": "anchor"}},
+        "spec": {
+            "nodeName": "node-1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+        },
+    }
+    kubectl("create", "-f", "-", stdin=json.dumps(anchor))
+    away = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"role": "anchor"}}, "topologyKey": "kubernetes.io/hostname"}
+            ]
+        }
+    }
+    tool = scenario.bare_pod(
+        env, "tool", ns, "tool-data", owners=[owner], spec={"nodeName": "node-1", "affinity": away}
+    )
+    before = kubectl.get("pod", "tool", ns)
+    assert before["spec"]["nodeName"] == "node-1"
+
+    proc = run_plugin(env_vars, "pvc", "tool-data", "-n", ns, *CSI, "--yes", "--working-directory", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_claim_migrated(env, kubectl, ns, tool)
+    pod = kubectl.get("pod", "tool", ns)
+    assert pod["metadata"]["uid"] != before["metadata"]["uid"], "the pod was not created again"
+    assert len(ready_pods(kubectl, ns, "tool")) == 1
+    assert pod["spec"].get("nodeName") == "node-1", "the bare pod did not come back on the node it was pinned to"
+    refs = [
+        (r["kind"], r["name"], r["uid"], bool(r.get("controller"))) for r in pod["metadata"].get("ownerReferences", [])
+    ]
+    assert refs == [("ConfigMap", "tool-owner", uid, False)], f"the ConfigMap's ownerReference was not kept: {refs}"

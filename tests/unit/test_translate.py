@@ -734,6 +734,69 @@ def test_pod_for_recreate_without_token_volume(pod: Obj) -> None:
     assert new == expected
 
 
+def _bare(pod: Obj, managers: list[Obj] | None) -> Obj:
+    """The fixture as a bare pod (no controller), owned by a ConfigMap for garbage collection,
+    with these managedFields (None: none, as in a backup read back from the run's record)."""
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "tool-owner", "uid": "0c0c0c0c-1d1d-4e4e-8f8f-9a9a9a9a9a9a"}
+    ]
+    if managers is not None:
+        pod["metadata"]["managedFields"] = managers
+    return pod
+
+
+PINNED_BY_KUBECTL = {
+    "manager": "kubectl-create",
+    "operation": "Update",
+    "fieldsV1": {"f:spec": {"f:containers": {}, "f:nodeName": {}}},
+}
+STATUS_ONLY = [
+    {"manager": "kube-scheduler", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+    {"manager": "kwok", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+]
+SCHEDULED = [{"manager": "kubectl-create", "operation": "Update", "fieldsV1": {"f:spec": {"f:containers": {}}}}]
+SCHEDULED += STATUS_ONLY
+
+
+def test_pod_for_recreate_keeps_the_owner_references_that_are_not_a_controller_s(pod: Obj) -> None:
+    # A StatefulSet's pod owned by a custom object too: only the StatefulSet's reference goes.
+    other = {
+        "apiVersion": "example.com/v1",
+        "kind": "Backup",
+        "name": "nightly",
+        "uid": "u-1",
+        "blockOwnerDeletion": True,
+    }
+    pod["metadata"]["ownerReferences"].append(other)
+    new = assert_pure(lambda: pod_for_recreate(pod), pod)
+    assert new["metadata"]["ownerReferences"] == [other]
+    # A bare pod's reference to a ConfigMap (not a controller) is kept as it was.
+    bare = _bare(pod, SCHEDULED)
+    assert pod_for_recreate(bare, bare=True)["metadata"]["ownerReferences"] == bare["metadata"]["ownerReferences"]
+
+
+@pytest.mark.parametrize(
+    ("managers", "bare", "kept"),
+    [
+        ([PINNED_BY_KUBECTL, *STATUS_ONLY], True, True),  # the user pinned the bare pod
+        ([PINNED_BY_KUBECTL, *STATUS_ONLY], False, True),  # a StatefulSet's template pins its pods
+        (SCHEDULED, True, False),  # the scheduler chose: it chooses again
+        (SCHEDULED, False, False),
+        (None, True, True),  # cannot tell: a bare pod comes back where it ran
+        (None, False, False),  # cannot tell: a StatefulSet's pod is placed by the scheduler, as before
+    ],
+)
+def test_pod_for_recreate_keeps_a_node_name_a_client_wrote(
+    pod: Obj, managers: list[Obj] | None, bare: bool, kept: bool
+) -> None:
+    pod = _bare(pod, managers) if bare else pod
+    if managers is not None:
+        pod["metadata"]["managedFields"] = managers
+    new = assert_pure(lambda: pod_for_recreate(pod, bare=bare), pod)
+    assert new["spec"].get("nodeName") == ("user-cluster-1-pool-1-7c9d8b-x2k4m" if kept else None)
+    assert "managedFields" not in new["metadata"]
+
+
 # statefulset_for_recreate
 
 
