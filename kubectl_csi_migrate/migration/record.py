@@ -11,9 +11,12 @@ the per-volume map (claim, old PV, VMDK, FCD id once known), the steps done and 
 the StatefulSet, pods, claims and PVs (gzip, without managedFields): objects anyone who may read
 the namespace's ConfigMaps may read as such. It holds no Secret and no credential.
 
-The record lags the working directory by at most the step in progress ("done" events only); a
-rollback from it also undoes the step after the last one done, which is safe because undoing a
-step that never started finds nothing to undo.
+The record keeps "done" and "undone" events only, written after some kinds of step
+(steps.RECORDED_AFTER): it lags the working directory by the steps since, and a rollback from it
+also undoes those (steps.may_have_run), which is safe because undoing a step that never started
+finds nothing to undo. A rollback's "undone" events are kept as they happen: a rollback stopped
+part-way and started again from the record alone carries on where it stopped, the steps that
+may have run included.
 """
 
 from __future__ import annotations
@@ -64,11 +67,7 @@ class ClusterRecord:
 
     def _save(self, workdir: WorkDir) -> None:
         run = workdir.load_run()
-        steps = {
-            step: {k: v for k, v in entry.items() if k not in ("step", "time")}
-            for step, entry in workdir.steps().items()
-            if entry.get("event") in ("done", "undone")
-        }
+        steps = kept_steps(workdir.steps())
         fcd = {k.split("/", 1)[1]: v.get("fcd_id", "") for k, v in steps.items() if k.startswith("fcd/")}
         volumes = [
             {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd.get(v.pv, "")} for v in self.plan.to_migrate()
@@ -120,6 +119,17 @@ class ClusterRecord:
             obj.get("metadata", {}).pop("managedFields", None)
             docs.append(obj)
         return dump_all_yaml(docs).encode()
+
+
+def kept_steps(steps: dict[str, Obj]) -> dict[str, Obj]:
+    """What the record keeps of the working directory's steps (WorkDir.steps): the steps done
+    and those undone, each with what it recorded; not the steps started or being undone. What
+    it lacks, a rollback from it undoes all the same (steps.may_have_run)."""
+    return {
+        step: {k: v for k, v in entry.items() if k not in ("step", "time")}
+        for step, entry in steps.items()
+        if entry.get("event") in ("done", "undone")
+    }
 
 
 def read(kube: Kube, namespace: str, key: str) -> Obj | None:

@@ -54,8 +54,9 @@ def summarize(
         undone = [s for s in all_steps if steps.get(s.id, {}).get("event") == "undone"]
         last = undone[0] if undone else last
     # The record in the cluster is written after some steps only: past its last step, some may
-    # have run (the working directory records every step as it starts).
-    maybe = set() if backwards or source == "working directory" else may_have_run(plan, steps)
+    # have run (the working directory records every step as it starts); a rollback undoes them
+    # too, stopped and started again or not (steps.steps_to_undo).
+    maybe = set() if source == "working directory" else may_have_run(plan, steps)
     replicas = []
     for ordinal in plan.ordinals_descending():
         mine = [s for s in all_steps if s.ordinal == ordinal]
@@ -64,7 +65,9 @@ def summarize(
         events = [steps.get(s.id, {}).get("event") for s in mine]
         count = sum(1 for e in events if e == finished_event)
         if backwards:
-            pending = [e for e in events if e in ("start", "done", "undo-start")]
+            pending = [
+                s for s, e in zip(mine, events, strict=True) if e in ("start", "done", "undo-start") or s.id in maybe
+            ]
             if not pending:
                 state = "rolled back"
             elif any(e in ("undone", "undo-start") for e in events):

@@ -365,16 +365,25 @@ def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:
     """The steps the record in the cluster does not show that may have run: it keeps "done"
     events only, written after some kinds of step (RECORDED_AFTER), so after the last step it
     shows, every step up to the next one it is written after may have run; offline, where the
-    volumes move side by side, that holds for each volume's chain of steps."""
+    volumes move side by side, that holds for each volume's chain of steps.
+
+    A rollback's entries ("undo-start", "undone") are not the run's: the gap is looked for among
+    the steps the run recorded ("start", "done"), and ends at the first step with any entry. A
+    rollback undoes last first, so what it has undone is the tail of what it set out to undo: a
+    rollback stopped part-way and started again (from its working directory, or from the record
+    alone, however often) finds the steps the first one did, less those undone (and, from the
+    record, less any the first one's working directory showed never started), and never a step
+    past them (one the run never reached, whose undo would act on what the rollback put back)."""
     chains: dict[str, list[Step]] = {}
     for step in steps_for(plan):
         side_by_side = plan.strategy == "offline" and step.pv and step.ordinal is not None
         chains.setdefault(step.pv if side_by_side else "", []).append(step)
+    ran = {step for step, entry in record.items() if entry.get("event") in ("start", "done")}
     maybe: set[str] = set()
     for chain in chains.values():
-        first = next((i for i, step in enumerate(chain) if step.id not in record), len(chain))
+        first = next((i for i, step in enumerate(chain) if step.id not in ran), len(chain))
         for step in chain[first:]:
-            if step.id in record:
+            if step.id in record:  # recorded further on, or being undone or undone (so is the rest)
                 break
             maybe.add(step.id)
             if step.kind in RECORDED_AFTER:
@@ -383,14 +392,18 @@ def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:
 
 
 def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step]:
-    """What a rollback undoes, last first: every step recorded (started, done, being undone),
-    and, from the record in the cluster, each step that may have run without being recorded
-    (may_have_run). Undoing a step that never started finds nothing to undo."""
-    steps = steps_for(plan)
-    started = any(entry.get("event") in ("undo-start", "undone") for entry in record.values())
-    # Once a rollback has started, it has recorded its steps (undo-start).
-    maybe = set() if started else may_have_run(plan, record)
-    return [s for s in reversed(steps) if record.get(s.id, {}).get("event") not in (None, "undone") or s.id in maybe]
+    """What a rollback undoes, last first: every step recorded (started, done, being undone) and
+    not undone yet, and each step that may have run without being recorded (may_have_run), as
+    long as it is not undone either. The same rule for the first rollback and for each one
+    started again after it stopped, from its working directory or rebuilt from the record in
+    the cluster: the record keeps the "undone" events, and undoing a step that never started (or
+    was undone already) finds nothing to undo."""
+    maybe = may_have_run(plan, record)
+    return [
+        s
+        for s in reversed(steps_for(plan))
+        if record.get(s.id, {}).get("event") not in (None, "undone") or s.id in maybe
+    ]
 
 
 def describe_steps(plan: Plan) -> list[str]:

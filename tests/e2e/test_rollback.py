@@ -357,3 +357,54 @@ def test_an_offline_rollback_from_the_record_alone_undoes_every_volume_in_flight
     assert rolled.returncode == 0, rolled.stderr
     assert "rebuilt it from configmap/csi-migrate-statefulset-web" in rolled.stdout
     assert_rolled_back(env, kubectl, made, before)
+
+
+@pytest.mark.slow
+def test_a_rollback_from_the_record_alone_killed_then_run_again_from_the_record_restores_the_in_tree_state(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Issue 17, item 3. A rolling run killed right after the second replica's CSI PV is created
+    (the record in the cluster was last written after that replica's FCD), the working directory
+    lost; `rollback` (rebuilt from the record) killed right after its third undo; the working
+    directory lost again; `rollback` once more must carry on where the first stopped, the steps
+    the record never showed included: that CSI PV deleted before the in-tree one is created
+    again, the StatefulSet back. Before, it left them out and stopped at the second replica's
+    `delete-pv` ("refusing to create a second PV for the same disk"), the StatefulSet deleted,
+    and `sts` refused the run as being rolled back. Then `sts` behaves as documented: the
+    rolled-back folder is refused, a new one plans a new run."""
+    import shutil
+
+    made = scenario.create(env, "web", ns, replicas=3)
+    before = in_tree_state(kubectl, ns, made)
+    steps = plan_steps(env_vars, ns, "rolling")
+    target = [s for s in steps if s.kind == "create-pv"][1]  # the second replica's
+    fcds = [i for i, s in enumerate(steps) if s.kind == "fcd"]
+    assert fcds[0] < steps.index(target) < fcds[2]
+    workdir = tmp_path / "run"
+    killed(env_vars, target.id, "done", *migrate_args(ns, "rolling", workdir))
+    assert "csi" in kubectl.get("pv", target.pv)["spec"], "the run created the CSI PV"
+    shutil.rmtree(workdir)
+
+    # From the record: every step up to the next replica's FCD may have run; undone last first.
+    undos = steps[: fcds[2] + 1][::-1]
+    killed(env_vars, undos[2].id, "undone", *rollback_args(ns, workdir))
+    events = recorded(workdir)
+    assert [events.get(s.id) for s in undos[:3]] == ["undone"] * 3
+    assert target.id not in events, "the step the record never showed is still to undo"
+    assert "csi" in kubectl.get("pv", target.pv)["spec"]
+    assert not kubectl.exists("statefulset", "web", ns), "the StatefulSet is put back last"
+    shutil.rmtree(workdir)
+
+    rolled = run_plugin(env_vars, *rollback_args(ns, workdir))
+    assert rolled.returncode == 0, rolled.stderr
+    assert "rebuilt it from configmap/csi-migrate-statefulset-web" in rolled.stdout
+    assert f"[{target.id}]" in rolled.stdout, "the steps to undo name the CSI PV the record never showed"
+    assert f"[{undos[2].id}]" in rolled.stdout and f"[{undos[1].id}]" not in rolled.stdout
+    assert_rolled_back(env, kubectl, made, before)
+    assert status(env_vars, ns, workdir)["phase"] == "rolled back"
+
+    refused = run_plugin(env_vars, *migrate_args(ns, "rolling", workdir))
+    assert refused.returncode == 1 and "was rolled back" in refused.stderr, refused.stderr
+    planned = run_plugin(env_vars, *migrate_args(ns, "rolling", tmp_path / "new"), "--dry-run", "-o", "json")
+    assert planned.returncode == 0, planned.stderr
+    assert len(Plan.from_dict(json.loads(planned.stdout)["plan"]).to_migrate()) == len(made.volumes)
