@@ -134,7 +134,10 @@ def make_legacy(kubectl: Kubectl, ns: str, cwd: Path, name: str) -> None:
     else:
         kubectl("-n", ns, "replace", "-f", "-", stdin=json.dumps(doc))
 
-    (lease,) = kubectl.get("lease", namespace=ns)["items"]  # the killed run's (its process is gone)
+    # the killed run's own (its process is gone); its disruption budget's Lease is csi-migrate.pdb.*
+    (lease,) = [
+        x for x in kubectl.get("lease", namespace=ns)["items"] if x["metadata"]["name"].startswith("csi-migrate-")
+    ]
     if lease["metadata"]["name"] != legacy:
         spec = {k: v for k, v in lease["spec"].items() if k in ("holderIdentity", "leaseDurationSeconds", "renewTime")}
         doc = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": legacy, "namespace": ns}}
@@ -166,6 +169,7 @@ def test_item_9_statefulset_deployment_web_and_deployment_web_keep_their_runs_ap
     for volume in deploy.volumes:
         assert_claim_in_tree(kubectl, ns, volume)
     leases = [lease["metadata"] for lease in kubectl.get("lease", namespace=ns)["items"]]
+    leases = [m for m in leases if m["name"].startswith("csi-migrate-")]  # not the budget's (csi-migrate.pdb.*)
     assert [m["name"] for m in leases] == ["csi-migrate-statefulset-deployment-web"], leases
     assert leases[0]["annotations"][OWNER_ANNOTATION] == "StatefulSet/deployment-web"
 
