@@ -53,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """SIGTERM or SIGHUP: unwound like an interrupt, so that `finally` blocks (the Lease) and
-    exit handlers (the private folder holding kubeconfig keys) run, as they do for Ctrl-C."""
+    exit handlers (the private folder holding kubeconfig keys) run, as they do for Ctrl-C. A
+    BaseException, as KeyboardInterrupt is: an `except Exception` on the way (a watch that retries
+    on errors, a vCenter call that classifies them) must not swallow it."""
 
 
 REPEAT_WINDOW = 1.0
@@ -69,7 +71,8 @@ _honoured: list[float] = []
 
 def _stop(signum: int, _frame: object) -> None:
     """SIGINT: KeyboardInterrupt, SIGTERM or SIGHUP: Terminated; the same request again within
-    REPEAT_WINDOW is ignored (a later one is raised: a second Ctrl-C still cuts a stop short)."""
+    REPEAT_WINDOW is ignored (a later one is raised; an offline run whose volumes are in flight
+    still waits for their steps to end, see Migration._stop_workers)."""
     now = time.monotonic()
     if _honoured and now - _honoured[-1] < REPEAT_WINDOW:
         return

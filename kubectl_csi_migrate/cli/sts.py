@@ -133,18 +133,24 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
     strategy = getattr(args, "strategy", None)
     ns = common.namespace_of(args, kube)
-    if kind == "Deployment" and not args.working_directory:
-        # `deploy NAME` also takes a ReplicaSet of its own: its run is keyed by that kind.
+    if kind == "Deployment" and kube.get("Deployment", name, ns) is None:
+        # `deploy NAME` also takes a ReplicaSet of its own: its run is keyed by that kind, whether
+        # or not a --working-directory is given (the fleet and the printed resume commands give one).
         from kubectl_csi_migrate.migration import record
         from kubectl_csi_migrate.migration.plan import run_key
+        from kubectl_csi_migrate.migration.workdir import WorkDir
 
-        if kube.get("Deployment", name, ns) is None:
-            if kube.get("ReplicaSet", name, ns) is not None:
+        folder = WorkDir(args.working_directory) if args.working_directory else None
+        if kube.get("ReplicaSet", name, ns) is not None:
+            kind = "ReplicaSet"
+        elif folder is not None and folder.backed_up():
+            planned = Plan.from_dict(folder.load_run()["plan"])
+            if (planned.kind, planned.namespace, planned.name) == ("ReplicaSet", ns, name):
                 kind = "ReplicaSet"
-            else:
-                earlier = record.read(kube, ns, run_key("ReplicaSet", name))
-                if earlier is not None and record.owner_of(earlier)[1:] == (ns, "ReplicaSet", name):
-                    kind = "ReplicaSet"
+        else:
+            earlier = record.read(kube, ns, run_key("ReplicaSet", name))
+            if earlier is not None and record.owner_of(earlier)[1:] == (ns, "ReplicaSet", name):
+                kind = "ReplicaSet"
     # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
     found = locate.locate(kube, ns, kind, name, args.working_directory)
     workdir = found.workdir

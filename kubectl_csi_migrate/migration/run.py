@@ -67,7 +67,11 @@ OFFLINE_PARALLEL = 4
 
 STOP_CHECK_SECONDS = 1.0
 """A wait in a worker thread looks this often whether the run is stopping (Ctrl-C, a signal, or
-another volume failed), so that a stop does not sit out `--timeout`."""
+another volume failed), so that a stop does not sit out `--timeout`: a wait on the run's caches
+(pods, claims, PVs; no request of its own)."""
+STOP_CHECK_WATCH_SECONDS = 5.0
+"""The same for a wait on a watch of its own (a detach, the driver's release of a disk), which is
+opened again (a list and a watch) that often."""
 
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
@@ -197,8 +201,10 @@ class Migration:
 
             started = time.monotonic()
             pool = ThreadPoolExecutor(max_workers=OFFLINE_PARALLEL, thread_name_prefix="volume")
-            futures = [pool.submit(move, i, chain) for i, chain in enumerate(chains.values(), 1)]
+            futures: list[Any] = []
             try:
+                for i, chain in enumerate(chains.values(), 1):
+                    futures.append(pool.submit(move, i, chain))
                 wait_for_futures(futures, return_when=FIRST_EXCEPTION)
             finally:
                 # A volume failed, or Ctrl-C, SIGTERM or SIGHUP (raised in this thread only): the
@@ -222,7 +228,11 @@ class Migration:
         if not busy:
             return
         self.stopping.set()
-        self.say(f"stopping: waiting for the {len(busy)} volume(s) in flight to end their step")
+        with contextlib.suppress(Exception):  # a terminal gone (SIGHUP) must not cut this wait short
+            self.say(
+                f"stopping: waiting for the {len(busy)} volume(s) in flight to end their step "
+                "(the same command resumes; a kill -9 now is safe too)"
+            )
         while not all(f.done() for f in futures):
             try:
                 wait_for_futures(futures)
@@ -351,11 +361,14 @@ class Migration:
                 hinted = True
                 self.say(f"hint: {WAIT_HINTS[kind]}")
 
+        cache = self.caches.get((kind, selectors.get("namespace")))
+        select = selector(selectors.get("field_selector"), selectors.get("label_selector")) if cache else None
         every = WAIT_TICK
         if threading.current_thread() is not threading.main_thread():
             # A worker thread: signals reach the main thread only, which sets `stopping`; look
             # at it every STOP_CHECK_SECONDS (a server-side watch is opened again that often).
-            every, said = STOP_CHECK_SECONDS, tick
+            every = STOP_CHECK_SECONDS if cache is not None and select is not None else STOP_CHECK_WATCH_SECONDS
+            said = tick
             next_say = WAIT_TICK
 
             def tick(waited: float) -> None:
@@ -366,8 +379,6 @@ class Migration:
                     next_say += WAIT_TICK
                     said(waited)
 
-        cache = self.caches.get((kind, selectors.get("namespace")))
-        select = selector(selectors.get("field_selector"), selectors.get("label_selector")) if cache else None
         try:
             with self.live(f"{what} ({limit:.0f}s at most)") if self.live else contextlib.nullcontext():
                 if cache is not None and select is not None:
@@ -393,6 +404,8 @@ class Migration:
         started = time.monotonic()
         try:
             with self._vcenter_lock:
+                if self.stopping.is_set() and threading.current_thread() is not threading.main_thread():
+                    raise Stopping("the run is stopping; this volume stopped before its next vCenter call")
                 return self._vcenter_call(call)
         finally:
             self.timing.vcenter += time.monotonic() - started

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.steps import steps_for
 from testenv import api, cluster, scenario
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_fleet import shared_budget
@@ -223,3 +225,43 @@ def test_item_6_a_run_waits_for_a_shared_budget_held_by_a_stopped_run_then_stops
         assert_migrated(env, kubectl, made[name], uids[name])
     leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
     assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"
+
+
+def test_item_1_a_replicaset_of_its_own_killed_mid_run_is_resumed_with_its_working_directory(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """`deploy NAME` takes a ReplicaSet of its own (no Deployment of that name), and `all` runs it
+    with a `--working-directory`, as does the resume command `status` and the fleet print. Killed
+    once it is scaled to 0, and again once its claim is gone, the same command with that folder
+    must resume the ReplicaSet's run (before: with the flag, the name was taken as a Deployment's:
+    the run was refused as another owner's, which the fleet reported as 'nothing changed')."""
+    from tests.e2e.test_owners import assert_claim_migrated
+    from tests.e2e.test_rollback import killed
+
+    (volume,) = scenario.intree_claims(env, ns, ["solo-data"], "solo")
+    spec = scenario._pod_spec([volume.pvc])
+    labels = {"app": "solo"}
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "solo", "namespace": ns},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": spec}},
+        }
+    )  # fmt: skip
+    kubectl("-n", ns, "wait", "rs/solo", "--for=jsonpath={.status.readyReplicas}=1", "--timeout=120s")
+    args = ["deploy", "solo", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes"]
+    args += ["--working-directory", str(tmp_path / "run")]
+    planned = run_plugin(env_vars, *args, "--dry-run", "-o", "json")
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["plan"]["kind"] == "ReplicaSet"
+    steps = steps_for(Plan.from_dict(json.loads(planned.stdout)["plan"]))
+    for kind in ("scale-to-zero", "delete-pvc"):
+        step = next(s for s in steps if s.kind == kind)
+        killed(env_vars, step.id, "done", *args)
+        assert kubectl.get("rs", "solo", ns)["spec"]["replicas"] == 0
+    done = run_plugin(env_vars, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming the run" in done.stdout, done.stdout
+    assert_claim_migrated(env, kubectl, ns, volume)
+    kubectl("-n", ns, "wait", "rs/solo", "--for=jsonpath={.status.readyReplicas}=1", "--timeout=120s")
+    assert kubectl.get("rs", "solo", ns)["spec"]["replicas"] == 1, "the ReplicaSet was not scaled back to 1"
