@@ -389,7 +389,7 @@ def pod_for_recreate(pod: KubeObject, bare: bool = False) -> KubeObject:
     (they cannot be set on create), and the service-account token volume the API server injected
     (kube-api-access-*) with its mounts in every container and init container; admission injects
     a fresh one. Other ownerReferences stay (an owner that is not a controller, such as a custom
-    object the garbage collector deletes the pod with, still owns it). spec.nodeName stays where
+    object the garbage collector deletes the pod with, still owns it), without blockOwnerDeletion. spec.nodeName stays where
     a client wrote it (node_pinned: the user pinned the pod, or its controller's template did),
     and for a bare pod whose backup cannot tell (no controller places it again: it comes back on
     the node it ran on); where the scheduler chose the node it goes, and the scheduler places
@@ -397,7 +397,14 @@ def pod_for_recreate(pod: KubeObject, bare: bool = False) -> KubeObject:
     """
     new = strip_server_fields(pod)
     metadata = _metadata(new)
-    owners = [ref for ref in metadata.pop("ownerReferences", None) or [] if not ref.get("controller")]
+    # blockOwnerDeletion goes: setting it needs `update` on the owner's finalizers where
+    # OwnerReferencesPermissionEnforcement is on (OpenShift), a verb preflight does not ask for,
+    # and a 403 there would come after the pod's claim moved.
+    owners = [
+        {k: v for k, v in ref.items() if k != "blockOwnerDeletion"}
+        for ref in metadata.pop("ownerReferences", None) or []
+        if not ref.get("controller")
+    ]
     if owners:
         metadata["ownerReferences"] = owners
     spec = new.get("spec")
