@@ -389,11 +389,11 @@ def pod_for_recreate(pod: KubeObject, bare: bool = False) -> KubeObject:
     (they cannot be set on create), and the service-account token volume the API server injected
     (kube-api-access-*) with its mounts in every container and init container; admission injects
     a fresh one. Other ownerReferences stay (an owner that is not a controller, such as a custom
-    object the garbage collector deletes the pod with, still owns it), without blockOwnerDeletion. spec.nodeName stays where
-    a client wrote it (node_pinned: the user pinned the pod, or its controller's template did),
-    and for a bare pod whose backup cannot tell (no controller places it again: it comes back on
-    the node it ran on); where the scheduler chose the node it goes, and the scheduler places
-    the pod again.
+    object the garbage collector deletes the pod with, still owns it), without blockOwnerDeletion.
+    spec.nodeName stays where a client wrote it (node_pinned: the user pinned the pod, or its
+    controller's template did), and for a bare pod whose backup cannot tell (no controller places
+    it again: it comes back on the node it ran on); where the scheduler chose the node it goes,
+    and the scheduler places the pod again.
     """
     new = strip_server_fields(pod)
     metadata = _metadata(new)
