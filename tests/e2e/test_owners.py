@@ -5,6 +5,7 @@ over every kind; each killed mid-run and resumed, and rolled back."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,11 @@ def test_all_killed_mid_run_is_resumed_by_the_same_command_then_each_owner_rolls
     else:
         raise AssertionError("the run ended before the Deployment's claim was deleted:\n" + "".join(seen))
     proc.wait(timeout=60)
+    # The line comes once the API server took the deletion; the claim goes once its protection
+    # finalizer is removed (no pod mounts it), a moment later.
+    deadline = time.monotonic() + 30
+    while kubectl.exists("pvc", "api-data-0", ns) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not kubectl.exists("pvc", "api-data-0", ns), "killed before the claim was deleted"
 
     again = run_plugin(env_vars, *args, "-o", "json", timeout=900)
