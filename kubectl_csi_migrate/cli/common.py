@@ -75,7 +75,7 @@ def add_vsphere_flags(parser: argparse.ArgumentParser) -> None:
         help="do not verify vCenter's TLS certificate",
     )  # fmt: skip
     group.add_argument(
-        "--vsphere-timeout", type=_seconds, default=30.0, metavar="DURATION",
+        "--vsphere-timeout", type=_positive_seconds, default=30.0, metavar="DURATION",
         help="how long one vCenter call may go unanswered before vCenter is taken as unreachable, "
         "e.g. 30s (default 30s)",
     )  # fmt: skip
@@ -101,6 +101,13 @@ def _seconds(text: str) -> float:
 
 
 seconds = _seconds
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: more than 0 is needed (e.g. 30s)")
+    return value
 
 
 def setup_logging(verbosity: int) -> None:

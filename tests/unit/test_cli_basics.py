@@ -36,3 +36,10 @@ def test_vsphere_timeout_is_a_duration_every_command_takes() -> None:
     assert parser.parse_args(["preflight", "web"]).vsphere_timeout == 30.0
     for command in (["preflight", "web"], ["sts", "web", "--csi-storageclass", "x"], ["rollback", "web"]):
         assert parser.parse_args([*command, "--vsphere-timeout", "5s"]).vsphere_timeout == 5.0
+
+
+def test_vsphere_timeout_of_zero_or_nonsense_is_a_usage_error() -> None:
+    for value in ("0s", "-5s", "soon"):
+        proc = run("preflight", "web", f"--vsphere-timeout={value}")
+        assert proc.returncode == 2, proc.stderr
+        assert "--vsphere-timeout" in proc.stderr and "invalid duration" in proc.stderr, proc.stderr
