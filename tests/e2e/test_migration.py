@@ -139,8 +139,15 @@ def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
     assert monitor.min_ready >= 2, f"{3 - monitor.min_ready} replicas were down at once"
     after = versions(kubectl, ns)
     for v in csi_volumes:
-        assert after[f"pvc/{v.pvc}"] == before[f"pvc/{v.pvc}"], f"{v.pvc} (already CSI) was touched"
-        assert after[f"pv/{v.pv}"] == before[f"pv/{v.pv}"], f"{v.pv} (already CSI) was touched"
+        for kind, name in (("pvc", v.pvc), ("pv", v.pv)):
+            if after[f"{kind}/{name}"] != before[f"{kind}/{name}"]:  # name who wrote it (once seen in CI)
+                obj = kubectl.get(kind, name, ns if kind == "pvc" else None)
+                writers = [(m.get("manager"), m.get("operation"), m.get("subresource"), m.get("time"))
+                           for m in obj["metadata"].get("managedFields", [])]  # fmt: skip
+                raise AssertionError(
+                    f"{name} (already CSI) was touched: {before[f'{kind}/{name}']} -> {after[f'{kind}/{name}']}; "
+                    f"its writers: {writers}"
+                )
     results = {v["pvc"]: v for v in report["volumes"]}
     assert {results[v.pvc]["result"] for v in made.volumes} == {"migrated"}
     assert {results[v.pvc]["result"] for v in csi_volumes} == {"skip (already CSI)"}
