@@ -187,10 +187,7 @@ def test_item_6_two_statefulsets_under_one_budget_in_parallel_take_its_lease_in_
     assert monitor.min_ready >= 5, (
         f"{6 - monitor.min_ready} pods of poddisruptionbudget shared (maxUnavailable 1) were not Ready at once\n{out}"
     )
-    for name in names:
-        assert_migrated(env, kubectl, made[name], uids[name])
-    leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
-    assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"
+    assert_all_migrated_no_lease_left(env, kubectl, ns, {n: (made[n], uids[n]) for n in names})
 
 
 def test_the_survey_fed_back_with_from_file_migrates_what_it_lists(
@@ -327,3 +324,14 @@ def test_item_10_sigterm_to_the_parent_of_sts_all_stops_each_run_and_names_them_
     assert again.returncode == 0, again.stderr[-4000:] + again.stdout[-4000:]
     for name in names:
         assert_migrated(env, kubectl, made[name], uids[name])
+
+
+def assert_all_migrated_no_lease_left(
+    env: cluster.Env, kubectl: Kubectl, ns: str, owners: dict[str, tuple[scenario.Scenario, str]]
+) -> None:
+    """Each StatefulSet migrated (given as name -> (scenario, uid before)), and no csi-migrate
+    Lease (a run's or a disruption budget's) left in the namespace."""
+    for made, uid in owners.values():
+        assert_migrated(env, kubectl, made, uid)
+    leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
+    assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"

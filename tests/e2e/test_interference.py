@@ -18,7 +18,7 @@ from kubectl_csi_migrate.migration.plan import Plan
 from kubectl_csi_migrate.migration.steps import steps_for
 from testenv import api, cluster, scenario
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
-from tests.e2e.test_fleet import shared_budget
+from tests.e2e.test_fleet import assert_all_migrated_no_lease_left, shared_budget
 from tests.e2e.test_migration import PodMonitor, assert_migrated
 from tests.e2e.test_rollback import migrate_args, plan_steps, recorded
 
@@ -221,10 +221,7 @@ def test_item_6_a_run_waits_for_a_shared_budget_held_by_a_stopped_run_then_stops
     assert done.returncode == 0, done.stderr[-4000:]
     assert monitor.events > 0
     assert monitor.min_ready >= 5, f"{6 - monitor.min_ready} pods of poddisruptionbudget shared were down at once"
-    for name in names:
-        assert_migrated(env, kubectl, made[name], uids[name])
-    leases = [item["metadata"]["name"] for item in kubectl.get("leases", namespace=ns)["items"]]
-    assert not [n for n in leases if n.startswith("csi-migrate")], f"leases left behind: {leases}"
+    assert_all_migrated_no_lease_left(env, kubectl, ns, {n: (made[n], uids[n]) for n in names})
 
 
 def test_item_1_a_replicaset_of_its_own_killed_mid_run_is_resumed_with_its_working_directory(
