@@ -1,14 +1,17 @@
-"""Build (or find) the binaries of the test environment, cached outside the repository.
+"""Build (or find) the binaries of the test environment for one leg (testenv/legs.py), cached
+outside the repository.
 
-One multi-call binary (testenv/kube) holds etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kubectl; kwok and krew (for the plugin's install test) are `go install`ed at
-pinned versions. The vSphere side: vcsim from our own module (testenv/vcsim: govmomi's simulator
-plus what the CSI driver needs of vCenter that it lacks), the vSphere CSI driver's controller and
-syncer from the unmodified release source in ../shared/third_party (testenv/driver), and the CSI
+One multi-call binary (testenv/kube, from the leg's k8s.io/kubernetes) holds etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kubectl; kwok and krew (for the plugin's install test)
+are `go install`ed at pinned versions. The vSphere side: vcsim from our own module (testenv/vcsim:
+govmomi's simulator plus what the CSI driver needs of vCenter that it lacks; one binary for every
+leg, told its vCenter version at start), the vSphere CSI driver's controller and syncer from the
+unmodified release source of the leg's driver in ../shared/third_party, the external-attacher its
+manifest pins (also from ../shared/third_party, built from its `vendor/`), and the other CSI
 sidecars from one module of ours (testenv/csi) so their shared code compiles once. Each lands in
 `<cache>/<name>-<key>/`, where the key changes with the pinned version (and, for our own modules,
 with their sources), so a second build is a lookup. `KUBEBUILDER_ASSETS` may name a folder that
-already holds the control-plane binaries.
+already holds the control-plane binaries of the leg's Kubernetes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testenv.legs import ATTACHER_SHA256, DRIVER_SHA256, KUBERNETES, Leg, resolve
+
 HERE = Path(__file__).resolve().parent
 KUBE_MODULE = HERE / "kube"
 VCSIM_MODULE = HERE / "vcsim"
@@ -33,18 +38,26 @@ SIDECARS_MODULE = HERE / "csi"
 KWOK_VERSION = "v0.8.0"
 KREW_VERSION = "v0.4.3"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-DRIVER_VERSION = "3.7.3"
-DRIVER_TARBALL = f"vsphere-csi-driver-v{DRIVER_VERSION}.tar.gz"
-DRIVER_SHA256 = "87a162f7be529490765f41442db3a9582d650d4b1f1b5b33de5c1bf649b85c2b"
+DRIVER_WITH_OWN_MODULE = "3.7.3"
+"""The driver release built from testenv/driver's go.mod (its own go.mod lacks two replace lines);
+older releases build from their own go.mod as released."""
 DRIVER_BINARIES = ("vsphere-csi", "syncer")
-SIDECARS = ("csi-attacher", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller")
+SIDECARS = ("csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller")
 
 
-def kubernetes_version() -> str:
-    """The k8s.io/kubernetes version that testenv/kube/go.mod pins."""
-    match = re.search(r"^\s*k8s\.io/kubernetes (v[0-9.]+)\s*$", (KUBE_MODULE / "go.mod").read_text(), re.M)
+def kube_module(kubernetes: str) -> Path:
+    """The folder whose go.mod builds the control plane of `kubernetes` (X.Y.Z): testenv/kube for
+    the newest, testenv/kube/vX.Y/ (go.mod and go.sum; main.go is the newest's) for the others."""
+    if kubernetes == KUBERNETES[0]:
+        return KUBE_MODULE
+    return KUBE_MODULE / ("v" + ".".join(kubernetes.split(".")[:2]))
+
+
+def kubernetes_version(module: Path = KUBE_MODULE) -> str:
+    """The k8s.io/kubernetes version that a kube module's go.mod pins."""
+    match = re.search(r"^\s*k8s\.io/kubernetes (v[0-9.]+)\s*$", (module / "go.mod").read_text(), re.M)
     if not match:
-        raise SystemExit("testenv/kube/go.mod does not require k8s.io/kubernetes")
+        raise SystemExit(f"{module / 'go.mod'} does not require k8s.io/kubernetes")
     return match.group(1)
 
 
@@ -55,8 +68,9 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class Bin:
-    """Where each binary of the environment is."""
+    """Where each binary of the environment is, for one leg."""
 
+    leg: Leg
     folder: Path
     kwok: Path
     kwok_stages: Path
@@ -66,8 +80,10 @@ class Bin:
     """Folder with the vSphere CSI driver's `vsphere-csi` and `syncer`."""
     driver_source: Path
     """The driver's unpacked release source (its manifests are read at `up`)."""
+    attacher: Path
+    """Folder with the external-attacher the driver's manifest pins."""
     sidecars: Path
-    """Folder with the CSI sidecars and snapshot-controller."""
+    """Folder with the other CSI sidecars and snapshot-controller."""
     snapshot_crds: Path
     """external-snapshotter's CRDs (client module, config/crd), applied at `up`."""
     snapshot_controller_deploy: Path
@@ -77,17 +93,34 @@ class Bin:
         return self.folder / name
 
 
-def _module_key(module: Path) -> str:
-    """A digest of our own Go module's files: the cache key changes whenever they do."""
+def _module_key(module: Path, sources: Path | None = None) -> str:
+    """A digest of our own Go module's files (go.mod and go.sum in `module`, *.go in `sources`,
+    default the same folder): the cache key changes whenever they do."""
     digest = hashlib.sha256()
-    for path in [module / "go.mod", module / "go.sum", *sorted(module.glob("*.go"))]:
+    for path in [module / "go.mod", module / "go.sum", *sorted((sources or module).glob("*.go"))]:
         if path.exists():
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def _kube_key() -> str:
-    return f"kubernetes-{kubernetes_version()}-{_module_key(KUBE_MODULE)}"
+def _kube_key(module: Path) -> str:
+    return f"kubernetes-{kubernetes_version(module)}-{_module_key(module, KUBE_MODULE)}"
+
+
+def _kube_workdir(root: Path, module: Path) -> Path:
+    """Where an older leg's control plane builds: its go.mod and go.sum beside a copy of main.go."""
+    if module == KUBE_MODULE:
+        return module
+    work = root / f"kube-src-{_kube_key(module)}"
+    if not (work / "main.go").exists():
+        tmp = work.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for path in (module / "go.mod", module / "go.sum", KUBE_MODULE / "main.go"):
+            shutil.copy(path, tmp / path.name)
+        shutil.rmtree(work, ignore_errors=True)
+        tmp.rename(work)
+    return work
 
 
 def third_party() -> Path:
@@ -96,28 +129,44 @@ def third_party() -> Path:
     return Path(os.environ.get("CSI_MIGRATE_THIRD_PARTY", default))
 
 
-def driver_source(root: Path) -> Path:
-    """Unpack the driver's release source (checked against its sha256) into the cache, beside a
-    copy of testenv/driver's go.mod/go.sum, whose replace line points at it; return the folder."""
-    work = root / f"vsphere-csi-driver-src-{DRIVER_VERSION}-{_module_key(DRIVER_MODULE)}"
-    source = work / f"vsphere-csi-driver-{DRIVER_VERSION}"
-    if (source / "go.mod").exists():
-        return source
-    tarball = third_party() / DRIVER_TARBALL
+def _driver_key(version: str) -> str:
+    return f"{version}-{_module_key(DRIVER_MODULE)}" if version == DRIVER_WITH_OWN_MODULE else version
+
+
+def _unpack(tarball: Path, sha256: str, work: Path, extra: Path | None = None) -> None:
+    """Unpack a release source from ../shared/third_party (checked against its sha256) into
+    `work`, with `extra`'s go.mod and go.sum beside it."""
     if not tarball.exists():
         raise SystemExit(f"testenv: {tarball} not found (set CSI_MIGRATE_THIRD_PARTY to its folder)")
-    data = tarball.read_bytes()
-    if hashlib.sha256(data).hexdigest() != DRIVER_SHA256:
+    if hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256:
         raise SystemExit(f"testenv: {tarball} does not have the sha256 ../shared/third_party/README.md gives")
     tmp = work.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with tarfile.open(tarball) as archive:
         archive.extractall(tmp, filter="data")
-    for name in ("go.mod", "go.sum"):
-        shutil.copy(DRIVER_MODULE / name, tmp / name)
+    for name in ("go.mod", "go.sum") if extra else ():
+        shutil.copy(extra / name, tmp / name)  # type: ignore[operator]
     shutil.rmtree(work, ignore_errors=True)
     tmp.rename(work)
+
+
+def driver_source(root: Path, version: str) -> Path:
+    """The driver's unpacked release source in the cache; for 3.7.3 beside a copy of
+    testenv/driver's go.mod/go.sum, whose replace line points at it."""
+    work = root / f"vsphere-csi-driver-src-{_driver_key(version)}"
+    source = work / f"vsphere-csi-driver-{version}"
+    if not (source / "go.mod").exists():
+        extra = DRIVER_MODULE if version == DRIVER_WITH_OWN_MODULE else None
+        _unpack(third_party() / f"vsphere-csi-driver-v{version}.tar.gz", DRIVER_SHA256[version], work, extra)
+    return source
+
+
+def attacher_source(root: Path, version: str) -> Path:
+    work = root / f"external-attacher-src-{version}"
+    source = work / f"external-attacher-{version}"
+    if not (source / "go.mod").exists():
+        _unpack(third_party() / f"external-attacher-v{version}.tar.gz", ATTACHER_SHA256[version], work)
     return source
 
 
@@ -150,8 +199,8 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _kube_command(out: Path) -> list[str]:
-    version = kubernetes_version()
+def _kube_command(out: Path, module: Path) -> list[str]:
+    version = kubernetes_version(module)
     major, minor = version.lstrip("v").split(".")[:2]
     pkg = "k8s.io/component-base/version"
     ldflags = [
@@ -178,15 +227,22 @@ def _assets_from_env() -> Path | None:
     return folder
 
 
-def build(verbose: bool = True) -> Bin:
-    """Build whatever is not cached yet, the builds running side by side; return the paths."""
+def build(leg: Leg | None = None, verbose: bool = True) -> Bin:
+    """Build whatever `leg` (default: testenv.legs.resolve()) needs that is not cached yet, the
+    builds running side by side; return the paths."""
+    leg = leg or resolve()
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, Path, list[str], Path | None]] = []  # name, final dir, command, cwd
 
-    kube_dir = _assets_from_env() or root / _kube_key()
+    kube = kube_module(leg.kubernetes)
+    if kubernetes_version(kube) != f"v{leg.kubernetes}":
+        raise SystemExit(f"testenv: {kube / 'go.mod'} does not pin k8s.io/kubernetes v{leg.kubernetes}")
+    assets = _assets_from_env() if kube == KUBE_MODULE else None
+    kube_dir = assets or root / _kube_key(kube)
     if not (kube_dir / "kube-apiserver").exists():
-        jobs.append(("kubernetes", kube_dir, _kube_command(kube_dir.with_suffix(".tmp")), KUBE_MODULE))
+        command = _kube_command(kube_dir.with_suffix(".tmp"), kube)
+        jobs.append(("kubernetes", kube_dir, command, _kube_workdir(root, kube)))
     kwok_dir = root / f"kwok-{KWOK_VERSION}"
     if not (kwok_dir / "kwok").exists():
         jobs.append(("kwok", kwok_dir, ["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], None))
@@ -194,12 +250,24 @@ def build(verbose: bool = True) -> Bin:
     if not (vcsim_dir / "vcsim").exists():
         command = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(vcsim_dir.with_suffix(".tmp")), "."]
         jobs.append(("vcsim", vcsim_dir, command, VCSIM_MODULE))
-    source = driver_source(root)
-    driver_dir = root / f"vsphere-csi-driver-{DRIVER_VERSION}-{_module_key(DRIVER_MODULE)}"
+    source = driver_source(root, leg.driver)
+    driver_dir = root / f"vsphere-csi-driver-{_driver_key(leg.driver)}"
     if not all((driver_dir / b).exists() for b in DRIVER_BINARIES):
         out = str(driver_dir.with_suffix(".tmp")) + "/"
-        command = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, *_tools(DRIVER_MODULE)]
-        jobs.append(("vsphere-csi-driver", driver_dir, command, source.parent))
+        if leg.driver == DRIVER_WITH_OWN_MODULE:
+            command = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, *_tools(DRIVER_MODULE)]
+            cwd = source.parent
+        else:
+            packages = [f"./cmd/{b}" for b in DRIVER_BINARIES]
+            command = ["go", "build", "-mod=mod", "-trimpath", "-ldflags", "-s -w", "-o", out, *packages]
+            cwd = source
+        jobs.append(("vsphere-csi-driver", driver_dir, command, cwd))
+    attacher = attacher_source(root, leg.attacher)
+    attacher_dir = root / f"csi-attacher-{leg.attacher}"
+    if not (attacher_dir / "csi-attacher").exists():
+        out = str(attacher_dir.with_suffix(".tmp")) + "/"
+        command = ["go", "build", "-mod=vendor", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/csi-attacher"]
+        jobs.append(("csi-attacher", attacher_dir, command, attacher))
     sidecars_dir = root / f"csi-sidecars-{_module_key(SIDECARS_MODULE)}"
     if not all((sidecars_dir / b).exists() for b in SIDECARS):
         out = str(sidecars_dir.with_suffix(".tmp")) + "/"
@@ -245,6 +313,7 @@ def build(verbose: bool = True) -> Bin:
     if failed:
         raise SystemExit(f"testenv: build failed: {', '.join(failed)}")
     return Bin(
+        leg=leg,
         folder=kube_dir,
         kwok=kwok_dir / "kwok",
         kwok_stages=_kwok_stages(),
@@ -252,6 +321,7 @@ def build(verbose: bool = True) -> Bin:
         krew=krew_dir / "krew",
         driver=driver_dir,
         driver_source=source,
+        attacher=attacher_dir,
         sidecars=sidecars_dir,
         snapshot_crds=_sidecar_module("github.com/kubernetes-csi/external-snapshotter/client/v8") / "config" / "crd",
         snapshot_controller_deploy=_sidecar_module("github.com/kubernetes-csi/external-snapshotter/v8")

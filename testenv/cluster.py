@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testenv import build as build_mod
-from testenv import pki
+from testenv import legs, pki
 
 USER_CLUSTER = "user-cluster-1"
 NODES = ("node-0", "node-1", "node-2")
@@ -41,7 +41,11 @@ run side by side: grants to one user add up); `viewer` is never granted anything
 
 
 def state_dir() -> Path:
-    default = Path(os.environ.get("TMPDIR", "/tmp")) / f"csi-migrate-testenv-{os.getuid()}"
+    """The state folder of the leg CSI_MIGRATE_TESTENV_LEG names (one per leg: two legs can be up
+    at once); CSI_MIGRATE_TESTENV_STATE overrides it."""
+    leg = legs.resolve().name.split("+")[0]
+    suffix = "" if leg == "current" else f"-{leg}"
+    default = Path(os.environ.get("TMPDIR", "/tmp")) / f"csi-migrate-testenv-{os.getuid()}{suffix}"
     return Path(os.environ.get("CSI_MIGRATE_TESTENV_STATE", default))
 
 
@@ -68,6 +72,10 @@ class Env:
 
     def exists(self) -> bool:
         return self.info_file.exists()
+
+    def leg(self) -> legs.Leg:
+        """The versions this environment runs (testenv/legs.py)."""
+        return legs.from_json(self.info().get("leg"))
 
     def exports(self) -> dict[str, str]:
         info = self.info()
@@ -288,6 +296,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     ports = {name: free_port() for name in ("etcd", "etcd_peer", "user", "admin", "kcm", "sched", "kwok", "vcsim")}
     bin_dir = bins.folder
     info = {
+        "leg": bins.leg.to_json(),
         "bin": str(bin_dir),
         "kwok": str(bins.kwok),
         "vcsim": str(bins.vcsim),
@@ -300,6 +309,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     write_private(env.info_file, json.dumps(info, indent=1))
 
     # vcsim first: it is independent and its start overlaps with etcd's.
+    print(f"testenv: starting {bins.leg.describe()}", flush=True)
     _start_vcsim(env, bins, ports["vcsim"])
 
     env.start(
@@ -435,6 +445,7 @@ def _start_vcsim(env: Env, bins: build_mod.Bin, port: int) -> None:
             "-vm", str(len(NODES)),
             "-app", "0",
             "-folder", "0",
+            "-api-version", f"{bins.leg.vcenter}.0",
         ],
         env={"TMPDIR": str(env.root / "vcsim")},
     )  # fmt: skip
@@ -483,6 +494,7 @@ def status(env: Env) -> int:
         print("testenv: not up")
         return 1
     procs = env.processes()
+    print(env.leg().describe())
     for name, pid in procs.items():
         rss = _rss_mib(pid) if pid else 0
         print(f"{name:26} {'running pid ' + str(pid) if pid else 'NOT RUNNING':22} {rss:7.0f} MiB")
@@ -529,5 +541,6 @@ def print_exports(env: Env) -> None:
     if not env.exists():
         print("testenv: not up; run `scripts/testenv up`", file=sys.stderr)
         raise SystemExit(1)
+    print(f"# {env.leg().describe()}")
     for key, value in env.exports().items():
         print(f"export {key}={shlex.quote(value)}")

@@ -36,7 +36,7 @@ CONTROLLER_SA = "vsphere-csi-controller"
 CONTAINERS = {
     "vsphere-csi-controller": ("driver", "vsphere-csi"),
     "vsphere-syncer": ("driver", "syncer"),
-    "csi-attacher": ("sidecars", "csi-attacher"),
+    "csi-attacher": ("attacher", "csi-attacher"),
     "csi-provisioner": ("sidecars", "csi-provisioner"),
     "csi-resizer": ("sidecars", "csi-resizer"),
     "csi-snapshotter": ("sidecars", "csi-snapshotter"),
@@ -133,7 +133,7 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
     socket = env.root / "csi" / "csi.sock"
     socket.parent.mkdir(mode=0o700, exist_ok=True)
     kubeconfig = _service_account_kubeconfig(env, NAMESPACE, CONTROLLER_SA)
-    folders = {"driver": bins.driver, "sidecars": bins.sidecars}
+    folders = {"driver": bins.driver, "attacher": bins.attacher, "sidecars": bins.sidecars}
     values = {"ADDRESS": str(socket), "CSI_NAMESPACE": NAMESPACE}
     overrides = {
         "CSI_ENDPOINT": f"unix://{socket}",
@@ -153,7 +153,7 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
                 environ[var["name"]] = NAMESPACE
         environ.update({k: v for k, v in overrides.items() if k in environ or k == "KUBECONFIG"})
         args = [_resolve(a, values) for a in container.get("args", [])]
-        if folder == "sidecars":
+        if folder in ("attacher", "sidecars"):
             args.append(f"--kubeconfig={kubeconfig}")
         if "--leader-election" in args:
             # Leader election as shipped; in a pod the namespace comes from the mounted token.

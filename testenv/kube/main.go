@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/server/v3/etcdmain"
 	"k8s.io/component-base/cli"
-	"k8s.io/component-base/logs"
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
@@ -42,8 +41,9 @@ func main() {
 	case "etcd":
 		etcdmain.Main(args)
 	case "kubectl":
+		// As kubectl's own main up to 1.30 (1.31 added an early -v setter, which the older
+		// legs' kubectl package does not have).
 		os.Args = args
-		logs.GlogSetter(kubectlcmd.GetLogVerbosity(os.Args)) // nolint:errcheck
 		if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {
 			kubectlutil.CheckErr(err)
 		}

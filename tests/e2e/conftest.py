@@ -18,14 +18,23 @@ from typing import Any
 
 import pytest
 
-from testenv import api, build, cluster
+from testenv import api, build, cluster, legs
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _env_is_up(environment: cluster.Env) -> bool:
     procs = environment.processes() if environment.exists() else {}
-    return bool(procs) and all(procs.values())
+    if not (procs and all(procs.values())):
+        return False
+    running, wanted = environment.leg(), legs.resolve()
+    if running != wanted:
+        pytest.exit(
+            f"the test environment that is up runs {running.describe()}; this run asks for "
+            f"{wanted.describe()} (CSI_MIGRATE_TESTENV_LEG): `scripts/testenv down` first",
+            returncode=2,
+        )
+    return True
 
 
 @pytest.fixture(scope="session")

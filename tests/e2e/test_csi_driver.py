@@ -92,6 +92,7 @@ def snapshot_status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
     return dict(kubectl.get("volumesnapshot", name, ns).get("status") or {})
 
 
+@pytest.mark.leg
 def test_intree_volume_is_attached_through_csi_migration_by_the_real_driver(
     env: cluster.Env, ns: str, kubectl: Kubectl
 ) -> None:
@@ -107,6 +108,7 @@ def test_intree_volume_is_attached_through_csi_migration_by_the_real_driver(
     assert vc.read_marker(env, volume.vmdk, len(volume.marker)) == volume.marker
 
 
+@pytest.mark.leg
 @pytest.mark.slow
 def test_after_a_rolling_migration_claims_are_cns_volumes_that_grow_and_snapshot(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
@@ -161,3 +163,47 @@ def test_after_a_rolling_migration_claims_are_cns_volumes_that_grow_and_snapshot
     snapshot_handle = kubectl.get("volumesnapshotcontent", content)["status"]["snapshotHandle"]
     assert snapshot_handle.startswith(kubectl.get("pv", snap.pv)["spec"]["csi"]["volumeHandle"] + "+")
     print(json.dumps({"expanded": grow.pvc, "snapshot": snapshot_handle}))
+
+
+def full_syncs_ended(env: cluster.Env) -> int:
+    """How many full syncs the syncer has logged as ended ("FullSync for VC ...: end", in every
+    driver release here), over its restarts."""
+    log = env.logs / "vsphere-syncer.log"
+    return sum("FullSync for VC" in line and ": end" in line for line in log.read_text(errors="replace").splitlines())
+
+
+@pytest.mark.leg
+@pytest.mark.serial
+def test_after_a_migration_the_syncers_full_sync_keeps_every_volume_registered_and_attachable(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Users who "copy the PV, delete the original" meet CnsNotRegisteredFault at attach: the
+    syncer unregisters the FCD when the in-tree PV carrying `migrated-to` goes, after the new PV
+    was registered. After a migration by this tool, the driver's syncer restarted (it runs a full
+    sync at start, as every 30 minutes) still has every new volume registered in CNS, and each
+    attaches again through the driver once its pod is gone and back."""
+    made = scenario.create(env, "sync", ns, replicas=2)
+    proc = run_plugin(
+        env_vars, "sts", "sync", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+        "--working-directory", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    handles = {v.pv: kubectl.get("pv", v.pv)["spec"]["csi"]["volumeHandle"] for v in made.volumes}
+    for v in made.volumes:
+        eventually(lambda h=handles[v.pv]: cns_claim(env, h), f"CNS to know {v.pvc}")
+
+    ended = full_syncs_ended(env)
+    env.restart("vsphere-syncer")
+    eventually(lambda: full_syncs_ended(env) > ended, "the restarted syncer's full sync to end", 180)
+    known = vc.cns_volumes(env, list(handles.values()))
+    assert set(handles.values()) <= set(known), f"unregistered by the full sync: {set(handles.values()) - set(known)}"
+    for v in made.volumes:
+        assert cns_claim(env, handles[v.pv]) == (ns, v.pvc)
+
+    # Attach again: every pod gone (the disks detached), then back.
+    kubectl("-n", ns, "scale", "statefulset", "sync", "--replicas=0")
+    eventually(lambda: not any(attachment(kubectl, pv) for pv in handles), "the volumes to be detached", 120)
+    kubectl("-n", ns, "scale", "statefulset", "sync", f"--replicas={made.replicas}")
+    for v in made.volumes:
+        assert_attached_by_driver(env, kubectl, ns, f"sync-{v.ordinal}", v.pv, v.vmdk)
+        assert vc.read_marker(env, v.vmdk, len(v.marker)) == v.marker

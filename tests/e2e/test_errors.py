@@ -1027,6 +1027,7 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
             kubectl(*where, "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
 
 
+@pytest.mark.leg
 @pytest.mark.parametrize("command", ["rollback", "status"])
 def test_rollback_and_status_without_a_run_say_so(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, command: str

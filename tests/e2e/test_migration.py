@@ -116,6 +116,7 @@ def assert_migrated(env: cluster.Env, kubectl: Kubectl, made: scenario.Scenario,
     assert sts["status"].get("readyReplicas") == made.replicas
 
 
+@pytest.mark.leg
 def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -177,6 +178,7 @@ def test_rolling_migration_keeps_data_and_one_replica_down_at_most(
     assert "finished migration" in again.stderr
 
 
+@pytest.mark.leg
 def test_offline_migration_reuses_existing_fcd(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -273,6 +275,7 @@ def test_cluster_name_through_admin_cluster_with_seed_spelling(
         "persistentvolume/{pv} deleted",  # in the middle of a replica: PVC and PV gone, no new ones yet
     ],
 )
+@pytest.mark.leg
 def test_killed_run_resumes(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, kill_after: str
 ) -> None:
@@ -731,6 +734,7 @@ def test_item_7_the_users_reclaim_policy_survives_a_new_working_directory(
         assert "csi-migrate.kubectl.io/original-reclaim-policy" not in (pv["metadata"].get("annotations") or {})
 
 
+@pytest.mark.leg
 def test_item_9_every_migrated_disk_is_kept_when_its_node_vm_is_deleted(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
 ) -> None:

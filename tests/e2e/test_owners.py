@@ -50,6 +50,7 @@ def ready_pods(kubectl: Kubectl, ns: str, app: str) -> list[dict[str, object]]:
     ]
 
 
+@pytest.mark.leg
 @pytest.mark.slow
 def test_all_migrates_statefulsets_a_deployment_a_bare_pods_claim_and_an_unmounted_claim(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
@@ -119,8 +120,15 @@ def _assert_running(kubectl: Kubectl, ns: str, kind: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("then", ["resume", "rollback"])
-@pytest.mark.parametrize("kind", ["deploy", "pvc"])
+@pytest.mark.parametrize(
+    ("kind", "then"),
+    [
+        pytest.param("deploy", "resume", id="deploy-resume", marks=pytest.mark.leg),
+        pytest.param("deploy", "rollback", id="deploy-rollback"),
+        pytest.param("pvc", "resume", id="pvc-resume"),
+        pytest.param("pvc", "rollback", id="pvc-rollback", marks=pytest.mark.leg),
+    ],
+)
 def test_deploy_and_pvc_killed_at_every_step_resume_or_roll_back(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, kind: str, then: str
 ) -> None:

@@ -204,13 +204,18 @@ def _boundary_kinds(strategy: str) -> list[str]:
     return [s.kind for s in steps_for(plan)]
 
 
-def boundaries(*strategies: str) -> list[Any]:
-    """(strategy, index) of every boundary of the plans, one test each."""
-    return [
-        pytest.param(strategy, index, id=f"{strategy}-{index:02d}-{kind}")
-        for strategy in strategies
-        for index, kind in enumerate(_boundary_kinds(strategy))
-    ]
+def boundaries(*strategies: str, on_every_leg: tuple[str, ...] = ()) -> list[Any]:
+    """(strategy, index) of every boundary of the plans, one test each; those whose id is in
+    `on_every_leg` also run on the older legs (marked `leg`)."""
+    params = []
+    for strategy in strategies:
+        for index, kind in enumerate(_boundary_kinds(strategy)):
+            name = f"{strategy}-{index:02d}-{kind}"
+            marks = [pytest.mark.leg] if name in on_every_leg else []
+            params.append(pytest.param(strategy, index, id=name, marks=marks))
+    missing = set(on_every_leg) - {p.id for p in params}
+    assert not missing, f"no such boundary: {missing}"
+    return params
 
 
 def at_boundary(
@@ -241,7 +246,12 @@ def at_boundary(
         raise AssertionError(f"killed after {step.id}: {exc}") from exc
 
 
-@pytest.mark.parametrize(("strategy", "index"), boundaries("rolling", "offline"))
+@pytest.mark.parametrize(
+    ("strategy", "index"),
+    boundaries(
+        "rolling", "offline", on_every_leg=("rolling-07-delete-pvc", "rolling-09-cns-release", "offline-08-delete-pv")
+    ),
+)
 def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str, index: int
 ) -> None:
@@ -255,7 +265,7 @@ def test_killed_at_every_step_a_rollback_restores_the_in_tree_state(
     at_boundary(env, env_vars, kubectl, ns, tmp_path, strategy, index, rolled_back)
 
 
-@pytest.mark.parametrize(("strategy", "index"), boundaries("offline"))
+@pytest.mark.parametrize(("strategy", "index"), boundaries("offline", on_every_leg=("offline-06-detach",)))
 def test_killed_at_every_offline_step_the_same_command_finishes(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path, strategy: str, index: int
 ) -> None:
@@ -284,6 +294,7 @@ def status(env_vars: dict[str, str], ns: str, workdir: Path) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
+@pytest.mark.leg
 @pytest.mark.slow
 def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
     env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
