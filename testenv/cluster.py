@@ -41,8 +41,9 @@ run side by side: grants to one user add up); `viewer` is never granted anything
 
 
 def state_dir() -> Path:
-    """The state folder of the leg CSI_MIGRATE_TESTENV_LEG names (one per leg: two legs can be up
-    at once); CSI_MIGRATE_TESTENV_STATE overrides it."""
+    """The state folder of the leg CSI_MIGRATE_TESTENV_LEG names (one per leg, so one leg's state
+    does not hide another's; only one can run at a time, see `up`); CSI_MIGRATE_TESTENV_STATE
+    overrides it."""
     leg = legs.resolve().name.split("+")[0]
     suffix = "" if leg == "current" else f"-{leg}"
     default = Path(os.environ.get("TMPDIR", "/tmp")) / f"csi-migrate-testenv-{os.getuid()}{suffix}"
@@ -286,6 +287,13 @@ def apiserver_args(env: Env, etcd_port: int, port: int, prefix: str) -> list[str
 def up(bins: build_mod.Bin, env: Env) -> None:
     if env.exists() and any(env.processes().values()):
         raise SystemExit(f"testenv: already up (state {env.root}); run `scripts/testenv down` first")
+    # The driver's controller and syncer listen on fixed metrics ports (:2112, :2113): a second
+    # environment's would fail to start, so one environment runs per machine.
+    for other in sorted(env.root.parent.glob(f"csi-migrate-testenv-{os.getuid()}*")):
+        running = Env(other)
+        if other != env.root and running.info_file.exists() and any(running.processes().values()):
+            leg = running.info().get("leg", {}).get("name", "current")
+            raise SystemExit(f"testenv: leg {leg} is up (state {other}); run `scripts/testenv down --leg {leg}` first")
     shutil.rmtree(env.root, ignore_errors=True)
     env.root.mkdir(parents=True, mode=0o700)
     started = time.monotonic()

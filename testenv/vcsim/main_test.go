@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/cns"
 	cnstypes "github.com/vmware/govmomi/cns/types"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -34,7 +37,8 @@ type env struct {
 	vsom *vslm.ObjectManager
 	dc   *object.Datacenter
 	ds   *object.Datastore
-	home string // LocalDS_0's folder
+	home string   // LocalDS_0's folder
+	u    *url.URL // the SDK with the test user's credentials
 }
 
 func setup(t *testing.T, args ...string) *env {
@@ -63,7 +67,7 @@ func setup(t *testing.T, args ...string) *env {
 	if _, err := govmomi.NewClient(ctx, &alt, true); err != nil {
 		t.Fatalf("login as VSPHERE.LOCAL\\csi-migrate: %v", err)
 	}
-	e := &env{t: t, ctx: ctx, c: c, vsom: vslm.NewObjectManager(c.Client)}
+	e := &env{t: t, ctx: ctx, c: c, vsom: vslm.NewObjectManager(c.Client), u: u}
 	if e.cns, err = cns.NewClient(ctx, c.Client); err != nil {
 		t.Fatal(err)
 	}
@@ -441,5 +445,112 @@ func TestPrivileges(t *testing.T) {
 	}
 	if _, err := e.vsom.RegisterDisk(e.ctx, "https://127.0.0.1/folder/kubevols/disk-p.vmdk?dcPath=DC0&dsName=LocalDS_0", "disk-p"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestListViewOnDefaultCollector: the CSI driver up to v3.3 waits for its CNS tasks through a
+// ListView watched by WaitForUpdatesEx on the session's default PropertyCollector (v3.4 on create
+// a collector of their own), while govmomi's Task.WaitForResult waits on that same collector and
+// the other driver process waits on its own session's default collector. Each waiter must still
+// see its tasks end.
+func TestListViewOnDefaultCollector(t *testing.T) {
+	for _, beside := range []string{"alone", "a task wait", "another session"} {
+		t.Run(beside, func(t *testing.T) {
+			if beside != "alone" {
+				// Known vcsim v0.53 defect, not yet worked around: with two waits on one collector,
+				// a filter destroyed by one wait panics the other's WaitForUpdatesEx ("mo.Reference
+				// is nil, not *simulator.PropertyFilter"), and a cancel reaches only the latest wait.
+				// The driver up to v3.3 waits this way; README names the gdc-1.30 leg's attach hang.
+				t.Skip("vcsim loses concurrent waits on one PropertyCollector (README, older legs)")
+			}
+			concurrent := beside == "a task wait"
+			e := setup(t)
+			ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+			defer cancel()
+			if beside == "another session" {
+				// The syncer and the controller each wait on their own session's default collector;
+				// every session's default collector has the same reference.
+				other, err := govmomi.NewClient(ctx, e.u, true)
+				e.must(err)
+				waited := make(chan struct{})
+				defer func() { cancel(); <-waited; _ = other.Logout(context.Background()) }()
+				go func() {
+					defer close(waited)
+					_ = property.Wait(ctx, property.DefaultCollector(other.Client), e.vm("DC0_C0_RP0_VM0").Reference(),
+						[]string{"name"}, func([]types.PropertyChange) bool { return false })
+				}()
+				time.Sleep(200 * time.Millisecond)
+			}
+			lv, err := view.NewManager(e.c.Client).CreateListView(ctx, nil)
+			e.must(err)
+			pc := property.DefaultCollector(e.c.Client)
+			filter := new(property.WaitFilter)
+			filter.Add(lv.Reference(), "Task", []string{"info"}, &types.TraversalSpec{Type: "ListView", Path: "view", Skip: types.NewBool(false)})
+			done := make(chan types.ManagedObjectReference, 16)
+			onUpdates := func(updates []types.ObjectUpdate) bool {
+				for _, u := range updates {
+					for _, c := range u.ChangeSet {
+						if info, ok := c.Val.(types.TaskInfo); ok && (info.State == types.TaskInfoStateSuccess || info.State == types.TaskInfoStateError) {
+							select {
+							case done <- info.Task:
+							default:
+							}
+						}
+					}
+				}
+				return false
+			}
+			// vcsim's CancelWaitForUpdates cancels only a collector's latest wait, so the waiter
+			// polls (MaxWaitSeconds) to end with the test instead of holding its server open.
+			filter.Options = &types.WaitOptions{MaxWaitSeconds: types.NewInt32(1)}
+			go func() {
+				for ctx.Err() == nil {
+					_ = property.WaitForUpdatesEx(ctx, pc, filter, onUpdates)
+				}
+			}()
+			time.Sleep(200 * time.Millisecond)
+			var waiters []chan struct{}
+			for i := 0; i < 3; i++ {
+				name := fmt.Sprintf("disk-%d", i)
+				e.vmdk(name, 16)
+				if concurrent {
+					// Another waiter on the same default collector, as Task.WaitForResult is.
+					task, err := object.NewVirtualDiskManager(e.c.Client).CreateVirtualDisk(ctx, fmt.Sprintf("[LocalDS_0] kubevols/other-%d.vmdk", i), e.dc,
+						&types.FileBackedVirtualDiskSpec{VirtualDiskSpec: types.VirtualDiskSpec{DiskType: "thin", AdapterType: "lsiLogic"}, CapacityKb: 1024})
+					e.must(err)
+					waited := make(chan struct{})
+					go func() { _, _ = task.WaitForResultEx(ctx); close(waited) }()
+					waiters = append(waiters, waited)
+				}
+				task, err := e.cns.CreateVolume(ctx, []cnstypes.CnsVolumeCreateSpec{{
+					Name: "pvc-" + name, VolumeType: "BLOCK",
+					Metadata: cnstypes.CnsVolumeMetadata{ContainerCluster: cnstypes.CnsContainerCluster{
+						ClusterType: "KUBERNETES", ClusterId: "user-cluster-1", VSphereUser: user, ClusterFlavor: "VANILLA",
+					}},
+					BackingObjectDetails: &cnstypes.CnsBlockBackingDetails{BackingDiskUrlPath: fmt.Sprintf(
+						"https://127.0.0.1/folder/kubevols/%s.vmdk?dcPath=%s&dsName=LocalDS_0", name, url.PathEscape("/DC0"))},
+				}})
+				e.must(err)
+				_, err = lv.Add(ctx, []types.ManagedObjectReference{task.Reference()})
+				e.must(err)
+				// A wait on the collector sees every filter's updates (so other tasks too, which
+				// the driver ignores); it must see this one.
+				for seen := false; !seen; {
+					select {
+					case got := <-done:
+						seen = got == task.Reference()
+					case <-ctx.Done():
+						t.Fatalf("task %d (%v): the ListView's waiter never saw it end", i, task.Reference())
+					}
+				}
+			}
+			for i, waited := range waiters {
+				select {
+				case <-waited:
+				case <-time.After(10 * time.Second):
+					t.Errorf("Task.WaitForResult %d, beside the ListView's wait, never saw its task end", i)
+				}
+			}
+		})
 	}
 }
