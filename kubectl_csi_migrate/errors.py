@@ -37,6 +37,12 @@ class KeyClash(PermanentError):
     a Lease) is another owner's run: refused before anything changed (one `error:` line)."""
 
 
+class OutOfDate(KeyClash):
+    """The working directory is older than the run's record in the cluster: a later run of the
+    owner was recorded there (its own or another's) by a command the folder never saw. Refused
+    before anything changed (one `error:` line)."""
+
+
 class PreflightFailed(PermanentError):
     """Preflight found at least one blocking problem."""
 

@@ -144,17 +144,10 @@ def status_of(
 
 
 def _alive_here(holder: str) -> bool | None:
-    """Whether the process `<host>/<run id>/<pid>` runs, when its host is this machine."""
-    import os
-    import socket
+    """Whether the process `<host>/<run id>/<pid>` runs, when this process can tell (host.alive)."""
+    from kubectl_csi_migrate.host import alive
 
-    host, _, pid = holder.rpartition("/")
-    if not pid.isdigit() or host.split("/")[0] != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    host, _, rest = holder.partition("/")
+    pid = rest.rpartition("/")[2]
+    return alive(host, int(pid)) if pid.isdigit() else None
     return True

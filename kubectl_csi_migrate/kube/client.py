@@ -28,6 +28,7 @@ from kubectl_csi_migrate.errors import (
     TemporaryError,
     TooManyRequestsError,
 )
+from kubectl_csi_migrate.host import tag
 
 Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.kube")
@@ -632,7 +633,7 @@ def _private_temp_dir() -> str:
         import tempfile
 
         _remove_dead_temp_dirs(tempfile.gettempdir())
-        path = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-")  # created 0700
+        path = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{tag()}.{os.getpid()}-")  # created 0700
         atexit.register(shutil.rmtree, path, True)
         _TEMP_DIR.append(path)
     return _TEMP_DIR[0]
@@ -640,17 +641,30 @@ def _private_temp_dir() -> str:
 
 _TEMP_PREFIX = "kubectl-csi-migrate-"
 
+OLD_FORMAT_AGE = 24 * 3600.0
+"""An earlier release's folder (`kubectl-csi-migrate-<pid>-*`, no tag) is removed only when its
+pid is gone here and it is older than this: its process may run where this one cannot see it."""
+
 
 def _remove_dead_temp_dirs(root: str) -> None:
-    """Remove `kubectl-csi-migrate-<pid>-*` folders of ours whose process is gone."""
+    """Remove `kubectl-csi-migrate-<tag>.<pid>-*` folders of ours whose process is gone: only those
+    of this machine and pid namespace (host.tag): a live run in another container sharing the
+    folder has a pid this process cannot see (issue 17, item 10)."""
     import shutil
 
     for entry in Path(root).glob(f"{_TEMP_PREFIX}*"):
+        name = entry.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
+        theirs, _, pid_text = name.rpartition(".")
         try:
-            pid = int(entry.name[len(_TEMP_PREFIX) :].split("-", 1)[0])
-            if entry.stat().st_uid != os.getuid() or not entry.is_dir():
+            pid = int(pid_text)
+            stat = entry.stat()
+            if stat.st_uid != os.getuid() or not entry.is_dir():
                 continue
         except (ValueError, OSError):
+            continue
+        if theirs and theirs != tag():
+            continue  # another machine's or container's process: not ours to judge
+        if not theirs and time.time() - stat.st_mtime < OLD_FORMAT_AGE:
             continue
         try:
             os.kill(pid, 0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubectl_csi_migrate.errors import ConflictError, CsiMigrateError, KeyClash, NotFoundError, PermanentError
+from kubectl_csi_migrate.host import alive, this_host
 from kubectl_csi_migrate.kube.client import Kube, resource_path
 
 LEASE_SECONDS = 60
@@ -73,7 +73,7 @@ class Lease:
         self._watched: tuple[Any, float] | None = None
         """try_acquire: (resourceVersion, clock()) of another holder's Lease as first seen unchanged."""
         self.run_id = run_id
-        self.host = socket.gethostname()
+        self.host = this_host()
         self.holder = f"{self.host}/{run_id}/{os.getpid()}"
         self.say = say or (lambda _line: None)
         self.sleep = sleep
@@ -223,20 +223,18 @@ class Lease:
         return lease
 
     def _may_take_over(self, current: str) -> bool:
-        """A run on this host whose process is gone: it was killed, and nothing runs for it any
-        more (this is its resume, or a new start with another working directory). A live
-        process keeps the lease; a holder on another host keeps it until seen abandoned."""
-        host, _, rest = current.partition("/")
+        """A run whose process this one can see (same machine, same pid namespace: host.alive)
+        and that is gone: it was killed, and nothing runs for it any more (this is its resume, or
+        a new start with another working directory). A live process keeps the lease; a holder
+        elsewhere (another machine, another container of the same hostname) keeps it until seen
+        abandoned."""
+        holder_host, _, rest = current.partition("/")
         _run_id, _, pid = rest.partition("/")
-        if host != self.host or not pid.isdigit():
+        if not pid.isdigit():
             return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if int(pid) == os.getpid() and holder_host == self.host:
             return True
-        except PermissionError:
-            return False
-        return int(pid) == os.getpid()
+        return alive(holder_host, int(pid)) is False
 
     # -- keeping it -----------------------------------------------------------------------------
 

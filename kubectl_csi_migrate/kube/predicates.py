@@ -136,3 +136,20 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) ->
         if not ok:
             return False
     return True
+
+
+def writer_of(obj: dict[str, Any], path: tuple[str, ...] = ()) -> str | None:
+    """Who last wrote `obj` (its managedFields): of the entries whose fields hold `path` (as
+    fieldsV1 names it, `("f:spec", "f:replicas")`; empty: any), the latest's manager; None when
+    the object carries no such entry (a backup, a server that keeps no managedFields)."""
+    entries = []
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        fields: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None and entry.get("manager"):
+            entries.append(entry)
+    if not entries:
+        return None
+    latest = max(entries, key=lambda e: e.get("time") or "")
+    return str(latest["manager"])

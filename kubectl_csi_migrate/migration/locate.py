@@ -120,9 +120,21 @@ def _clash(found: Obj, name: str, what: str, namespace: str) -> str:
 def rebuild(found: Found, say: Any, for_rollback: bool) -> bool:
     """When the working directory holds no run, and the cluster holds the record of an unfinished
     run of this owner (a finished one too, for a rollback): write the working directory again from
-    that record and say so. True when it did."""
+    that record and say so. True when it did. When the folder holds the run and the record is
+    further on (the run carried on or rolled back from elsewhere): bring the folder up to it and
+    say so; when the record is of a later run: OutOfDate (record.ahead), nothing changed."""
     workdir, found_record = found.workdir, found.record
-    if workdir.has_run() or not found_record or not found_record["run"].get("plan"):
+    if not found_record or not found_record["run"].get("plan"):
+        return False
+    if workdir.has_run():
+        plan = stored_plan(workdir)
+        if plan is not None and plan.owner == record.owner_of(found_record):
+            taken = record.catch_up(workdir, found_record, found.record_name)
+            if taken:
+                say(
+                    f"the working directory {workdir.path} lagged the run's record in the cluster "
+                    f"(configmap/{found.record_name}: {taken}): brought it up to date from there"
+                )
         return False
     run = found_record["run"]
     if run.get("rolled_back") or (run.get("finished") and not for_rollback):

@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kubectl_csi_migrate.errors import ConflictError, NotFoundError
+from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
@@ -132,10 +132,12 @@ def kept_steps(steps: dict[str, Obj]) -> dict[str, Obj]:
     }
 
 
-def read(kube: Kube, namespace: str, key: str) -> Obj | None:
+def read(kube: Kube, namespace: str, key: str, again: bool = False) -> Obj | None:
     """The record of the last run `key` (Plan.key): {"run", "steps", "volumes", "backups"}, or
-    None when there is none."""
-    cm = kube.get_once("ConfigMap", name_of(key), namespace)  # read at a command's start only
+    None when there is none; read at a command's start only, unless `again` (once its Lease is
+    held)."""
+    get = kube.get if again else kube.get_once
+    cm = get("ConfigMap", name_of(key), namespace)
     return None if cm is None else parse(cm)
 
 
@@ -167,13 +169,94 @@ def unfinished(kube: Kube, namespace: str | None) -> list[Plan]:
 def rebuild(workdir: WorkDir, record: Obj) -> None:
     """Write the working directory again from the record (run.json, the steps done, backups)."""
     plan = Plan.from_dict(record["run"]["plan"])
-    workdir.create(plan, record["run"]["run_id"], record["run"].get("options"))
+    run = record["run"]
+    workdir.create(plan, run["run_id"], run.get("options"), run.get("started"))
     for backup in record["backups"]:
         workdir.save_backup(backup, overwrite=True)
     for step, entry in record["steps"].items():
         workdir.record(step, "done", **{k: v for k, v in entry.items() if k != "event"})
         if entry.get("event") == "undone":
             workdir.record(step, "undone")
-    flags = {k: record["run"][k] for k in ("finished", "rolling_back", "rolled_back") if record["run"].get(k)}
+    flags = {k: run[k] for k in RUN_FLAGS if run.get(k)}
     if flags:
         workdir.update_run(**flags)
+
+
+RUN_FLAGS = ("finished", "rolling_back", "rolled_back")
+"""What a run's run.json says of its end, in the order they can happen."""
+
+EVENTS = (None, "start", "done", "undo-start", "undone")
+"""A step's events in the order they happen: of two, the later one is the newer."""
+
+
+def ahead(workdir: WorkDir, found: Obj, name: str) -> tuple[list[tuple[str, Obj]], dict[str, bool]]:
+    """What the record in the cluster (`found`, read from configmap `name`) holds of the run in
+    the working directory that the folder lacks: (step, its entry) for each step the record has
+    further on (done, or undone), and the end flags (finished, rolling back, rolled back) it
+    has and the folder has not. Both empty when the folder is up to date, as it is unless a
+    command elsewhere (another machine, a rebuilt folder) carried the same run on.
+
+    Raises OutOfDate when the record is of a later run of the owner than the folder's: the folder's
+    run ended (rolled back, or given up) and another began, which only that run's folder or the
+    record may act on. A rollback or a resume from the older folder would undo or redo its steps
+    over the later run's objects and write its record over the later one's."""
+    mine = workdir.load_run()
+    theirs = found["run"]
+    if theirs.get("run_id") != mine.get("run_id"):
+        if float(theirs.get("started") or 0) > float(mine.get("started") or 0):
+            raise OutOfDate(
+                f"{workdir.path} holds run {mine.get('run_id', '?')[:8]} of this {theirs['plan']['kind']}, "
+                f"but configmap/{name} records a later run ({theirs.get('run_id', '?')[:8]}, "
+                f"{_state(theirs)}) that this folder never saw: move the folder away (the command then "
+                "goes on from the record in the cluster) or pass the later run's --working-directory"
+            )
+        return [], {}  # the folder's run is the later one: its record was written over, it writes it again
+    steps = workdir.steps()
+    newer = [
+        (step, entry)
+        for step, entry in found["steps"].items()
+        if EVENTS.index(entry.get("event")) > EVENTS.index(steps.get(step, {}).get("event"))
+    ]
+    flags = {k: True for k in RUN_FLAGS if theirs.get(k) and not mine.get(k)}
+    return newer, flags
+
+
+def _state(run: Obj) -> str:
+    for flag, said in (("rolled_back", "rolled back"), ("rolling_back", "being rolled back"), ("finished", "finished")):
+        if run.get(flag):
+            return said
+    return "unfinished"
+
+
+def catch_up(workdir: WorkDir, found: Obj, name: str) -> str | None:
+    """Bring the working directory up to the record in the cluster where the record is ahead of it
+    (`ahead`; OutOfDate when it is another, later run's): the newer of the two wins. What it took
+    from the record, in words, or None when the folder was up to date."""
+    newer, flags = ahead(workdir, found, name)
+    for step, entry in newer:
+        data = {k: v for k, v in entry.items() if k != "event"}
+        if entry["event"] == "undone" and workdir.steps().get(step, {}).get("event") != "done":
+            workdir.record(step, "done", **data)
+        workdir.record(step, entry["event"], **data)
+    if flags:
+        workdir.update_run(**flags)
+    if not newer and not flags:
+        return None
+    said = [f"{len(newer)} step(s) {'/'.join(sorted({e['event'] for _, e in newer}))}"] if newer else []
+    said += [_state(flags)] if flags else []
+    return ", ".join(said)
+
+
+def check_current(workdir: WorkDir, found: Obj | None, name: str) -> None:
+    """Raise OutOfDate unless the working directory is up to date with the record in the cluster
+    (`found`: read again once the run's Lease is held: a command elsewhere may have carried the run
+    on between this command's first look and its Lease)."""
+    if found is None or not found["run"].get("plan") or not workdir.has_run():
+        return
+    newer, flags = ahead(workdir, found, name)
+    if newer or flags:
+        what = ", ".join([f"step {s} {e['event']}" for s, e in newer[:3]] + [_state(flags)] * bool(flags))
+        raise OutOfDate(
+            f"configmap/{name} shows this run further on than {workdir.path} ({what}): a command elsewhere "
+            "carried it on; nothing was changed: run the same command again (it takes the record's progress)"
+        )

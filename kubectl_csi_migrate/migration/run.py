@@ -36,7 +36,7 @@ from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import budget, disks, events, report, volumes, workload
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan, object_name
-from kubectl_csi_migrate.migration.record import ClusterRecord
+from kubectl_csi_migrate.migration.record import ClusterRecord, check_current, read
 from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
@@ -130,6 +130,8 @@ class Migration:
         }
         """The kinds the run reads and waits on most, each listed once and followed by a watch: a
         wait on them (a pod gone or Ready, a claim Bound or gone) costs no request of its own."""
+        if plan.kind == STATEFULSET:  # checked before every step: put back by someone else?
+            self.caches[("StatefulSet", plan.namespace)] = kube.cache("StatefulSet", plan.namespace)
 
     # -- a run, a rollback --------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Migration:
             self.run_id = self.workdir.load_run()["run_id"]
             self.done = {k: v for k, v in self.workdir.steps().items() if v["event"] == "done"}
             self.say(f"resuming the run in {self.workdir.path} ({len(self.done)} steps already done)")
+            self._scale_to_zero_again()
         else:
             self.run_id = uuid.uuid4().hex
         with self._locked(fresh=not resuming):
@@ -158,14 +161,10 @@ class Migration:
     def _run_in_order(self, steps: list[Step]) -> None:
         replica = None
         ordinals = self.plan.ordinals_descending()
-        previous = None
         for step in steps:
             if step.ordinal is not None and step.ordinal != replica:
                 replica = step.ordinal
                 self.progress(f"replica {ordinals.index(replica) + 1}/{len(ordinals)}: {self.plan.pod_name(replica)}")
-                if previous != "delete-statefulset":  # which has just watched it go
-                    self._stop_if_recreated_elsewhere()
-            previous = step.kind if step.id not in self.done else None
             self.step(step)
 
     def _run_offline(self, steps: list[Step]) -> None:
@@ -180,7 +179,6 @@ class Migration:
         for step in steps[:first]:
             self.step(step)
         if chains:
-            self._stop_if_recreated_elsewhere()
             total = len(chains)
 
             def move(index: int, chain: list[Step]) -> report.Timing:
@@ -251,10 +249,26 @@ class Migration:
         for t in timings:
             self.timing.volumes.update(t.volumes)
 
-    def _stop_if_recreated_elsewhere(self) -> None:
-        if self.plan.kind == STATEFULSET:
-            live = self.kube.get("StatefulSet", self.plan.name, self.plan.namespace)
+    def _stop_if_changed_elsewhere(self, step: Step) -> None:
+        """Before each step of a run: the owner as the run left it? A StatefulSet put back by
+        someone else (from the watch the run keeps of them: no request), or a Deployment or
+        ReplicaSet scaled up while the run keeps it at 0 (a GET, between those two steps only)."""
+        plan = self.plan
+        if plan.kind == STATEFULSET:
+            cache = self.caches[("StatefulSet", plan.namespace)]
+            live = next((o for o in cache.items() if o["metadata"]["name"] == plan.name), None)
             workload.stop_if_recreated_elsewhere(self, live)
+        elif "scale-to-zero" in self.done and "scale-back" not in self.done and step.kind != "scale-back":
+            workload.stop_if_scaled_up(self)
+
+    def _scale_to_zero_again(self) -> None:
+        """A resumed run of a Deployment or ReplicaSet found scaled up again by someone else
+        before the run scaled it back (workload.stop_if_scaled_up): its scale to 0 is done again."""
+        if "scale-to-zero" not in self.done or "scale-back" in self.workdir.steps():
+            return  # not scaled down yet, or scaled back (or being) by this run
+        live = self.kube.get(self.plan.kind, self.plan.name, self.plan.namespace)
+        if live is not None and int(live["spec"].get("replicas", 1)) != 0:
+            del self.done["scale-to-zero"]
 
     @property
     def timing(self) -> report.Timing:
@@ -301,6 +315,11 @@ class Migration:
             lease.check()
 
         try:
+            # A command elsewhere may have carried this run on (or begun a later one) between this
+            # command's first look at the record (locate.rebuild caught the folder up then) and
+            # the Lease: nothing is changed from a folder older than the record.
+            if self.workdir.has_run():
+                check_current(self.workdir, read(self.kube, plan.namespace, plan.key, again=True), self.record.name)
             budget.hold_leases(self, lease, fresh)
             self.kube.before_mutation = before_mutation
             self.kube.outage_seconds = API_OUTAGE_SECONDS
@@ -319,6 +338,7 @@ class Migration:
     def step(self, step: Step) -> Obj:
         if step.id in self.done:
             return self.done[step.id]
+        self._stop_if_changed_elsewhere(step)
         if step.kind == "detach":
             self.timing.volumes[step.pv] = (time.time(), time.time())
         self.workdir.record(step.id, "start")

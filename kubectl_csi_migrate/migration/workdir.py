@@ -160,8 +160,11 @@ class WorkDir:
 
     # -- run --------------------------------------------------------------------------------
 
-    def create(self, plan: Plan, run_id: str | None = None, options: Obj | None = None) -> str:
-        """Start (or restart, when no step changed anything yet) the record of a run."""
+    def create(
+        self, plan: Plan, run_id: str | None = None, options: Obj | None = None, started: float | None = None
+    ) -> str:
+        """Start (or restart, when no step changed anything yet) the record of a run (`started`:
+        when it first started, for a folder rebuilt from the record in the cluster)."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         # A record that never finished its backup changed nothing: start it afresh.
@@ -172,7 +175,7 @@ class WorkDir:
         run_id = run_id or uuid.uuid4().hex
         record = {
             "run_id": run_id,
-            "started": time.time(),
+            "started": started or time.time(),
             "plan": plan.to_dict(),
             "options": options or {},
             "finished": False,

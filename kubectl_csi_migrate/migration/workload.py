@@ -120,21 +120,93 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
     """Once the tool has deleted the StatefulSet, the only one of that name it accepts is the
     one it creates itself (annotated with the old uid). Any other was put back by someone
     else, with the in-tree templates: adopting it would end the run "migrated" with the
-    application still asking for in-tree volumes, and it would recreate pods under the run."""
+    application still asking for in-tree volumes, and it would recreate pods under the run.
+    Checked before every step (Migration.step), so the run stops at the first boundary after it
+    appears. A replica whose claim the run had deleted and not yet created again meanwhile got a
+    new, empty claim of that name from the StatefulSet's controller, and a pod on it: the message
+    names them, where that replica's data is, and what to delete before the same command can
+    finish (issue 17, item 4)."""
     if live is None or live["metadata"]["uid"] == m.plan.uid:
         return
     if (live["metadata"].get("annotations") or {}).get(RECREATED_FROM) == m.plan.uid:
         return
     ns, name = m.plan.namespace, m.plan.name
-    fields = live["metadata"].get("managedFields") or [{}]
-    writer = f", written by {fields[0]['manager']}" if fields[0].get("manager") else ""
-    raise PermanentError(
+    uid = live["metadata"]["uid"]
+    writer = p.writer_of(live)
+    by = f", written by {writer}" if writer else ""
+    message = (
         f"statefulset {ns}/{name} was created again by someone else while the migration ran "
-        f"(uid {live['metadata']['uid']}{writer}), not by this run: something manages it (Argo CD, "
-        "Flux, a Helm release, an operator?) and puts the in-tree templates back. Nothing is lost: "
-        f"migrated volumes are on CSI, the rest untouched, all recorded in {m.workdir.path}. Pause "
-        f"that manager, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan`, and run "
-        "the same command again"
+        f"(uid {uid}{by}), not by this run: something manages it (Argo CD, Flux, a Helm release, an "
+        "operator?) and puts the in-tree templates back; the run stopped before its next step"
+    )
+    window = [v for v in m.plan.to_migrate() if f"delete-pvc/{v.pvc}" in m.done and f"create-pvc/{v.pvc}" not in m.done]
+    pods = m.caches[("Pod", ns)].items() if ("Pod", ns) in m.caches else []
+    theirs = sorted(
+        o["metadata"]["name"]
+        for o in pods
+        if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
+    )
+    replaced = []
+    for v in window:
+        claim = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
+        if claim is None:
+            continue
+        bound = claim["spec"].get("volumeName")
+        on = f"bound to persistentvolume/{bound}, a new empty volume" if bound else "not bound yet"
+        users = [
+            o["metadata"]["name"]
+            for o in pods
+            if any(
+                (vol.get("persistentVolumeClaim") or {}).get("claimName") == v.pvc
+                for vol in o["spec"].get("volumes") or []
+            )
+        ]
+        used = f", mounted by pod {', '.join(users)}" if users else ""
+        replaced.append(
+            f"persistentvolumeclaim {v.pvc} is one its controller made anew ({on}{used}); the data of "
+            f"{v.pvc} is safe on {v.vmdk}"
+        )
+    if replaced:
+        to_delete = ["pod " + " ".join(theirs)] if theirs else []
+        to_delete.append("pvc " + " ".join(v.pvc for v in window))
+        message += (
+            ". " + "; ".join(replaced) + ". To finish: pause that manager; run "
+            f"`kubectl -n {ns} delete statefulset {name} --cascade=orphan`; copy off anything written to the new "
+            "claims since, then delete the pods and the new claims (`"
+            + "`, `".join(f"kubectl -n {ns} delete {d}" for d in to_delete)
+            + "`); then run the same command again"
+        )
+    else:
+        pods_note = (
+            f"; delete the pods it made ({', '.join(theirs)})" if theirs and m.plan.strategy == "offline" else ""
+        )
+        message += (
+            f". Nothing is lost: migrated volumes are on CSI, the rest untouched, all recorded in {m.workdir.path}. "
+            f"Pause that manager, run `kubectl -n {ns} delete statefulset {name} --cascade=orphan`{pods_note}, "
+            "and run the same command again"
+        )
+    raise PermanentError(message)
+
+
+def stop_if_scaled_up(m: Migration) -> None:
+    """Between the run's scale to 0 and its scale back, the Deployment (or ReplicaSet) stays at
+    0: scaled up by someone else (an autoscaler, a GitOps sync, a person), its new pods would take
+    the in-tree claim back before the run deletes it (the claim then sticks in Terminating) or
+    start before it is bound again. Checked before every step (Migration.step): the run stops at
+    the next boundary; the same command scales it to 0 again (Migration.run) once that has been
+    paused (issue 17, item 7)."""
+    live = _live_owner(m)
+    replicas = int(live["spec"].get("replicas", 1))
+    if replicas == 0:
+        return
+    writer = p.writer_of(live, ("f:spec", "f:replicas"))
+    by = f" by {writer}" if writer else ""
+    raise PermanentError(
+        f"{m.plan.what} was scaled to {replicas}{by} while the run kept it at 0 (an autoscaler, a GitOps sync, a "
+        "person?): its pods would take the claims back before they are replaced; the run stopped before its next "
+        f"step, nothing is lost (every step is recorded in {m.workdir.path}). Pause what scales it, then run the "
+        f"same command again (it scales {m.plan.ref} to 0 again and goes on), or roll back with "
+        f"`kubectl csi-migrate rollback {m.plan.ref} -n {m.plan.namespace}`"
     )
 
 
@@ -437,10 +509,26 @@ def _live_owner(m: Migration) -> Obj:
 
 
 def _pods_of(live: Obj) -> Callable[[p.Objects], list[Obj]]:
+    """The owner's own pods: a ReplicaSet's by their controller reference; a Deployment's by their
+    ReplicaSet's, named `<deployment>-<pod-template-hash>` as the Deployment controller names
+    them. Not every pod its selector matches: another owner's pods under an overlapping selector
+    would keep a scale to 0 waiting with the application down (issue 17, item 7)."""
     selector = live["spec"].get("selector")
+    meta = live["metadata"]
+
+    def owned(pod: Obj) -> bool:
+        refs = [r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")]
+        if live.get("kind", "Deployment") == "ReplicaSet":
+            return any(r.get("uid") == meta["uid"] for r in refs)
+        template_hash = (pod["metadata"].get("labels") or {}).get("pod-template-hash")
+        return bool(template_hash) and any(
+            r.get("kind") == "ReplicaSet" and r.get("name") == f"{meta['name']}-{template_hash}" for r in refs
+        )
 
     def mine(objs: p.Objects) -> list[Obj]:
-        return [o for o in objs.values() if p.selector_matches(selector, o["metadata"].get("labels") or {})]
+        return [
+            o for o in objs.values() if p.selector_matches(selector, o["metadata"].get("labels") or {}) and owned(o)
+        ]
 
     return mine
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,196 @@ def test_item_1_a_replicaset_of_its_own_killed_mid_run_is_resumed_with_its_worki
     assert_claim_migrated(env, kubectl, ns, volume)
     kubectl("-n", ns, "wait", "rs/solo", "--for=jsonpath={.status.readyReplicas}=1", "--timeout=120s")
     assert kubectl.get("rs", "solo", ns)["spec"]["replicas"] == 1, "the ReplicaSet was not scaled back to 1"
+
+
+def test_item_8_a_working_directory_older_than_the_record_is_not_trusted(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A `deploy` run killed once its claim is gone, a copy of its folder kept (a laptop's, a CI
+    runner's). The run is rolled back elsewhere from the record in the cluster; then the old
+    folder's `deploy` must not resume a run that was rolled back (before: it carried on from its
+    own steps and deleted the in-tree PV the running pods use). A new run begins elsewhere and
+    stops; then `rollback` from the old folder must not undo the first run again over the new one,
+    nor write its record over the new run's. Each refused with one error line, nothing changed;
+    the new run's own folder then rolls it back."""
+    import shutil
+
+    from tests.e2e.test_owners import assert_claim_in_tree, ready_pods
+    from tests.e2e.test_rollback import killed
+
+    made = scenario.deployment(env, "api", ns, replicas=1)
+    (volume,) = made.volumes
+    deploy = ["deploy", "api", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes"]
+    back = ["rollback", "deploy/api", "-n", ns, "--yes"]
+    run_dir, old, stale = tmp_path / "run", tmp_path / "old", tmp_path / "stale"
+    killed(env_vars, next(s.id for s in plan_of_deploy(env_vars, ns) if s.kind == "delete-pvc"), "done",
+           *deploy, "--working-directory", str(run_dir))  # fmt: skip
+    assert not kubectl.exists("pvc", volume.pvc, ns)
+    shutil.copytree(run_dir, old)
+    shutil.copytree(run_dir, stale)
+
+    elsewhere = run_plugin(env_vars, *back, "--working-directory", str(tmp_path / "elsewhere"))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "rebuilt it from configmap/csi-migrate-deployment-api" in elsewhere.stdout
+    assert_claim_in_tree(kubectl, ns, volume)
+    kubectl("-n", ns, "rollout", "status", "deployment/api", "--timeout=120s")
+    pv_before = kubectl.get("pv", volume.pv)
+
+    resumed = run_plugin(env_vars, *deploy, "--working-directory", str(old))
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert "lagged the run's record in the cluster" in resumed.stdout, resumed.stdout
+    assert "was rolled back" in resumed.stderr and resumed.stderr.count("error:") == 1, resumed.stderr
+    pv = kubectl.get("pv", volume.pv)
+    assert not pv["metadata"].get("deletionTimestamp"), "the in-tree PV the pods use is being deleted"
+    assert pv["metadata"]["resourceVersion"] == pv_before["metadata"]["resourceVersion"], "the PV was changed"
+    assert_claim_in_tree(kubectl, ns, volume)
+    assert len(ready_pods(kubectl, ns, "api")) == 1
+
+    new_dir = tmp_path / "new"
+    killed(env_vars, next(s.id for s in plan_of_deploy(env_vars, ns) if s.kind == "delete-pvc"), "done",
+           *deploy, "--working-directory", str(new_dir))  # fmt: skip
+    new_run = json.loads((new_dir / "run.json").read_text())["run_id"]
+    record_before = kubectl.get("configmap", "csi-migrate-deployment-api", ns)
+    refused = run_plugin(env_vars, *back, "--working-directory", str(stale))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "records a later run" in refused.stderr and refused.stderr.count("error:") == 1, refused.stderr
+    assert not kubectl.exists("pvc", volume.pvc, ns), "the old rollback acted over the new run"
+    record_after = kubectl.get("configmap", "csi-migrate-deployment-api", ns)
+    assert record_after["metadata"]["resourceVersion"] == record_before["metadata"]["resourceVersion"]
+    assert json.loads(record_after["data"]["run.json"])["run_id"] == new_run
+
+    rolled = run_plugin(env_vars, *back, "--working-directory", str(new_dir))
+    assert rolled.returncode == 0, rolled.stderr
+    assert_claim_in_tree(kubectl, ns, volume)
+    kubectl("-n", ns, "rollout", "status", "deployment/api", "--timeout=120s")
+
+
+def plan_of_deploy(env_vars: dict[str, str], ns: str) -> list[Any]:
+    planned = run_plugin(
+        env_vars, "deploy", "api", "-n", ns, "--csi-storageclass", "standard-rwo", "--dry-run", "-o", "json"
+    )
+    assert planned.returncode == 0, planned.stderr
+    return steps_for(Plan.from_dict(json.loads(planned.stdout)["plan"]))
+
+
+def paused(env_vars: dict[str, str], step: str, event: str, args: list[str]) -> subprocess.Popen[str]:
+    """`kubectl csi-migrate ARGS` stopped (SIGSTOP) right after it records `event` of `step`, as a
+    run stands between two steps while other work acts; SIGCONT lets it go on."""
+    path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env_vars['PATH']}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.killer", step, event, *args],
+        cwd=REPO, env={**env_vars, "PATH": path, "KILLER_SIGNAL": "STOP"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return proc
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60) if proc.poll() is None else proc.communicate()
+    raise AssertionError(f"the run did not stop after {event} {step}: exit {proc.returncode}\n{out}{err}")
+
+
+def go_on(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s"
+        time.sleep(0.5)
+    return found
+
+
+def test_item_4_a_statefulset_put_back_while_a_claim_is_deleted_stops_the_run_at_its_next_step(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A rolling run stands right after it deleted replica web-1's claim; meanwhile a GitOps sync
+    puts the in-tree StatefulSet back (its manifest as before the run): the StatefulSet controller
+    makes a new claim of that name and a pod web-1 on it. The run must stop at its next step (it
+    checks before every step, not only between replicas), name the new claim and pod, say where
+    the replica's data is and what to delete; following that, the same command finishes, the data
+    intact. Before: it went on (in-tree PV deleted, disk registered, CSI PV created) to stop at
+    "exists but is not bound", with no way named to finish."""
+    made = scenario.create(env, "web", ns, replicas=2)
+    sts_uid = kubectl.get("statefulset", "web", ns)["metadata"]["uid"]
+    manifest = kubectl.get("statefulset", "web", ns)
+    steps = plan_steps(env_vars, ns, "rolling")
+    target = next(s for s in steps if s.kind == "delete-pvc")
+    claim = target.target.split("/", 1)[1]
+    workdir = tmp_path / "run"
+    args = migrate_args(ns, "rolling", workdir)
+    proc = paused(env_vars, target.id, "done", args)
+    try:
+        assert not kubectl.exists("pvc", claim, ns)
+        doc = {
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": ns, "labels": manifest["metadata"].get("labels") or {}},
+            "spec": manifest["spec"],
+        }  # fmt: skip
+        kubectl("apply", "--field-manager", "argocd-controller", "-f", "-", stdin=json.dumps(doc))
+        wait_for(f"claim {claim} made by the StatefulSet's controller", lambda: kubectl.exists("pvc", claim, ns))
+        wait_for("pod web-1 made by the StatefulSet's controller", lambda: kubectl.exists("pod", "web-1", ns))
+    finally:
+        code, out, err = go_on(proc)
+    assert code == 1, f"exit {code}\n{out}{err}"
+    assert err.count("error:") == 1 and "created again by someone else" in err and "argocd-controller" in err, err
+    assert f"persistentvolumeclaim {claim} is one its controller made anew" in err, err
+    assert "mounted by pod web-1" in err, err
+    assert recorded(workdir).get(f"delete-pv/{target.pv}") is None, "a step ran after the StatefulSet came back"
+    assert "vsphereVolume" in kubectl.get("pv", target.pv)["spec"], "the in-tree PV is kept"
+
+    kubectl("-n", ns, "delete", "statefulset", "web", "--cascade=orphan")
+    kubectl("-n", ns, "delete", "pod", "web-1", "--wait=true")
+    kubectl("-n", ns, "delete", "pvc", claim, "--wait=true")
+    done = run_plugin(env_vars, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_migrated(env, kubectl, made, sts_uid)
+
+
+def test_item_7_a_deployment_scaled_up_during_its_run_stops_it_and_overlapping_selectors_do_not_stall_it(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A Deployment `api` beside another (`api-canary`) whose pods carry the same labels: the
+    scale to 0 waits on api's own pods (before: on every pod the selector matched, so it waited
+    out --timeout with the application down). The run stands right after its disk is detached
+    and an autoscaler scales api to 1: the run must stop before it deletes the claim a new pod
+    mounts (before: the claim stuck in Terminating until the run timed out). The same command
+    then scales api to 0 again and finishes."""
+    from tests.e2e.test_owners import assert_claim_migrated
+
+    made = scenario.deployment(env, "api", ns, replicas=1)
+    (volume,) = made.volumes
+    canary = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api-canary", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}}, "spec": scenario._pod_spec([])}},
+    }  # fmt: skip
+    kubectl.apply(canary)
+    kubectl("-n", ns, "rollout", "status", "deployment/api-canary", "--timeout=120s")
+    args = ["deploy", "api", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--timeout", "60s"]
+    args += ["--working-directory", str(tmp_path / "run")]
+    proc = paused(env_vars, f"detach/{volume.pv}", "done", args)
+    try:
+        kubectl("-n", ns, "scale", "deployment/api", "--replicas=1")
+        wait_for(
+            "a new pod of api",
+            lambda: kubectl("-n", ns, "get", "pods", "-l", "app=api", "-o", "name").count("pod/api-") > 1,
+        )
+    finally:
+        code, out, err = go_on(proc)
+    assert code == 1, f"exit {code}\n{out}{err}"
+    assert err.count("error:") == 1 and "was scaled to 1 by kubectl" in err and "kept it at 0" in err, err
+    assert recorded(tmp_path / "run").get(f"delete-pvc/{volume.pvc}") is None, "the claim's deletion started"
+    assert not kubectl.get("pvc", volume.pvc, ns)["metadata"].get("deletionTimestamp")
+
+    done = run_plugin(env_vars, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deployment.apps/api scaled to 0" in done.stdout, done.stdout
+    assert_claim_migrated(env, kubectl, ns, volume)
+    assert kubectl.get("deployment", "api", ns)["spec"]["replicas"] == 1
+    assert kubectl.get("deployment", "api-canary", ns)["status"].get("readyReplicas") == 1

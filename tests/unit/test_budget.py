@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, NothingChanged, PermanentError, TemporaryError
+from kubectl_csi_migrate.host import this_host
 from kubectl_csi_migrate.kube import lock
 from kubectl_csi_migrate.kube.lock import Lease
 from kubectl_csi_migrate.migration import budget
@@ -336,7 +336,7 @@ def test_a_holder_whose_process_is_gone_from_this_machine_is_taken_over_at_once(
     budget_lease(kube, "run-a").try_acquire("x")
     dead = subprocess.Popen(["true"])  # a run of this machine, killed
     dead.wait()
-    host = socket.gethostname()
+    host = this_host()
     kube.leases[lease_name("shared")]["spec"]["holderIdentity"] = f"{host}/run-a/{dead.pid}"
     wait_for(budget_lease(kube, "run-b"), "ns/shared", 5.0, print, sleep=lambda s: pytest.fail("waited"))
     assert "run-b" in holder(kube)
@@ -362,6 +362,9 @@ class FakeWorkDir:
 
     def has_backup(self, kind: str, name: str) -> bool:
         return (kind, name) in self.backups
+
+    def has_run(self) -> bool:
+        return False  # a fresh run: no record in the cluster to be older than
 
     def load_backup(self, kind: str, name: str) -> Obj:
         return copy.deepcopy(self.backups[(kind, name)])
@@ -442,7 +445,7 @@ def test_runs_take_shared_budgets_in_one_order_and_never_hold_one_while_waiting_
     budgets = [pdb("two", {"matchLabels": {"tier": "db"}}), pdb("one", {"matchExpressions": []})]
     kube = FakeKube(pods=sts_pods("a", tier="db") + sts_pods("b", tier="db"), budgets=budgets)
     with monkeypatch.context() as other:  # run a: a process of another machine
-        other.setattr(lock.socket, "gethostname", lambda: "host-a")
+        other.setattr(lock, "this_host", lambda: "host-a~00000000")
         a = run_lease(kube, "a")
         hold_leases(run_of(kube, plan_of("a")), a, fresh=True)
     said: list[str] = []
@@ -474,7 +477,7 @@ def test_a_run_whose_budget_wait_times_out_gives_back_what_it_took(monkeypatch: 
     budgets = [pdb("one", {"matchLabels": {"app": "web"}}), pdb("two", {})]
     kube = FakeKube(pods=sts_pods("web"), budgets=budgets)
     budget_lease(kube, "run-other", "two", "statefulset ns/other").try_acquire("x")  # a live holder of `two`
-    host = socket.gethostname()
+    host = this_host()
     kube.leases[lease_name("two")]["spec"]["holderIdentity"] = f"{host}/run-other/1"  # pid 1: alive
     kube.cache = lambda kind, namespace=None: SimpleNamespace(  # type: ignore[attr-defined]
         items=lambda: copy.deepcopy(kube.pods), stop=lambda: None

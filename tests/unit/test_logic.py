@@ -206,21 +206,47 @@ def test_disk_key_names_the_same_disk_the_same_way() -> None:
 
 
 def test_private_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    """Only folders of processes this one can see (host.tag: this machine, this pid namespace);
+    an earlier release's untagged folder once a day old (issue 17, item 10)."""
     import subprocess
     import sys
 
+    from kubectl_csi_migrate.host import tag
     from kubectl_csi_migrate.kube import client
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = tmp_path / f"kubectl-csi-migrate-{int(dead.stdout)}-abc"
-    alive = tmp_path / f"kubectl-csi-migrate-{os.getpid()}-def"
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
+    gone = tmp_path / f"kubectl-csi-migrate-{tag()}.{dead}-abc"
+    alive = tmp_path / f"kubectl-csi-migrate-{tag()}.{os.getpid()}-def"
+    elsewhere = tmp_path / f"kubectl-csi-migrate-0badc0de.{dead}-ghi"  # another container's live run
+    old_gone = tmp_path / f"kubectl-csi-migrate-{dead}-jkl"
+    old_recent = tmp_path / f"kubectl-csi-migrate-{dead}-mno"
     other = tmp_path / "kubectl-csi-migrate-notapid"
-    for folder in (gone, alive, other):
+    for folder in (gone, alive, elsewhere, old_gone, old_recent, other):
         folder.mkdir()
         (folder / "key").write_text("secret")
+    day_old = time.time() - client.OLD_FORMAT_AGE - 60
+    os.utime(old_gone, (day_old, day_old))
     client._remove_dead_temp_dirs(str(tmp_path))
-    assert not gone.exists()
-    assert alive.exists() and other.exists()
+    assert not gone.exists() and not old_gone.exists()
+    assert alive.exists() and elsewhere.exists() and old_recent.exists() and other.exists()
+
+
+def test_a_process_is_judged_alive_or_gone_only_where_its_pid_means_it() -> None:
+    import subprocess
+    import sys
+
+    from kubectl_csi_migrate.host import alive, this_host
+
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
+    assert alive(this_host(), os.getpid()) is True
+    assert alive(this_host(), dead) is False
+    hostname = this_host().split("~")[0]
+    assert alive(hostname, dead) is None, "the bare hostname (another container's, an earlier release's)"
+    assert alive(f"{hostname}~0badc0de", dead) is None
 
 
 def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:

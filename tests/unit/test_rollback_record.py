@@ -49,9 +49,12 @@ class Folder:
         self.run: Obj = {}
         self.events: list[Obj] = []
 
-    def create(self, plan: Plan, run_id: str | None = None, options: Obj | None = None) -> str:
+    def create(
+        self, plan: Plan, run_id: str | None = None, options: Obj | None = None, started: float | None = None
+    ) -> str:
         stored = self.plans.setdefault((plan.key, plan.strategy), plan.to_dict())
         self.run = {"run_id": run_id or "r1", "plan": stored, "options": options or {}, "finished": False}
+        self.run["started"] = started or 1.0
         self.events = []
         return str(self.run["run_id"])
 
@@ -63,6 +66,9 @@ class Folder:
 
     def load_run(self) -> Obj:
         return dict(self.run)  # the plan in it is never changed
+
+    def has_run(self) -> bool:
+        return bool(self.run)
 
     def update_run(self, **fields: Any) -> None:
         self.run.update(fields)
