@@ -130,8 +130,6 @@ class Migration:
         }
         """The kinds the run reads and waits on most, each listed once and followed by a watch: a
         wait on them (a pod gone or Ready, a claim Bound or gone) costs no request of its own."""
-        if plan.kind == STATEFULSET:  # checked before every step: put back by someone else?
-            self.caches[("StatefulSet", plan.namespace)] = kube.cache("StatefulSet", plan.namespace)
 
     # -- a run, a rollback --------------------------------------------------------------------
 
@@ -251,13 +249,13 @@ class Migration:
 
     def _stop_if_changed_elsewhere(self, step: Step) -> None:
         """Before each step of a run: the owner as the run left it? A StatefulSet put back by
-        someone else (from the watch the run keeps of them: no request), or a Deployment or
-        ReplicaSet scaled up while the run keeps it at 0 (a GET, between those two steps only)."""
+        someone else once the run deleted it, or a Deployment or ReplicaSet scaled up while the
+        run keeps it at 0: a GET each time, while the run has it so (a watch's view may be a
+        moment old, and the step after it may be the one that cannot wait)."""
         plan = self.plan
         if plan.kind == STATEFULSET:
-            cache = self.caches[("StatefulSet", plan.namespace)]
-            live = next((o for o in cache.items() if o["metadata"]["name"] == plan.name), None)
-            workload.stop_if_recreated_elsewhere(self, live)
+            if "delete-statefulset" in self.done and "recreate-statefulset" not in self.done:
+                workload.stop_if_recreated_elsewhere(self, self.kube.get("StatefulSet", plan.name, plan.namespace))
         elif "scale-to-zero" in self.done and "scale-back" not in self.done and step.kind != "scale-back":
             workload.stop_if_scaled_up(self)
 

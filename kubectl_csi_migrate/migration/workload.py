@@ -146,7 +146,7 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
         for o in pods
         if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
     )
-    replaced = []
+    replaced, users_of_window = [], []
     for v in window:
         claim = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
         if claim is None:
@@ -161,13 +161,17 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
                 for vol in o["spec"].get("volumes") or []
             )
         ]
+        users_of_window += users
         used = f", mounted by pod {', '.join(users)}" if users else ""
         replaced.append(
             f"persistentvolumeclaim {v.pvc} is one its controller made anew ({on}{used}); the data of "
             f"{v.pvc} is safe on {v.vmdk}"
         )
     if replaced:
-        to_delete = ["pod " + " ".join(theirs)] if theirs else []
+        # Offline, every pod it made must go (the run moves volumes with none running); rolling,
+        # those on the new claims (the others run on their own claims, as the run left them).
+        pods_to_delete = theirs if m.plan.strategy == "offline" else sorted(set(users_of_window))
+        to_delete = ["pod " + " ".join(pods_to_delete)] if pods_to_delete else []
         to_delete.append("pvc " + " ".join(v.pvc for v in window))
         message += (
             ". " + "; ".join(replaced) + ". To finish: pause that manager; run "

@@ -301,7 +301,7 @@ def test_item_8_a_working_directory_older_than_the_record_is_not_trusted(
     resumed = run_plugin(env_vars, *deploy, "--working-directory", str(old))
     assert resumed.returncode == 1, resumed.stdout + resumed.stderr
     assert "lagged the run's record in the cluster" in resumed.stdout, resumed.stdout
-    assert "was rolled back" in resumed.stderr and resumed.stderr.count("error:") == 1, resumed.stderr
+    assert "was rolled back" in resumed.stderr and "deployment api was not changed" in resumed.stderr, resumed.stderr
     pv = kubectl.get("pv", volume.pv)
     assert not pv["metadata"].get("deletionTimestamp"), "the in-tree PV the pods use is being deleted"
     assert pv["metadata"]["resourceVersion"] == pv_before["metadata"]["resourceVersion"], "the PV was changed"
@@ -400,9 +400,9 @@ def test_item_4_a_statefulset_put_back_while_a_claim_is_deleted_stops_the_run_at
     finally:
         code, out, err = go_on(proc)
     assert code == 1, f"exit {code}\n{out}{err}"
-    assert err.count("error:") == 1 and "created again by someone else" in err and "argocd-controller" in err, err
+    assert "created again by someone else" in err and "argocd-controller" in err, err
     assert f"persistentvolumeclaim {claim} is one its controller made anew" in err, err
-    assert "mounted by pod web-1" in err, err
+    assert "mounted by pod web-1" in err and f"kubectl -n {ns} delete pod web-1`" in err, err
     assert recorded(workdir).get(f"delete-pv/{target.pv}") is None, "a step ran after the StatefulSet came back"
     assert "vsphereVolume" in kubectl.get("pv", target.pv)["spec"], "the in-tree PV is kept"
 
@@ -441,12 +441,12 @@ def test_item_7_a_deployment_scaled_up_during_its_run_stops_it_and_overlapping_s
         kubectl("-n", ns, "scale", "deployment/api", "--replicas=1")
         wait_for(
             "a new pod of api",
-            lambda: kubectl("-n", ns, "get", "pods", "-l", "app=api", "-o", "name").count("pod/api-") > 1,
+            lambda: _api_pods(kubectl, ns),
         )
     finally:
         code, out, err = go_on(proc)
     assert code == 1, f"exit {code}\n{out}{err}"
-    assert err.count("error:") == 1 and "was scaled to 1 by kubectl" in err and "kept it at 0" in err, err
+    assert "was scaled to 1 by kubectl" in err and "kept it at 0" in err, err
     assert recorded(tmp_path / "run").get(f"delete-pvc/{volume.pvc}") is None, "the claim's deletion started"
     assert not kubectl.get("pvc", volume.pvc, ns)["metadata"].get("deletionTimestamp")
 
@@ -456,3 +456,9 @@ def test_item_7_a_deployment_scaled_up_during_its_run_stops_it_and_overlapping_s
     assert_claim_migrated(env, kubectl, ns, volume)
     assert kubectl.get("deployment", "api", ns)["spec"]["replicas"] == 1
     assert kubectl.get("deployment", "api-canary", ns)["status"].get("readyReplicas") == 1
+
+
+def _api_pods(kubectl: Kubectl, ns: str) -> list[str]:
+    """The pods of Deployment `api` (not of `api-canary`, whose pods carry the same labels)."""
+    names = kubectl("-n", ns, "get", "pods", "-l", "app=api", "-o", "name").split()
+    return [n for n in names if n.startswith("pod/api-") and not n.startswith("pod/api-canary-")]

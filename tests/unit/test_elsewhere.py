@@ -112,8 +112,10 @@ def test_the_statefulset_the_run_created_or_its_own_do_not_stop_it(tmp_path: Pat
     ours = statefulset("u3")
     ours["metadata"]["annotations"] = {workload.RECREATED_FROM: plan.uid}
     for live in (ours, statefulset(plan.uid)):
-        m = migration(tmp_path / live["metadata"]["uid"], FakeKube(live), plan, [])
-        m._stop_if_changed_elsewhere(steps_for(plan)[0])
+        kube = FakeKube(live)
+        m = migration(tmp_path / live["metadata"]["uid"], kube, plan, ["delete-statefulset"])
+        m._stop_if_changed_elsewhere(steps_for(plan)[-1])
+        assert kube.gets == [("StatefulSet", "web")]
 
 
 def deployment(replicas: int) -> Obj:
