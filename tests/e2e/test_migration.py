@@ -299,8 +299,8 @@ class ForeignHolder:
     """Another run's lease, held from another machine whose clock is 10 minutes behind: it
     renews every 2 s, each renewTime 10 minutes in the past by this machine's clock."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str) -> None:
-        self.kubectl, self.namespace, self.name = kubectl, namespace, name
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str, holder: str = "elsewhere/other-run/1") -> None:
+        self.kubectl, self.namespace, self.name, self.holder = kubectl, namespace, name, holder
         self.stop = threading.Event()
         self.renewals = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -313,7 +313,7 @@ class ForeignHolder:
     def _run(self) -> None:
         while not self.stop.wait(2):
             with contextlib.suppress(Exception):  # a conflict with the run under test: next time
-                patch = {"spec": {"holderIdentity": "elsewhere/other-run/1", "renewTime": self._stamp()}}
+                patch = {"spec": {"holderIdentity": self.holder, "renewTime": self._stamp()}}
                 self.kubectl("-n", self.namespace, "patch", "lease", self.name, "--type=merge", "-p", json.dumps(patch))
                 self.renewals += 1
 
@@ -324,7 +324,7 @@ class ForeignHolder:
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": {
-                    "holderIdentity": "elsewhere/other-run/1",
+                    "holderIdentity": self.holder,
                     "leaseDurationSeconds": 60,
                     "renewTime": self._stamp(),
                 },
@@ -354,6 +354,33 @@ def test_item_8_a_live_run_with_a_skewed_clock_keeps_its_lease(
     assert proc.returncode == 1, proc.stderr
     assert "another csi-migrate run (elsewhere/other-run/1) holds lease" in proc.stderr
     assert "renews it" in proc.stderr
+    assert versions(kubectl, ns) == before, "something changed while another run held the lock"
+
+
+def test_item_10_a_live_run_in_another_container_of_the_same_hostname_keeps_its_lease(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Issue 17, item 10. Another run holds the lease and renews it from a container that shares
+    this machine's hostname but not its processes: its pid is no process here. The holder is
+    alive; the run must not take its lease as a dead process's (before: host and pid alone
+    decided, and it was taken at once). Refused, nothing changed."""
+    import socket
+    import subprocess
+    import sys
+
+    scenario.create(env, "web", ns, replicas=1)
+    before = versions(kubectl, ns)
+    gone = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
+    holder = f"{socket.gethostname()}/other-run/{gone}"
+    with ForeignHolder(kubectl, ns, "csi-migrate-statefulset-web", holder):
+        proc = run_plugin(
+            env_vars, "sts", "web", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes",
+            "--working-directory", str(tmp_path / "run"),
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"another csi-migrate run ({holder}) holds lease" in proc.stderr and "renews it" in proc.stderr
     assert versions(kubectl, ns) == before, "something changed while another run held the lock"
 
 
