@@ -256,12 +256,12 @@ def build(leg: Leg | None = None, verbose: bool = True) -> Bin:
         out = str(driver_dir.with_suffix(".tmp")) + "/"
         if leg.driver == DRIVER_WITH_OWN_MODULE:
             command = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, *_tools(DRIVER_MODULE)]
-            cwd = source.parent
+            driver_cwd = source.parent
         else:
             packages = [f"./cmd/{b}" for b in DRIVER_BINARIES]
             command = ["go", "build", "-mod=mod", "-trimpath", "-ldflags", "-s -w", "-o", out, *packages]
-            cwd = source
-        jobs.append(("vsphere-csi-driver", driver_dir, command, cwd))
+            driver_cwd = source
+        jobs.append(("vsphere-csi-driver", driver_dir, command, driver_cwd))
     attacher = attacher_source(root, leg.attacher)
     attacher_dir = root / f"csi-attacher-{leg.attacher}"
     if not (attacher_dir / "csi-attacher").exists():

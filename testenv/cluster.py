@@ -359,7 +359,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
         write_private(env.root / name, json.dumps(_kubeconfig(env, port, cluster), indent=1))
     _wait_https(f"https://127.0.0.1:{ports['user']}/readyz", env, 90, "kube-apiserver")
 
-    user_kc = info["user_kubeconfig"]
+    user_kc = str(info["user_kubeconfig"])
     env.start(
         "kube-controller-manager",
         [

@@ -198,7 +198,8 @@ def keep_after_delete_vm(env: cluster.Env, fcd_id: str, value: bool | None = Non
 def vm_disks(vm: Any) -> list[str]:
     from pyVmomi import vim
 
-    return [d.backing.fileName for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    return [str(getattr(d.backing, "fileName", "")) for d in disks]
 
 
 def cns_volumes(env: cluster.Env, volume_ids: list[str]) -> dict[str, dict[str, Any]]:
