@@ -84,7 +84,7 @@ def ensure_fcd(m: Migration, step: Step) -> Obj:
     # Where preflight found the disk (recorded in the plan); a plan from an older release
     # has none, and the flag (or, as preflight did, every configured datacenter) is used.
     dc = v.datacenter or m.settings.datacenter
-    hint = _recorded_fcd(m, v.vmdk)
+    hint = recorded_fcd(m, v.vmdk)
     if hint and m.vcenter(lambda: m.vsphere.fcd_file_path(hint, v.vmdk, dc)) == v.vmdk:
         m.say(f"disk {v.vmdk} is already first class disk {hint} (recorded by the CSI driver)")
         fcd_id = hint
@@ -102,7 +102,9 @@ def ensure_fcd(m: Migration, step: Step) -> Obj:
     return {"fcd_id": fcd_id, "keep_after_delete_vm": True}
 
 
-def _recorded_fcd(m: Migration, vmdk: str) -> str | None:
+def recorded_fcd(m: Migration, vmdk: str) -> str | None:
+    """The FCD id of `vmdk` as the CSI driver recorded it (its CnsVSphereVolumeMigration, kept in
+    the backup), if it did."""
     folder = m.workdir.backup_dir / "cnsvspherevolumemigration"
     for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
         record = m.workdir.load_backup("CnsVSphereVolumeMigration", path.stem)

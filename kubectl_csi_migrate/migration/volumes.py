@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
+from kubectl_csi_migrate.migration.disks import recorded_fcd
 from kubectl_csi_migrate.migration.plan import VolumePlan
 from kubectl_csi_migrate.migration.steps import Step
 
@@ -252,7 +253,10 @@ def undo_delete_pv(m: Migration, step: Step) -> None:
         if not live["metadata"].get("deletionTimestamp"):
             return  # never deleted
         m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")
-    fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id")
+    # A CSI PV names the disk by its FCD id: the run's own, or, where the record never showed the
+    # `fcd` step (a rollback from the record alone), the one the CSI driver recorded for the disk
+    # (issue 17, item 10: such a PV was missed, and a second PV created for the disk).
+    fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id") or recorded_fcd(m, v.vmdk)
     if _disk_named_elsewhere(m, v, fcd_id, "in-tree") is not None:
         return  # created again by an earlier attempt of this undo
     m.kube.create(translate.intree_pv_from_backup(backup))

@@ -184,3 +184,44 @@ def test_a_scale_to_zero_waits_on_the_owners_own_pods_only() -> None:
     mine = {"metadata": {"name": "solo-a", "ownerReferences": [{"uid": "r1", "controller": True}]}}
     theirs = {"metadata": {"name": "x", "ownerReferences": [{"uid": "r2", "controller": True}]}}
     assert [o["metadata"]["name"] for o in workload._pods_of(rs)({"a": mine, "b": theirs})] == ["solo-a"]
+
+
+def test_a_rollback_without_the_runs_fcd_id_still_finds_a_csi_pv_naming_the_disk(tmp_path: Path) -> None:
+    """Issue 17, item 10: undoing `delete-pv` where the record never showed the `fcd` step (a
+    rollback from the record alone) looks for CSI PVs by the FCD id the CSI driver recorded for
+    the disk (its CnsVSphereVolumeMigration, in the backup), not by no id at all: a CSI PV of
+    another name on that disk refuses the second PV."""
+    from kubectl_csi_migrate.migration import volumes
+
+    plan = build_plan(snapshot(replicas=1), "ctx", "https://k", "standard-rwo", None, "rolling")
+    (volume,) = plan.to_migrate()
+    wd = WorkDir(tmp_path / "run")
+    wd.create(plan)
+    in_tree = {"kind": "PersistentVolume", "metadata": {"name": volume.pv, "uid": "old"}, "spec": {}}
+    in_tree["spec"]["vsphereVolume"] = {"volumePath": volume.vmdk}
+    wd.save_backup(in_tree)
+    wd.save_backup(
+        {
+            "kind": "CnsVSphereVolumeMigration",
+            "metadata": {"name": "fcd-1234"},
+            "spec": {"volumepath": volume.vmdk, "volumeid": "fcd-1234"},
+        }
+    )
+    copy_pv = {"kind": "PersistentVolume", "metadata": {"name": "copied", "uid": "c"}, "spec": {}}
+    copy_pv["spec"]["csi"] = {"driver": "csi.vsphere.vmware.com", "volumeHandle": "fcd-1234"}
+    kube = FakeKube(copy_pv)
+    created: list[Obj] = []
+    kube.create = created.append  # type: ignore[attr-defined]
+    m = SimpleNamespace(
+        plan=plan,
+        kube=kube,
+        workdir=wd,
+        done={},
+        pvs=kube.cache("PersistentVolume"),
+        volume=lambda _step: volume,
+        say=lambda _line: None,
+    )
+    step = next(s for s in steps_for(plan) if s.kind == "delete-pv")
+    with pytest.raises(PermanentError, match=r"persistentvolume copied still refers to .*second PV for the same disk"):
+        volumes.undo_delete_pv(m, step)  # type: ignore[arg-type]
+    assert created == []
