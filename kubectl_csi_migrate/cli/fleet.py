@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from typing import Any, TypeVar
 from kubectl_csi_migrate.cli import common, printers
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+OUTCOME_FILE = "CSI_MIGRATE_OUTCOME_FILE"
+"""Set for each child: where it writes how it ended (`{"exit": N, "changed": bool}`, cli/main.py),
+so that "nothing changed" in the summary is what the child did, never read from its words."""
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 # Flags of the parent that choose the targets or the output; every other flag is passed on.
@@ -320,6 +324,9 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
 
     say(f"{_counted(targets)} in {where}, {args.parallel} at a time: {listing}")
     children = Children(say)
+    import tempfile
+
+    outcomes = Path(tempfile.mkdtemp(prefix="kubectl-csi-migrate-fleet-"))  # 0700; each child's end
 
     def one(target: Target) -> dict[str, Any]:
         ns, kind, name = target
@@ -336,8 +343,12 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         own = flags + (sts_only if kind == "StatefulSet" else [])
         base = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir]
         argv = [*base, "-o", "json", *own]
+        outcome = outcomes / f"{ns}.{kind}.{name}.json"
+        env = {**os.environ, OUTCOME_FILE: str(outcome)}
         proc = children.start(
-            lambda: subprocess.Popen([*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            lambda: subprocess.Popen(
+                [*_self(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
         )
         if proc is None:  # the signal came meanwhile
             return entry | {"result": "not started", "reason": f"{children.signal_name} before it started"}
@@ -382,12 +393,26 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
                 "resume": resume,
             }
         reason = errors[0] if errors else f"exit code {code}"
-        if any("was not changed" in e or "nothing was changed" in e for e in errors):
+        if _changed_nothing(outcome, code):
             return entry | {"result": "skipped", "reason": f"{reason} (nothing changed)"}
         return entry | {"result": "failed", "reason": reason, "resume": resume}
 
-    with children.handling():
-        return _summary(args, children, _run_all(one, targets, args.parallel))
+    try:
+        with children.handling():
+            return _summary(args, children, _run_all(one, targets, args.parallel))
+    finally:
+        shutil.rmtree(outcomes, ignore_errors=True)
+
+
+def _changed_nothing(outcome: Path, code: int) -> bool:
+    """Whether a child that ended with `code` sent no request that may change the cluster, as it
+    wrote in its outcome file (cli/main.py, OUTCOME_FILE): never judged from its words. A child
+    that wrote none (killed) may have changed anything."""
+    try:
+        ended = json.loads(outcome.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(ended.get("exit") == code and ended.get("changed") is False)
 
 
 def _run_all(one: Callable[[Target], dict[str, Any]], targets: list[Target], parallel: int) -> list[dict[str, Any]]:

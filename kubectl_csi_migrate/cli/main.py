@@ -5,6 +5,8 @@ so `--help` and `--version` stay instant."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -92,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         if signum is not None:
             signal.signal(signum, _stop)
     common.setup_logging(args.verbosity)
+    code = EXIT_FAILED
+    try:
+        code = _run(args)
+        return code
+    finally:
+        _write_outcome(code)
+
+
+def _write_outcome(code: int) -> None:
+    """A fleet's child: how it ended, where its parent reads it (fleet.OUTCOME_FILE)."""
+    path = os.environ.get(fleet.OUTCOME_FILE)
+    if not path:
+        return
+    import json
+
+    from kubectl_csi_migrate.kube.client import CHANGES
+
+    with contextlib.suppress(OSError), open(path, "w") as f:
+        json.dump({"exit": code, "changed": CHANGES[0] > 0}, f)
+
+
+def _run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import CsiMigrateError, UsageError
 
     try:

@@ -99,6 +99,23 @@ def access_of(method: str, path: str, query: dict[str, Any] | None = None) -> tu
     return None
 
 
+NOT_A_CHANGE = frozenset({"Lease", "SelfSubjectAccessReview", "SelfSubjectRulesReview"})
+"""Kinds a command writes without changing the cluster for its user: its own run's Lease (given
+back at its end) and the questions preflight asks the API server."""
+
+CHANGES = [0]
+"""Requests this process sent that may change the cluster (a write of any other kind, not a dry
+run): a command that sent none changed nothing, whatever it printed (the fleet's summary reads it
+from each child: cli/fleet.py)."""
+
+
+def may_change(method: str, access: tuple[str, str, str] | None, query: dict[str, Any] | None) -> bool:
+    """Whether a request (its method, access_of, query) may change the cluster for the user."""
+    if method == "GET" or (query or {}).get("dryRun"):
+        return False
+    return access is None or access[1] not in NOT_A_CHANGE
+
+
 def apply_event(objects: dict[str, Obj], event: Obj) -> None:
     """A watch event (ADDED, MODIFIED, DELETED) applied to `objects` by name."""
     obj = event["object"]
@@ -274,6 +291,8 @@ class Kube:
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
         self.requests += 1
         access = access_of(method, path, query)
+        if may_change(method, access, query):
+            CHANGES[0] += 1  # counted before it is sent: a request that fails may have been applied
         log.debug("%s %s%s", method, url.split("?")[0], f" (needs {' '.join(access)})" if access else "")
         outage_ends = time.monotonic() + self.outage_seconds
         while True:

@@ -241,3 +241,43 @@ def test_a_stop_signal_repeated_at_once_is_the_same_request(monkeypatch: pytest.
     main._honoured[-1] -= main.REPEAT_WINDOW
     with pytest.raises(KeyboardInterrupt):
         main._stop(signal.SIGINT, None)
+
+
+def test_a_child_says_in_its_outcome_file_whether_it_sent_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary's "skipped (nothing changed)" comes from what the child sent (cli/main.py writes
+    fleet.OUTCOME_FILE), never from its error text (issue 19: the fleet searched stderr for "was
+    not changed")."""
+    from kubectl_csi_migrate.kube import client
+
+    outcome = tmp_path / "child.json"
+    monkeypatch.setenv(fleet.OUTCOME_FILE, str(outcome))
+    monkeypatch.setattr(client, "CHANGES", [0])
+    code = main.main(["sts", "web", "--kubeconfig", str(tmp_path / "missing"), "--csi-storageclass", "x", "--yes"])
+    assert code == 1 and json.loads(outcome.read_text()) == {"exit": 1, "changed": False}
+    assert fleet._changed_nothing(outcome, 1)
+    assert not fleet._changed_nothing(outcome, 143), "another exit than the one recorded"
+    assert not fleet._changed_nothing(tmp_path / "never-written.json", 1), "a killed child may have changed anything"
+    outcome.write_text(json.dumps({"exit": 1, "changed": True}))
+    assert not fleet._changed_nothing(outcome, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "changes"),
+    [
+        ("GET", "/api/v1/namespaces/ns/persistentvolumeclaims/a", None, False),
+        ("DELETE", "/api/v1/namespaces/ns/persistentvolumeclaims/a", None, True),
+        ("PATCH", "/api/v1/persistentvolumes/pv", None, True),
+        ("POST", "/apis/apps/v1/namespaces/ns/statefulsets", {"dryRun": "All"}, False),
+        ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/csi-migrate-x", None, False),
+        ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", None, False),
+        ("POST", "/api/v1/namespaces/ns/configmaps", None, True),
+    ],
+)
+def test_which_requests_may_change_the_cluster(
+    method: str, path: str, query: dict[str, str] | None, changes: bool
+) -> None:
+    from kubectl_csi_migrate.kube.client import access_of, may_change
+
+    assert may_change(method, access_of(method, path, query), query) is changes
