@@ -91,9 +91,18 @@ func principal(name string) string {
 func install(model *simulator.Model) {
 	r := model.Map()
 	vsom := r.VStorageObjectManager().Self
+	defaultCollector := model.ServiceContent.PropertyCollector
 	r.Handler = func(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 		var w mo.Reference
 		switch {
+		case m.This == defaultCollector && ctx.Map == r:
+			// The session's default collector (collector.go), made on the session's first call.
+			if c, ok := sessionObject(ctx, m.This).(*collector); ok {
+				return c, nil
+			}
+			if ctx.Session != nil {
+				w = newCollector(ctx, m.This)
+			}
 		case m.This == vsom:
 			if _, ok := sessionObject(ctx, m.This).(*vsomWrapper); !ok {
 				w = &vsomWrapper{ctx.Map.VStorageObjectManager()}

@@ -17,6 +17,9 @@
 //     driver allows really fit (4 x 15 units, unit 7 is the controller's own).
 //   - With -dc 2 (or more) every further datacenter DC<i> gets its own cluster, host, datastore
 //     LocalDS_<i> and VMs (the stock model would name every datacenter's datastore LocalDS_0).
+//   - Each session's default PropertyCollector answers concurrent waits, and waits of several
+//     sessions, as vCenter does (collector.go): the driver up to v3.3 waits for its CNS tasks
+//     on it from two processes. VCSIM_COLLECTOR_TRACE=1 logs its calls and versions.
 package main
 
 import (

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -448,109 +449,358 @@ func TestPrivileges(t *testing.T) {
 	}
 }
 
-// TestListViewOnDefaultCollector: the CSI driver up to v3.3 waits for its CNS tasks through a
-// ListView watched by WaitForUpdatesEx on the session's default PropertyCollector (v3.4 on create
-// a collector of their own), while govmomi's Task.WaitForResult waits on that same collector and
-// the other driver process waits on its own session's default collector. Each waiter must still
-// see its tasks end.
-func TestListViewOnDefaultCollector(t *testing.T) {
-	for _, beside := range []string{"alone", "a task wait", "another session"} {
-		t.Run(beside, func(t *testing.T) {
-			if beside != "alone" {
-				// Known vcsim v0.53 defect, not yet worked around: with two waits on one collector,
-				// a filter destroyed by one wait panics the other's WaitForUpdatesEx ("mo.Reference
-				// is nil, not *simulator.PropertyFilter"), and a cancel reaches only the latest wait.
-				// The driver up to v3.3 waits this way; README names the gdc-1.30 leg's attach hang.
-				t.Skip("vcsim loses concurrent waits on one PropertyCollector (README, older legs)")
-			}
-			concurrent := beside == "a task wait"
-			e := setup(t)
-			ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
-			defer cancel()
-			if beside == "another session" {
-				// The syncer and the controller each wait on their own session's default collector;
-				// every session's default collector has the same reference.
-				other, err := govmomi.NewClient(ctx, e.u, true)
-				e.must(err)
-				waited := make(chan struct{})
-				defer func() { cancel(); <-waited; _ = other.Logout(context.Background()) }()
-				go func() {
-					defer close(waited)
-					_ = property.Wait(ctx, property.DefaultCollector(other.Client), e.vm("DC0_C0_RP0_VM0").Reference(),
-						[]string{"name"}, func([]types.PropertyChange) bool { return false })
-				}()
-				time.Sleep(200 * time.Millisecond)
-			}
-			lv, err := view.NewManager(e.c.Client).CreateListView(ctx, nil)
-			e.must(err)
-			pc := property.DefaultCollector(e.c.Client)
-			filter := new(property.WaitFilter)
-			filter.Add(lv.Reference(), "Task", []string{"info"}, &types.TraversalSpec{Type: "ListView", Path: "view", Skip: types.NewBool(false)})
-			done := make(chan types.ManagedObjectReference, 16)
-			onUpdates := func(updates []types.ObjectUpdate) bool {
-				for _, u := range updates {
-					for _, c := range u.ChangeSet {
-						if info, ok := c.Val.(types.TaskInfo); ok && (info.State == types.TaskInfoStateSuccess || info.State == types.TaskInfoStateError) {
-							select {
-							case done <- info.Task:
-							default:
-							}
+// listViewWaiter does what the CSI driver up to v3.3 does for every CNS task
+// (pkg/common/cns-lib/volume/listview.go): one ListView per process, created empty on its session;
+// a goroutine runs property.WaitForUpdatesEx on the session's *default* PropertyCollector
+// (CreateFilter there with ReportMissingObjectsInResults, WaitForUpdatesEx with no options and the
+// version strings the collector returns, CancelWaitForUpdates and DestroyPropertyFilter when its
+// context ends, a new ListView after an error); each operation adds its task to the view after
+// starting it (ModifyListView), waits for the ListView's waiter to hand it the task's final
+// TaskInfo, and removes the task from the view (ModifyListView again).
+type listViewWaiter struct {
+	t      *testing.T
+	c      *govmomi.Client
+	lv     *view.ListView
+	mu     sync.Mutex
+	tasks  map[types.ManagedObjectReference]chan types.TaskInfo
+	errs   chan error
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+func newListViewWaiter(t *testing.T, ctx context.Context, c *govmomi.Client) *listViewWaiter {
+	t.Helper()
+	w := &listViewWaiter{t: t, c: c, tasks: map[types.ManagedObjectReference]chan types.TaskInfo{},
+		errs: make(chan error, 100), done: make(chan struct{})}
+	var err error
+	if w.lv, err = view.NewManager(c.Client).CreateListView(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, w.cancel = context.WithCancel(ctx)
+	t.Cleanup(w.cancel) // before the simulator closes, which waits for open requests
+	go w.listen(ctx)
+	return w
+}
+
+func (w *listViewWaiter) listen(ctx context.Context) {
+	defer close(w.done)
+	for ctx.Err() == nil {
+		filter := new(property.WaitFilter)
+		filter.Add(w.lv.Reference(), "Task", []string{"info"}, &types.TraversalSpec{Type: "ListView", Path: "view", Skip: types.NewBool(false)})
+		filter.Spec.ReportMissingObjectsInResults = types.NewBool(true)
+		pc := property.DefaultCollector(w.c.Client)
+		err := property.WaitForUpdatesEx(ctx, pc, filter, func(updates []types.ObjectUpdate) bool {
+			for _, u := range updates {
+				for _, c := range u.ChangeSet {
+					info, ok := c.Val.(types.TaskInfo)
+					if !ok || info.State == types.TaskInfoStateQueued || info.State == types.TaskInfoStateRunning {
+						continue
+					}
+					w.mu.Lock()
+					ch := w.tasks[info.Task]
+					w.mu.Unlock()
+					if ch != nil {
+						select {
+						case ch <- info:
+						default:
 						}
 					}
 				}
-				return false
 			}
-			// vcsim's CancelWaitForUpdates cancels only a collector's latest wait, so the waiter
-			// polls (MaxWaitSeconds) to end with the test instead of holding its server open.
-			filter.Options = &types.WaitOptions{MaxWaitSeconds: types.NewInt32(1)}
-			go func() {
-				for ctx.Err() == nil {
-					_ = property.WaitForUpdatesEx(ctx, pc, filter, onUpdates)
-				}
-			}()
-			time.Sleep(200 * time.Millisecond)
-			var waiters []chan struct{}
+			return false
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		// The driver reports the error to every pending task and starts over with a new view.
+		w.errs <- fmt.Errorf("WaitForUpdatesEx on the default collector: %v", err)
+		lv, lvErr := view.NewManager(w.c.Client).CreateListView(ctx, nil)
+		if lvErr != nil {
+			w.errs <- lvErr
+			return
+		}
+		w.mu.Lock()
+		w.lv = lv
+		w.mu.Unlock()
+	}
+}
+
+// wait adds the started task to the view and returns its final TaskInfo as the ListView's waiter
+// reports it (nil after timeout).
+func (w *listViewWaiter) wait(ctx context.Context, task *object.Task) *types.TaskInfo {
+	w.t.Helper()
+	ch := make(chan types.TaskInfo, 1)
+	ref := task.Reference()
+	w.mu.Lock()
+	w.tasks[ref] = ch
+	lv := w.lv
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.tasks, ref)
+		w.mu.Unlock()
+		_, _ = lv.Remove(context.Background(), []types.ManagedObjectReference{ref})
+	}()
+	if unresolved, err := lv.Add(ctx, []types.ManagedObjectReference{ref}); err != nil || len(unresolved) != 0 {
+		w.t.Fatalf("adding %v to the ListView: %v %v", ref, unresolved, err)
+	}
+	select {
+	case info := <-ch:
+		return &info
+	case err := <-w.errs:
+		w.t.Errorf("the ListView's waiter: %v", err)
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// stop cancels the waiter as the driver's context would, and checks it ended without error.
+func (w *listViewWaiter) stop() {
+	w.cancel()
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		w.t.Error("the ListView's waiter did not end after its context was canceled")
+	}
+	select {
+	case err := <-w.errs:
+		w.t.Errorf("the ListView's waiter: %v", err)
+	default:
+	}
+}
+
+// TestListViewOnDefaultCollector: the CSI driver up to v3.3 waits for its CNS tasks through a
+// ListView watched by WaitForUpdatesEx on the session's default PropertyCollector (v3.4 on create
+// a collector of their own). Its controller and its syncer are two processes, two sessions, each
+// with such a waiter on its own session's default collector (every session's default collector
+// has the same reference, "propertyCollector"); other clients wait on a session's default
+// collector beside it (Task.WaitForResultEx). vCenter answers each of these waits; each waiter
+// must see its tasks end.
+func TestListViewOnDefaultCollector(t *testing.T) {
+	for _, beside := range []string{"alone", "a task wait", "another session"} {
+		t.Run(beside, func(t *testing.T) {
+			e := setup(t)
+			ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+			defer cancel()
+			clients := []*govmomi.Client{e.c}
+			if beside == "another session" {
+				// The controller and the syncer: the one started first must keep hearing its
+				// tasks after the other started waiting.
+				other, err := govmomi.NewClient(ctx, e.u, true)
+				e.must(err)
+				defer func() { _ = other.Logout(context.Background()) }()
+				clients = append(clients, other)
+			}
+			var waiters []*listViewWaiter
+			for _, c := range clients {
+				w := newListViewWaiter(t, ctx, c)
+				waiters = append(waiters, w)
+				time.Sleep(100 * time.Millisecond) // its first (initial) wait is in
+			}
+			vm := e.vm("DC0_C0_RP0_VM0")
+			var others []chan error
 			for i := 0; i < 3; i++ {
-				name := fmt.Sprintf("disk-%d", i)
-				e.vmdk(name, 16)
-				if concurrent {
-					// Another waiter on the same default collector, as Task.WaitForResult is.
-					task, err := object.NewVirtualDiskManager(e.c.Client).CreateVirtualDisk(ctx, fmt.Sprintf("[LocalDS_0] kubevols/other-%d.vmdk", i), e.dc,
-						&types.FileBackedVirtualDiskSpec{VirtualDiskSpec: types.VirtualDiskSpec{DiskType: "thin", AdapterType: "lsiLogic"}, CapacityKb: 1024})
+				for j, w := range waiters {
+					c, err := cns.NewClient(ctx, w.c.Client)
 					e.must(err)
-					waited := make(chan struct{})
-					go func() { _, _ = task.WaitForResultEx(ctx); close(waited) }()
-					waiters = append(waiters, waited)
-				}
-				task, err := e.cns.CreateVolume(ctx, []cnstypes.CnsVolumeCreateSpec{{
-					Name: "pvc-" + name, VolumeType: "BLOCK",
-					Metadata: cnstypes.CnsVolumeMetadata{ContainerCluster: cnstypes.CnsContainerCluster{
-						ClusterType: "KUBERNETES", ClusterId: "user-cluster-1", VSphereUser: user, ClusterFlavor: "VANILLA",
-					}},
-					BackingObjectDetails: &cnstypes.CnsBlockBackingDetails{BackingDiskUrlPath: fmt.Sprintf(
-						"https://127.0.0.1/folder/kubevols/%s.vmdk?dcPath=%s&dsName=LocalDS_0", name, url.PathEscape("/DC0"))},
-				}})
-				e.must(err)
-				_, err = lv.Add(ctx, []types.ManagedObjectReference{task.Reference()})
-				e.must(err)
-				// A wait on the collector sees every filter's updates (so other tasks too, which
-				// the driver ignores); it must see this one.
-				for seen := false; !seen; {
-					select {
-					case got := <-done:
-						seen = got == task.Reference()
-					case <-ctx.Done():
-						t.Fatalf("task %d (%v): the ListView's waiter never saw it end", i, task.Reference())
+					name := fmt.Sprintf("disk-%d-%d", i, j)
+					e.vmdk(name, 16)
+					if beside == "a task wait" {
+						// Another waiter on the same default collector, as Task.WaitForResultEx is.
+						task, err := object.NewVirtualDiskManager(w.c.Client).CreateVirtualDisk(ctx, fmt.Sprintf("[LocalDS_0] kubevols/other-%d.vmdk", i), e.dc,
+							&types.FileBackedVirtualDiskSpec{VirtualDiskSpec: types.VirtualDiskSpec{DiskType: "thin", AdapterType: "lsiLogic"}, CapacityKb: 1024})
+						e.must(err)
+						waited := make(chan error, 1)
+						go func() { _, err := task.WaitForResultEx(ctx); waited <- err }()
+						others = append(others, waited)
 					}
+					task, err := c.CreateVolume(ctx, []cnstypes.CnsVolumeCreateSpec{{
+						Name: "pvc-" + name, VolumeType: "BLOCK",
+						Metadata: cnstypes.CnsVolumeMetadata{ContainerCluster: cnstypes.CnsContainerCluster{
+							ClusterType: "KUBERNETES", ClusterId: "user-cluster-1", VSphereUser: user, ClusterFlavor: "VANILLA",
+						}},
+						BackingObjectDetails: &cnstypes.CnsBlockBackingDetails{BackingDiskUrlPath: fmt.Sprintf(
+							"https://127.0.0.1/folder/kubevols/%s.vmdk?dcPath=%s&dsName=LocalDS_0", name, url.PathEscape("/DC0"))},
+					}})
+					e.must(err)
+					info := w.wait(ctx, task)
+					if info == nil {
+						t.Fatalf("session %d, volume %d (%v): the ListView's waiter never saw the task end", j, i, task.Reference())
+					}
+					res, err := cns.GetTaskResult(ctx, info)
+					e.must(err)
+					e.ok(res)
+					id := res.GetCnsVolumeOperationResult().VolumeId.Id
+					// Then attach it, as ControllerPublishVolume does after the in-tree volume's
+					// registration.
+					task, err = c.AttachVolume(ctx, []cnstypes.CnsVolumeAttachDetachSpec{{VolumeId: cnstypes.CnsVolumeId{Id: id}, Vm: vm.Reference()}})
+					e.must(err)
+					if info = w.wait(ctx, task); info == nil {
+						t.Fatalf("session %d, attach %d (%v): the ListView's waiter never saw the task end", j, i, task.Reference())
+					}
+					res, err = cns.GetTaskResult(ctx, info)
+					e.must(err)
+					e.ok(res)
 				}
 			}
-			for i, waited := range waiters {
+			for i, waited := range others {
 				select {
-				case <-waited:
+				case err := <-waited:
+					if err != nil {
+						t.Errorf("Task.WaitForResultEx %d beside the ListView's wait: %v", i, err)
+					}
 				case <-time.After(10 * time.Second):
-					t.Errorf("Task.WaitForResult %d, beside the ListView's wait, never saw its task end", i)
+					t.Errorf("Task.WaitForResultEx %d, beside the ListView's wait, never saw its task end", i)
 				}
+			}
+			for _, w := range waiters {
+				w.stop()
 			}
 		})
 	}
+}
+
+// TestDefaultCollectorConcurrentWaits: waits at different versions on one session's default
+// collector each get every change after their version (of every filter of the collector), a
+// wait without a version gets the current state even after other waits were told of it, a filter
+// destroyed while waits are in progress just stops being reported, and one CancelWaitForUpdates
+// ends every wait in progress (vcsim v0.53 gave queued changes to whichever wait took them first,
+// kept what a filter reported per filter, could panic a wait whose filter went, and cancelled
+// only the latest wait).
+func TestDefaultCollectorConcurrentWaits(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	pc := property.DefaultCollector(e.c.Client)
+	vms := []*object.VirtualMachine{e.vm("DC0_C0_RP0_VM0"), e.vm("DC0_C0_RP0_VM1")}
+	var filters []types.ManagedObjectReference
+	for _, vm := range vms {
+		f, err := pc.CreateFilter(ctx, types.CreateFilter{Spec: types.PropertyFilterSpec{
+			ObjectSet: []types.ObjectSpec{{Obj: vm.Reference()}},
+			PropSet:   []types.PropertySpec{{Type: "VirtualMachine", PathSet: []string{"name"}}},
+		}})
+		e.must(err)
+		filters = append(filters, f.Reference())
+	}
+	wait := func(version string) (*types.UpdateSet, error) {
+		res, err := methods.WaitForUpdatesEx(ctx, e.c.Client, &types.WaitForUpdatesEx{This: pc.Reference(), Version: version})
+		if err != nil {
+			return nil, err
+		}
+		return res.Returnval, nil
+	}
+	names := func(set *types.UpdateSet) map[string]string { // VM -> name
+		m := map[string]string{}
+		for _, fu := range set.FilterSet {
+			for _, ou := range fu.ObjectSet {
+				for _, c := range ou.ChangeSet {
+					if c.Name == "name" {
+						m[ou.Obj.Value] = c.Val.(string)
+					}
+				}
+			}
+		}
+		return m
+	}
+	rename := func(vm *object.VirtualMachine, name string) {
+		task, err := vm.Rename(ctx, name)
+		e.must(err)
+		e.must(task.Wait(ctx))
+	}
+
+	first, err := wait("")
+	e.must(err)
+	if got := names(first); len(got) != 2 {
+		t.Fatalf("initial wait: %v", got)
+	}
+	// Two waits in progress at the same version: each gets both renames.
+	type answer struct {
+		set *types.UpdateSet
+		err error
+	}
+	waits := make([]chan answer, 2)
+	for i := range waits {
+		waits[i] = make(chan answer, 1)
+		go func(ch chan answer) {
+			set, err := wait(first.Version)
+			ch <- answer{set, err}
+		}(waits[i])
+	}
+	time.Sleep(100 * time.Millisecond)
+	rename(vms[0], "renamed-0")
+	rename(vms[1], "renamed-1")
+	time.Sleep(100 * time.Millisecond)
+	for i, ch := range waits {
+		a := <-ch
+		e.must(a.err)
+		got := names(a.set)
+		// The two renames may come in two versions: wait again from the one answered.
+		for version := a.set.Version; got[vms[1].Reference().Value] != "renamed-1"; {
+			set, err := wait(version)
+			e.must(err)
+			for k, v := range names(set) {
+				got[k] = v
+			}
+			version = set.Version
+		}
+		if got[vms[0].Reference().Value] != "renamed-0" || got[vms[1].Reference().Value] != "renamed-1" {
+			t.Fatalf("wait %d at version %s: %v", i, first.Version, got)
+		}
+	}
+	// A new initial wait still gets every object, with its current value.
+	again, err := wait("")
+	e.must(err)
+	if got := names(again); got[vms[0].Reference().Value] != "renamed-0" || got[vms[1].Reference().Value] != "renamed-1" {
+		t.Fatalf("second initial wait: %v", got)
+	}
+
+	// A filter destroyed while waits are in progress: the waits go on, without its object.
+	for i := range waits {
+		go func(ch chan answer) {
+			set, err := wait(again.Version)
+			ch <- answer{set, err}
+		}(waits[i])
+	}
+	time.Sleep(100 * time.Millisecond)
+	_, err = methods.DestroyPropertyFilter(ctx, e.c.Client, &types.DestroyPropertyFilter{This: filters[1]})
+	e.must(err)
+	rename(vms[1], "renamed-1b")
+	rename(vms[0], "renamed-0b")
+	for i, ch := range waits {
+		a := <-ch
+		e.must(a.err)
+		got := names(a.set)
+		if got[vms[0].Reference().Value] != "renamed-0b" || got[vms[1].Reference().Value] != "" {
+			t.Fatalf("wait %d after the filter of %s was destroyed: %v", i, vms[1].Reference().Value, got)
+		}
+		for _, fu := range a.set.FilterSet {
+			if fu.Filter == filters[1] {
+				t.Fatalf("wait %d reported the destroyed filter", i)
+			}
+		}
+	}
+
+	// One CancelWaitForUpdates ends every wait in progress.
+	latest, err := wait("")
+	e.must(err)
+	for i := range waits {
+		go func(ch chan answer) {
+			set, err := wait(latest.Version)
+			ch <- answer{set, err}
+		}(waits[i])
+	}
+	time.Sleep(200 * time.Millisecond)
+	e.must(pc.CancelWaitForUpdates(ctx))
+	for i, ch := range waits {
+		select {
+		case a := <-ch:
+			if a.err == nil || !strings.Contains(a.err.Error(), "RequestCanceled") && !strings.Contains(a.err.Error(), "canceled") {
+				t.Fatalf("wait %d after CancelWaitForUpdates: %v %v", i, a.set, a.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("wait %d not ended by CancelWaitForUpdates", i)
+		}
+	}
+	_, err = methods.DestroyPropertyFilter(ctx, e.c.Client, &types.DestroyPropertyFilter{This: filters[0]})
+	e.must(err)
 }
