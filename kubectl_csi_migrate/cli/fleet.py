@@ -10,8 +10,8 @@ all anyway, a `kill PID` or a CI system's SIGTERM the parent only), and each sto
 run does, resumable; no other is started, and the summary names them interrupted. The rolling strategy keeps at most one
 replica of each StatefulSet down, whatever N, and runs whose pods one disruption budget covers take
 turns (each holds the budget's Lease for its whole run: migration/budget.py). The summary lists
-each owner: migrated, nothing to do, skipped (preflight refused it, or it waited its --timeout for
-another run's budget Lease: nothing changed), failed or interrupted with the command that resumes
+each owner: migrated, nothing to do, skipped (it sent no change: preflight refused it, another run
+holds its Lease, or it waited its --timeout for another run's budget Lease), failed or interrupted with the command that resumes
 it, or not started (--fail-fast, or a signal).
 """
 
