@@ -11,8 +11,8 @@ run does, resumable; no other is started, and the summary names them interrupted
 replica of each StatefulSet down, whatever N, and runs whose pods one disruption budget covers take
 turns (each holds the budget's Lease for its whole run: migration/budget.py). The summary lists
 each owner: migrated, nothing to do, skipped (it sent no change: preflight refused it, another run
-holds its Lease, or it waited its --timeout for another run's budget Lease), failed or interrupted with the command that resumes
-it, or not started (--fail-fast, or a signal).
+holds its Lease, or it waited its --timeout for another run's budget Lease), failed or interrupted
+with the command that resumes it, or not started (--fail-fast, or a signal).
 """
 
 from __future__ import annotations
