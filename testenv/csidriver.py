@@ -153,7 +153,7 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
                 environ[var["name"]] = NAMESPACE
         environ.update({k: v for k, v in overrides.items() if k in environ or k == "KUBECONFIG"})
         args = [_resolve(a, values) for a in container.get("args", [])]
-        if folder in ("attacher", "sidecars"):
+        if folder in ("attacher", "sidecars") or (folder == "driver" and _kubeconfig_flag_wins(bins.leg.driver)):
             args.append(f"--kubeconfig={kubeconfig}")
         if "--leader-election" in args:
             # Leader election as shipped; in a pod the namespace comes from the mounted token.
@@ -169,6 +169,14 @@ def start(env: cluster.Env, bins: build_mod.Bin) -> None:
     snapshot_kc = _service_account_kubeconfig(env, "kube-system", "snapshot-controller")
     argv = [str(bins.sidecars / "snapshot-controller"), *args, f"--kubeconfig={snapshot_kc}"]
     env.start("snapshot-controller", restarted("snapshot-controller", argv))
+
+
+def _kubeconfig_flag_wins(driver: str) -> bool:
+    """Up to v3.2 the driver's GetKubeConfig reads the `kubeconfig` flag (registered, empty, by
+    controller-runtime 0.14's init) whenever it exists, over KUBECONFIG: a pod's in-cluster config
+    follows, so outside a pod the flag must be given. From v3.3 an empty flag falls back to
+    KUBECONFIG, as the manifests expect, and the flag is left out (as in the manifests)."""
+    return tuple(int(p) for p in driver.split(".")[:2]) < (3, 3)
 
 
 def restarted(name: str, argv: list[str]) -> list[str]:
