@@ -69,9 +69,9 @@ LEGS = {
 }
 
 
-PASSING = ("current",)
-"""The legs whose `leg` tests pass, so the ones CI runs (scripts/test) and preflight names as
-tested. gdc-1.30 and gdc-1.28 build and start but do not pass yet (README, "Older legs")."""
+PASSING = ("current", "gdc-1.30", "gdc-1.28")
+"""The legs whose `leg` tests pass, so the ones CI runs (scripts/test: the current leg's whole
+suite, then each older one's `leg` tests) and preflight names as tested."""
 
 
 def resolve(

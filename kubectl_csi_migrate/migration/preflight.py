@@ -39,9 +39,9 @@ Obj = dict[str, Any]
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 # CSI migration of vSphere is on by default from 1.26 (GA 1.26... the in-tree code is gone in
-# 1.30, so PVs are served through it). Tested on 1.36; newer releases get a warning.
+# 1.30, so PVs are served through it). Tested on 1.28, 1.30 and 1.36; other releases get a warning.
 MIN_VERSION = (1, 26)
-TESTED_KUBERNETES = ("1.36.3",)
+TESTED_KUBERNETES = ("1.36.3", "1.30.14", "1.28.15")
 """The Kubernetes releases the e2e suite passes on, one leg each (testenv/legs.py PASSING; a unit
 test keeps the two the same). A minor release of these passes; another one from 1.26 on is a WARN."""
 

@@ -28,10 +28,11 @@ def test_the_tested_releases_are_the_legs_of_the_test_environment() -> None:
     [
         ("1", "25", "v1.25.16", FAIL),
         ("1", "26", "v1.26.15", WARN),
-        ("1", "28", "v1.28.15", WARN),
-        ("1", "28+", "v1.28.3-gke.1200", WARN),
+        ("1", "28", "v1.28.15", PASS),
+        ("1", "28+", "v1.28.3-gke.1200", PASS),
         ("1", "29", "v1.29.6", WARN),
-        ("1", "30", "v1.30.14", WARN),
+        ("1", "30", "v1.30.14", PASS),
+        ("1", "31", "v1.31.4", WARN),
         ("1", "33", "v1.33.1", WARN),
         ("1", "36", "v1.36.3", PASS),
         ("1", "36+", "v1.36.1-gke.100", PASS),
@@ -44,4 +45,4 @@ def test_a_tested_release_passes_an_untested_one_warns_before_1_26_fails(
     check = check_version(Server(major, minor, git))  # type: ignore[arg-type]
     assert check.status == status, check
     if status != FAIL:
-        assert "tested: Kubernetes 1.36" in check.message
+        assert "tested: Kubernetes 1.36, 1.30, 1.28" in check.message
