@@ -45,7 +45,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import KeyClash
-    from kubectl_csi_migrate.migration import locate, preflight, steps
+    from kubectl_csi_migrate.migration import kinds, locate, preflight
     from kubectl_csi_migrate.migration.plan import parse_ref
     from kubectl_csi_migrate.migration.run import Migration, Settings
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         printers.error(f"the run in {workdir.path} was rolled back already; nothing to do")
         return EXIT_OK
     record = workdir.steps()
-    to_undo = steps.steps_to_undo(plan, record)
+    to_undo = kinds.steps_to_undo(plan, record)
     down = f": the application is DOWN until the {plan.kind} is back" if plan.strategy == "offline" else ""
     human_plan = (
         f"Rollback: {plan.what} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         }
         printers.render(data, args.output, human_plan + "\n(client dry run: nothing was changed)", [])
         return EXIT_OK
-    rbac = preflight.check_rbac(kube, ns, steps.access_for(plan.kind))
+    rbac = preflight.check_rbac(kube, ns, kinds.access_for(plan.kind))
     if rbac.status == preflight.FAIL:
         printers.error(f"preflight: rbac: {rbac.message}")
         printers.error(f"{plan.what} was not changed")

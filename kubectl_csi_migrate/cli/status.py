@@ -121,8 +121,8 @@ def status_of(
     another owner is refused (KeyClash)."""
     from kubectl_csi_migrate.errors import KeyClash
     from kubectl_csi_migrate.kube.lock import owner_of_lease
+    from kubectl_csi_migrate.migration.driver import lease_age
     from kubectl_csi_migrate.migration.plan import Plan, object_name
-    from kubectl_csi_migrate.migration.preflight import _age
     from kubectl_csi_migrate.migration.status import summarize
 
     if workdir.has_run() if from_workdir is None else from_workdir:
@@ -138,7 +138,7 @@ def status_of(
     theirs = owner_of_lease(lease or {})
     if theirs and theirs != f"{plan.kind}/{plan.name}":
         raise KeyClash(f"lease {ns}/{lease_name} locks the runs of {theirs}, not of {plan.what}")
-    age = _age(lease["spec"].get("renewTime", ""), kube.server_date) if lease else None
+    age = lease_age(lease["spec"].get("renewTime", ""), kube.server_date) if lease else None
     holder = str((lease or {}).get("spec", {}).get("holderIdentity") or "")
     return summarize(run, steps, source, lease, age, str(workdir.path), _alive_here(holder))
 

@@ -25,16 +25,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubectl_csi_migrate.errors import NothingChanged, TemporaryError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import LEASE_SECONDS, Lease
+from kubectl_csi_migrate.migration.context import Context
 from kubectl_csi_migrate.migration.plan import CLAIM, DEPLOYMENT, REPLICASET, STATEFULSET, Plan, fit_name
-
-if TYPE_CHECKING:
-    from kubectl_csi_migrate.migration.run import Migration
 
 Obj = dict[str, Any]
 
@@ -103,7 +101,7 @@ def orphan_budget(kube: Kube, plan: Plan, labels: dict[str, str]) -> tuple[bool,
 # -- the budget Leases ---------------------------------------------------------------------------
 
 
-def pod_labels(m: Migration) -> list[dict[str, str]]:
+def pod_labels(m: Context) -> list[dict[str, str]]:
     """The labels of every pod the run (or the rollback) may take down: a StatefulSet's replicas
     and a claim's bare pod as they are now (the run's view of the namespace's pods) or, gone, as
     backed up; a Deployment's (ReplicaSet's) pods by its selector, and its pod template's labels
@@ -134,7 +132,7 @@ def pod_labels(m: Migration) -> list[dict[str, str]]:
     return found
 
 
-def hold_leases(m: Migration, run_lease: Lease, fresh: bool) -> None:
+def hold_leases(m: Context, run_lease: Lease, fresh: bool) -> None:
     """Take the Lease of every budget covering a pod the run may take down, in name order,
     waiting for each (`wait_for`); each rides on the run's Lease from then on (renewed by its
     thread, checked before every change, given back with it). `fresh`: nothing was changed yet."""

@@ -6,20 +6,19 @@ None has anything to undo: a registered disk stays registered (the in-tree path 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from kubectl_csi_migrate.errors import PermanentError, TemporaryError
 from kubectl_csi_migrate.kube import predicates as p
-from kubectl_csi_migrate.migration.preflight import syncer_renewed_since
-from kubectl_csi_migrate.migration.steps import Step
-
-if TYPE_CHECKING:
-    from kubectl_csi_migrate.migration.run import Migration
+from kubectl_csi_migrate.migration.context import Context, Kind, crud, nothing
+from kubectl_csi_migrate.migration.driver import syncer_renewed_since
+from kubectl_csi_migrate.migration.steps import FcdResult, Step, StepKind, gone_at
 
 Obj = dict[str, Any]
 
 
-def wait_detached(m: Migration, step: Step) -> None:
+def wait_detached(m: Context, step: Step) -> None:
     v = m.volume(step)
     m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
     deadline = time.monotonic() + m.settings.timeout
@@ -29,7 +28,7 @@ def wait_detached(m: Migration, step: Step) -> None:
         m.sleep(2)  # vCenter has no watch here; detach is rare at this point
 
 
-def wait_cns_release(m: Migration, step: Step) -> None:
+def wait_cns_release(m: Context, step: Step) -> None:
     """Where the CSI driver keeps CnsVSphereVolumeMigration objects, wait until it has
     dropped the one for this disk: it unregisters the old volume from CNS, and a new
     registration made before that could be removed with it. Bounded: the syncer does this
@@ -52,9 +51,9 @@ def wait_cns_release(m: Migration, step: Step) -> None:
             if o.get("spec", {}).get("volumepath") == v.vmdk
         ]
         record = f"cnsvspherevolumemigration/{left[0]}" if left else "its CnsVSphereVolumeMigration record"
-        gone_at = m.done.get(f"delete-pv/{v.pv}", {}).get("gone_at")
+        gone = gone_at(m.done, v.pv)
         logs = "kubectl -n vmware-system-csi logs deploy/vsphere-csi-controller -c vsphere-syncer"
-        if syncer_renewed_since(m.kube, gone_at):
+        if syncer_renewed_since(m.kube, gone):
             # Running since, yet the record stays: it waits on vCenter, or it missed the delete
             # event (restarting, or not the leader, when the PV went) and never comes back to it.
             state = (
@@ -77,7 +76,7 @@ def wait_cns_release(m: Migration, step: Step) -> None:
         ) from exc
 
 
-def ensure_fcd(m: Migration, step: Step) -> Obj:
+def ensure_fcd(m: Context, step: Step) -> Obj:
     """The disk's FCD id: the one the CSI driver recorded (checked against vCenter), else
     register_fcd, which reuses an existing FCD or registers the disk."""
     v = m.volume(step)
@@ -99,10 +98,10 @@ def ensure_fcd(m: Migration, step: Step) -> Obj:
             f"vCenter did not keep the keepAfterDeleteVm flag on first class disk {fcd_id} "
             f"({v.vmdk}); without it the disk is deleted with a node VM it is attached to"
         )
-    return {"fcd_id": fcd_id, "keep_after_delete_vm": True}
+    return asdict(FcdResult(fcd_id, keep_after_delete_vm=True))
 
 
-def recorded_fcd(m: Migration, vmdk: str) -> str | None:
+def recorded_fcd(m: Context, vmdk: str) -> str | None:
     """The FCD id of `vmdk` as the CSI driver recorded it (its CnsVSphereVolumeMigration, kept in
     the backup), if it did."""
     folder = m.workdir.backup_dir / "cnsvspherevolumemigration"
@@ -111,3 +110,14 @@ def recorded_fcd(m: Migration, vmdk: str) -> str | None:
         if record.get("spec", {}).get("volumepath") == vmdk:
             return str(record["metadata"]["name"])
     return None
+
+
+# -- the kinds of step defined here (none has anything to undo) --------------------------------
+
+DETACH = Kind(StepKind.DETACH, wait_detached, nothing, needs=crud("VolumeAttachment", "list", "watch"))
+CNS_RELEASE = Kind(
+    StepKind.CNS_RELEASE, wait_cns_release, nothing, needs=crud("CnsVSphereVolumeMigration", "list", "watch")
+)
+FCD = Kind(StepKind.FCD, ensure_fcd, nothing, needs=(), recorded_after=True)
+"""vCenter only: Datastore.FileManagement, checked by preflight `vcenter-privileges`."""
+KINDS = (DETACH, CNS_RELEASE, FCD)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from kubectl_csi_migrate.errors import NotFoundError
@@ -27,11 +28,39 @@ MIGRATE = "migrate"
 SKIP_CSI = "skip (already CSI)"
 SKIP_OTHER = "skip (not vSphere)"
 
-STATEFULSET, DEPLOYMENT, REPLICASET, CLAIM = "StatefulSet", "Deployment", "ReplicaSet", "PersistentVolumeClaim"
-COMMAND = {STATEFULSET: "sts", DEPLOYMENT: "deploy", REPLICASET: "deploy", CLAIM: "pvc"}
+
+class OwnerKind(StrEnum):
+    """The kinds of owner a run migrates the volumes of (their API kinds)."""
+
+    STATEFULSET = "StatefulSet"
+    DEPLOYMENT = "Deployment"
+    REPLICASET = "ReplicaSet"
+    CLAIM = "PersistentVolumeClaim"
+    """A claim on its own (`pvc`), with the bare pod mounting it if any."""
+
+
+class Strategy(StrEnum):
+    ROLLING = "rolling"
+    """One replica at a time, no downtime (a StatefulSet's)."""
+    OFFLINE = "offline"
+    """The owner scaled to zero, its volumes moved side by side."""
+
+
+STATEFULSET, DEPLOYMENT, REPLICASET, CLAIM = (
+    OwnerKind.STATEFULSET,
+    OwnerKind.DEPLOYMENT,
+    OwnerKind.REPLICASET,
+    OwnerKind.CLAIM,
+)
+COMMAND: dict[str, str] = {STATEFULSET: "sts", DEPLOYMENT: "deploy", REPLICASET: "deploy", CLAIM: "pvc"}
 """The command that migrates each kind of owner."""
-_REF = {STATEFULSET: "statefulset.apps", DEPLOYMENT: "deployment.apps", REPLICASET: "replicaset.apps", CLAIM: "pvc"}
-_WORD = {STATEFULSET: "statefulset", DEPLOYMENT: "deployment", REPLICASET: "replicaset", CLAIM: "pvc"}
+_REF: dict[str, str] = {
+    STATEFULSET: "statefulset.apps",
+    DEPLOYMENT: "deployment.apps",
+    REPLICASET: "replicaset.apps",
+    CLAIM: "pvc",
+}
+_WORD: dict[str, str] = {STATEFULSET: "statefulset", DEPLOYMENT: "deployment", REPLICASET: "replicaset", CLAIM: "pvc"}
 
 
 def run_key(kind: str, name: str) -> str:
@@ -150,7 +179,7 @@ class Plan:
     """The owner's uid when planned: a resumed run checks it is the same one."""
     replicas: int
     """The owner's replica count, given back at the end (a claim: 1 when a pod mounts it)."""
-    strategy: str
+    strategy: Strategy
     """"rolling" (one replica at a time, no downtime) or "offline" (scale to zero). A Deployment
     is always offline (its pods share the claims); a claim's pod is stopped while it moves."""
     csi_class: str
@@ -158,7 +187,7 @@ class Plan:
     volumes: tuple[VolumePlan, ...] = field(default_factory=tuple)
     topology_keys: tuple[str, ...] = ()
     """The zone/region keys the CSI driver reports (CSINode); the new PVs' node affinity uses them."""
-    kind: str = STATEFULSET
+    kind: OwnerKind = STATEFULSET
     pod: str = ""
     """A claim's: the bare pod mounting it, stopped while it moves and created again after."""
     key: str = ""
@@ -167,6 +196,8 @@ class Plan:
     plan stored without one is such a run)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OwnerKind(self.kind))  # as read back from a record: a str
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
         if not self.key:
             object.__setattr__(self, "key", run_key(self.kind, self.name))
 
@@ -212,6 +243,7 @@ class Plan:
 
     def to_dict(self) -> Obj:
         data = asdict(self)
+        data["kind"], data["strategy"] = self.kind.value, self.strategy.value  # plain text on disk
         if self.kind == STATEFULSET:
             data["statefulset"] = self.name  # as the first releases wrote it
         return data
@@ -385,12 +417,12 @@ def build_plan(
         name=snapshot.name,
         uid=snapshot.owner["metadata"]["uid"],
         replicas=snapshot.replicas,
-        strategy=strategy,
+        strategy=Strategy(strategy),
         csi_class=csi_class,
         migrate_templates=tuple(migrate_templates),
         volumes=tuple(volumes),
         topology_keys=topology_keys,
-        kind=snapshot.kind,
+        kind=OwnerKind(snapshot.kind),
         pod=next(iter(snapshot.pods), "") if snapshot.kind == CLAIM else "",
     )
 

@@ -16,6 +16,9 @@ from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration import budget, translate
+from kubectl_csi_migrate.migration.context import Access
+from kubectl_csi_migrate.migration.driver import DRIVER_LEASES, DRIVER_NAMESPACES, driver_leases, lease_age
+from kubectl_csi_migrate.migration.kinds import REQUIRED_ACCESS, access_for
 from kubectl_csi_migrate.migration.plan import (
     CLAIM,
     COMMAND,
@@ -28,7 +31,6 @@ from kubectl_csi_migrate.migration.plan import (
     Snapshot,
     controller_of,
 )
-from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS, Access, access_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ TESTED_KUBERNETES = ("1.36.3", "1.30.14", "1.28.15")
 test keeps the two the same). A minor release of these passes; another one from 1.26 on is a WARN."""
 
 # Every request a run or a rollback makes after its first change is in REQUIRED_ACCESS, the union
-# of what each step needs (steps.NEEDS): a verb missing there would pass preflight and stop the
+# of what each step needs (each Kind's needs, kinds.py): a verb missing there would pass preflight and stop the
 # run half way (tests/e2e: every request logged at -v 6 is checked against it).
 
 
@@ -445,55 +447,6 @@ def check_csi_driver(kube: Kube, snap: Snapshot) -> list[Check]:
     ]
 
 
-# The driver's components the run depends on, by the Lease each renews while it runs (leader
-# election, on in the driver's manifests): the syncer releases and registers disks, the attacher
-# detaches the old volumes and attaches the new ones.
-DRIVER_NAMESPACES = ("vmware-system-csi", "kube-system", "openshift-cluster-csi-drivers")
-DRIVER_LEASES = (
-    ("vsphere-syncer", "the vSphere CSI syncer (container vsphere-syncer)"),
-    ("external-attacher-leader-csi-vsphere-vmware-com", "the CSI attacher (container csi-attacher)"),
-)
-
-
-def _age(renew: str, server_date: str | None) -> float | None:
-    """Seconds from `renew` (a Lease's renewTime) to the API server's Date; None if unknown."""
-    from datetime import datetime
-    from email.utils import parsedate_to_datetime
-
-    try:
-        then = datetime.fromisoformat(renew.replace("Z", "+00:00"))
-        return (parsedate_to_datetime(server_date or "") - then).total_seconds()
-    except (TypeError, ValueError):
-        return None
-
-
-def driver_leases(kube: Kube) -> list[tuple[str, str, str, Obj, str | None]]:
-    """(namespace, name, description, spec, the API server's Date when read) of the Leases the
-    driver's syncer and attacher renew, from the first namespace that has any."""
-    found = []
-    for namespace in DRIVER_NAMESPACES:
-        for name, what in DRIVER_LEASES:
-            try:
-                lease = kube.get("Lease", name, namespace)
-            except CsiMigrateError:
-                lease = None  # not allowed to read leases there: judged as not found
-            if lease is not None:
-                found.append((namespace, name, what, lease.get("spec", {}), kube.server_date))
-        if found:
-            break
-    return found
-
-
-def syncer_renewed_since(kube: Kube, when: str | None) -> bool:
-    """Whether the syncer renewed its Lease after `when` (an API server Date) and still does."""
-    for _, name, _, spec, date in driver_leases(kube):
-        if name == DRIVER_LEASES[0][0]:
-            since, age = _age(spec.get("renewTime") or "", when), _age(spec.get("renewTime") or "", date)
-            fresh = age is not None and age <= int(spec.get("leaseDurationSeconds") or 15)
-            return fresh and since is not None and since < 0
-    return False
-
-
 def check_csi_controller(kube: Kube) -> Check:
     """The driver's controller is running: the Leases its syncer and attacher renew, judged by the
     API server's clock (the Date of the answer), both of them clocks in the cluster."""
@@ -508,7 +461,7 @@ def check_csi_controller(kube: Kube) -> Check:
         )
     stale = []
     for namespace, name, what, spec, date in found:
-        age = _age(spec.get("renewTime") or "", date)
+        age = lease_age(spec.get("renewTime") or "", date)
         duration = int(spec.get("leaseDurationSeconds") or 15)
         if age is not None and age > duration:
             stale.append(
@@ -670,7 +623,7 @@ def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
 
 
 def check_rbac(kube: Kube, namespace: str, required: tuple[Access, ...]) -> Check:
-    """Every entry of `required` (steps.access_for the owner's kind), from two
+    """Every entry of `required` (kinds.access_for the owner's kind), from two
     SelfSubjectRulesReviews: the namespace's rules, and the cluster-wide ones (asked for a
     namespace that cannot exist, where no RoleBinding applies: a RoleBinding never grants
     cluster-scoped resources such as PVs). An access no rule grants is asked about on its own

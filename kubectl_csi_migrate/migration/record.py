@@ -12,8 +12,8 @@ the StatefulSet, pods, claims and PVs (gzip, without managedFields): objects any
 the namespace's ConfigMaps may read as such. It holds no Secret and no credential.
 
 The record keeps "done" and "undone" events only, written after some kinds of step
-(steps.RECORDED_AFTER): it lags the working directory by the steps since, and a rollback from it
-also undoes those (steps.may_have_run), which is safe because undoing a step that never started
+(`Kind.recorded_after`): it lags the working directory by the steps since, and a rollback from it
+also undoes those (kinds.may_have_run), which is safe because undoing a step that never started
 finds nothing to undo. A rollback's "undone" events are kept as they happen: a rollback stopped
 part-way and started again from the record alone carries on where it stopped, the steps that
 may have run included.
@@ -32,6 +32,7 @@ from typing import Any
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
+from kubectl_csi_migrate.migration.steps import fcd_of
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
 Obj = dict[str, Any]
@@ -68,9 +69,9 @@ class ClusterRecord:
     def _save(self, workdir: WorkDir) -> None:
         run = workdir.load_run()
         steps = kept_steps(workdir.steps())
-        fcd = {k.split("/", 1)[1]: v.get("fcd_id", "") for k, v in steps.items() if k.startswith("fcd/")}
         volumes = [
-            {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd.get(v.pv, "")} for v in self.plan.to_migrate()
+            {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd_of(steps, v.pv)}
+            for v in self.plan.to_migrate()
         ]
         data = {
             "run.json": json.dumps(run, indent=1),
@@ -124,7 +125,7 @@ class ClusterRecord:
 def kept_steps(steps: dict[str, Obj]) -> dict[str, Obj]:
     """What the record keeps of the working directory's steps (WorkDir.steps): the steps done
     and those undone, each with what it recorded; not the steps started or being undone. What
-    it lacks, a rollback from it undoes all the same (steps.may_have_run)."""
+    it lacks, a rollback from it undoes all the same (kinds.may_have_run)."""
     return {
         step: {k: v for k, v in entry.items() if k not in ("step", "time")}
         for step, entry in steps.items()

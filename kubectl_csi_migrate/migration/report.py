@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_csi_migrate.migration.plan import Plan
+from kubectl_csi_migrate.migration.steps import fcd_of, fcd_result
 
 Obj = dict[str, Any]
 
@@ -41,14 +42,14 @@ def build(plan: Plan, done: dict[str, Obj], timing: Timing, requests: int, workd
         }
         if v.action == "migrate" and kind == "RollbackReport":
             entry["result"] = "rolled back"
-            entry["fcdId"] = done.get(f"fcd/{v.pv}", {}).get("fcd_id", "")
+            entry["fcdId"] = fcd_of(done, v.pv)
         elif v.action == "migrate":
-            fcd = done.get(f"fcd/{v.pv}", {})
+            fcd = fcd_result(done, v.pv)
             entry.update(
                 {
                     "newPV": v.pv,
-                    "fcdId": fcd.get("fcd_id", ""),
-                    "keepAfterDeleteVm": bool(fcd.get("keep_after_delete_vm")),
+                    "fcdId": fcd.fcd_id,
+                    "keepAfterDeleteVm": fcd.keep_after_delete_vm,
                     "storageClass": plan.csi_class,
                 }
             )

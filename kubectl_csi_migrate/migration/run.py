@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import (
@@ -34,10 +33,12 @@ from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.cache import Cache, selector
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
-from kubectl_csi_migrate.migration import budget, disks, events, report, volumes, workload
-from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, VolumePlan, object_name
+from kubectl_csi_migrate.migration import budget, events, report, workload
+from kubectl_csi_migrate.migration.context import Settings
+from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
+from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, Strategy, VolumePlan, object_name
 from kubectl_csi_migrate.migration.record import ClusterRecord, check_current, read
-from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
+from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -75,18 +76,6 @@ opened again (a list and a watch) that often."""
 
 API_OUTAGE_SECONDS = 60.0
 """How long a run rides out an API server that refuses connections (a restart) before it stops."""
-
-
-@dataclass
-class Settings:
-    keep_retain: bool = False
-    """Leave the new PVs on Retain instead of restoring the original policy."""
-    timeout: float = 600.0
-    """Longest wait for any one thing (a pod gone, a PVC Bound...)."""
-    release_timeout: float = 300.0
-    """Longest wait for the CSI syncer to release an in-tree disk (it does so in the PV's delete
-    event, within seconds; longer means the syncer is down or missed the event)."""
-    datacenter: str | None = None
 
 
 class Migration:
@@ -145,7 +134,7 @@ class Migration:
         with self._locked(fresh=not resuming):
             if not resuming:  # nothing was changed yet: (re)start the record
                 self.workdir.create(self.plan, self.run_id, {"keep_retain": self.settings.keep_retain})
-            if self.plan.strategy == "offline":
+            if self.plan.strategy == Strategy.OFFLINE:
                 self._run_offline(steps_for(self.plan))
             else:
                 self._run_in_order(steps_for(self.plan))
@@ -254,19 +243,26 @@ class Migration:
         moment old, and the step after it may be the one that cannot wait)."""
         plan = self.plan
         if plan.kind == STATEFULSET:
-            if "delete-statefulset" in self.done and "recreate-statefulset" not in self.done:
+            if (
+                step_id(StepKind.DELETE_STATEFULSET) in self.done
+                and step_id(StepKind.RECREATE_STATEFULSET) not in self.done
+            ):
                 workload.stop_if_recreated_elsewhere(self, self.kube.get("StatefulSet", plan.name, plan.namespace))
-        elif "scale-to-zero" in self.done and "scale-back" not in self.done and step.kind != "scale-back":
+        elif (
+            step_id(StepKind.SCALE_TO_ZERO) in self.done
+            and step_id(StepKind.SCALE_BACK) not in self.done
+            and step.kind != StepKind.SCALE_BACK
+        ):
             workload.stop_if_scaled_up(self)
 
     def _scale_to_zero_again(self) -> None:
         """A resumed run of a Deployment or ReplicaSet found scaled up again by someone else
         before the run scaled it back (workload.stop_if_scaled_up): its scale to 0 is done again."""
-        if "scale-to-zero" not in self.done or "scale-back" in self.workdir.steps():
+        if step_id(StepKind.SCALE_TO_ZERO) not in self.done or step_id(StepKind.SCALE_BACK) in self.workdir.steps():
             return  # not scaled down yet, or scaled back (or being) by this run
         live = self.kube.get(self.plan.kind, self.plan.name, self.plan.namespace)
         if live is not None and int(live["spec"].get("replicas", 1)) != 0:
-            del self.done["scale-to-zero"]
+            del self.done[step_id(StepKind.SCALE_TO_ZERO)]
 
     @property
     def timing(self) -> report.Timing:
@@ -287,7 +283,7 @@ class Migration:
             for step in steps_to_undo(self.plan, record):
                 self.workdir.record(step.id, "undo-start")
                 log.debug("step %s %s: undo", step.kind, step.id)
-                ACTIONS[step.kind][1](self, step)
+                KINDS[step.kind].undo(self, step)
                 self.workdir.record(step.id, "undone")
                 self.record.save(self.workdir)
             result = report.build(
@@ -337,16 +333,16 @@ class Migration:
         if step.id in self.done:
             return self.done[step.id]
         self._stop_if_changed_elsewhere(step)
-        if step.kind == "detach":
+        if step.kind == StepKind.DETACH:
             self.timing.volumes[step.pv] = (time.time(), time.time())
         self.workdir.record(step.id, "start")
         log.debug("step %s %s: do", step.kind, step.id)
-        result = ACTIONS[step.kind][0](self, step) or {}
+        result = KINDS[step.kind].do(self, step) or {}
         self.workdir.record(step.id, "done", **result)
         self.done[step.id] = {"step": step.id, "event": "done", **result}
-        if step.kind in RECORDED_AFTER:  # steps_to_undo allows for the lag
+        if KINDS[step.kind].recorded_after:  # steps_to_undo allows for the lag
             self.record.save(self.workdir)
-        if step.kind == "create-pvc" and step.pv in self.timing.volumes:
+        if step.kind == StepKind.CREATE_PVC and step.pv in self.timing.volumes:
             self.timing.volumes[step.pv] = (self.timing.volumes[step.pv][0], time.time())
         return self.done[step.id]
 
@@ -438,34 +434,3 @@ class Migration:
 
     def event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
         events.record(self.kube, self.say, kind, api_version, obj, reason, message)
-
-
-Do = Callable[["Migration", Step], Obj | None]
-Undo = Callable[["Migration", Step], None]
-
-
-def _nothing(m: Migration, step: Step) -> None:
-    """Waits and vCenter registrations have nothing to undo."""
-
-
-ACTIONS: dict[str, tuple[Do, Undo]] = {
-    "backup": (workload.backup, _nothing),
-    "retain": (volumes.set_retain, volumes.undo_retain),
-    "scale-down": (workload.scale_down, workload.undo_scale_down),
-    "delete-statefulset": (workload.delete_statefulset, workload.undo_delete_statefulset),
-    "evict": (workload.evict, workload.undo_evict),
-    "detach": (disks.wait_detached, _nothing),
-    "delete-pvc": (volumes.delete_pvc, volumes.undo_delete_pvc),
-    "delete-pv": (volumes.delete_pv, volumes.undo_delete_pv),
-    "cns-release": (disks.wait_cns_release, _nothing),
-    "fcd": (disks.ensure_fcd, _nothing),
-    "create-pv": (volumes.create_pv, volumes.undo_create_pv),
-    "create-pvc": (volumes.create_pvc, volumes.undo_create_pvc),
-    "recreate-pod": (workload.recreate_pod, workload.undo_recreate_pod),
-    "recreate-statefulset": (workload.recreate_statefulset, workload.undo_recreate_statefulset),
-    "scale-to-zero": (workload.scale_to_zero, workload.undo_scale_to_zero),
-    "scale-back": (workload.scale_back, workload.undo_scale_back),
-    "restore-reclaim-policy": (volumes.restore_reclaim_policy, volumes.undo_restore_reclaim_policy),
-}
-"""How each kind of step (steps.NEEDS) is done and undone: workload.py (the owner and its pods),
-volumes.py (claims and PVs), disks.py (the disk in vCenter)."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubectl_csi_migrate.migration.kinds import may_have_run
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
-from kubectl_csi_migrate.migration.steps import may_have_run, steps_for
+from kubectl_csi_migrate.migration.steps import steps_for
 
 Obj = dict[str, Any]
 
@@ -55,7 +56,7 @@ def summarize(
         last = undone[0] if undone else last
     # The record in the cluster is written after some steps only: past its last step, some may
     # have run (the working directory records every step as it starts); a rollback undoes them
-    # too, stopped and started again or not (steps.steps_to_undo).
+    # too, stopped and started again or not (kinds.steps_to_undo).
     maybe = set() if source == "working directory" else may_have_run(plan, steps)
     replicas = []
     for ordinal in plan.ordinals_descending():

@@ -8,22 +8,20 @@ second PV is ever created for a disk another PV still names.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
+from kubectl_csi_migrate.migration.context import Context, Kind, crud
 from kubectl_csi_migrate.migration.disks import recorded_fcd
 from kubectl_csi_migrate.migration.plan import VolumePlan
-from kubectl_csi_migrate.migration.steps import Step
-
-if TYPE_CHECKING:
-    from kubectl_csi_migrate.migration.run import Migration
+from kubectl_csi_migrate.migration.steps import Step, StepKind, fcd_of
 
 Obj = dict[str, Any]
 
 
-def set_retain(m: Migration, step: Step) -> None:
+def set_retain(m: Context, step: Step) -> None:
     """From the run's PV cache (a view a moment old): a PV it shows Retain already is left as is;
     delete_pvc reads the PV again and sets Retain again if need be before the claim goes."""
     v = m.volume(step)
@@ -31,7 +29,7 @@ def set_retain(m: Migration, step: Step) -> None:
     _retain(m, v, cached or m.kube.get("PersistentVolume", v.pv))
 
 
-def _retain(m: Migration, v: VolumePlan, pv: Obj | None) -> None:
+def _retain(m: Context, v: VolumePlan, pv: Obj | None) -> None:
     """`pv` (v.pv as last read) to Retain, the user's policy noted to be restored later."""
     if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain":
         return
@@ -43,7 +41,7 @@ def _retain(m: Migration, v: VolumePlan, pv: Obj | None) -> None:
     m.say(f"persistentvolume/{v.pv} reclaim policy set to Retain")
 
 
-def delete_pvc(m: Migration, step: Step) -> None:
+def delete_pvc(m: Context, step: Step) -> None:
     v = m.volume(step)
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
@@ -67,7 +65,7 @@ def delete_pvc(m: Migration, step: Step) -> None:
     m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go", ns)
 
 
-def _ensure_retained(m: Migration, v: VolumePlan) -> bool:
+def _ensure_retained(m: Context, v: VolumePlan) -> bool:
     """Invariant 2, checked at the last moment: once the claim is gone, a PV on Delete
     would take the disk with it. Something (GitOps, a person) may have reverted it since
     the retain step. False when the PV is gone."""
@@ -86,7 +84,7 @@ def _ensure_retained(m: Migration, v: VolumePlan) -> bool:
     return True
 
 
-def delete_pv(m: Migration, step: Step) -> Obj:
+def delete_pv(m: Context, step: Step) -> Obj:
     v = m.volume(step)
     backup = m.workdir.load_backup("PersistentVolume", v.pv)
     uid = backup["metadata"]["uid"]
@@ -100,7 +98,7 @@ def delete_pv(m: Migration, step: Step) -> Obj:
     return {"gone_at": m.kube.server_date}  # the API server's clock, for disks.wait_cns_release
 
 
-def _disk_named_elsewhere(m: Migration, v: VolumePlan, fcd_id: str | None, kind: str) -> Obj | None:
+def _disk_named_elsewhere(m: Context, v: VolumePlan, fcd_id: str | None, kind: str) -> Obj | None:
     """The PV named v.pv of `kind` ("csi" or "in-tree") when it exists and names the disk;
     raises when any other PV names the disk (never a second PV for one disk).
 
@@ -132,9 +130,9 @@ def _disk_named_elsewhere(m: Migration, v: VolumePlan, fcd_id: str | None, kind:
     return mine
 
 
-def create_pv(m: Migration, step: Step) -> None:
+def create_pv(m: Context, step: Step) -> None:
     v = m.volume(step)
-    fcd_id = m.done[f"fcd/{v.pv}"]["fcd_id"]
+    fcd_id = fcd_of(m.done, v.pv)
     if _disk_named_elsewhere(m, v, fcd_id, "csi") is not None:
         return  # created by an earlier attempt of this step
     backup_pv = m.workdir.load_backup("PersistentVolume", v.pv)
@@ -144,9 +142,9 @@ def create_pv(m: Migration, step: Step) -> None:
     m.say(f"persistentvolume/{v.pv} created (csi.vsphere.vmware.com, volumeHandle {fcd_id})")
 
 
-def create_pvc(m: Migration, step: Step) -> None:
+def create_pvc(m: Context, step: Step) -> None:
     v = m.volume(step)
-    fcd_id = m.done[f"fcd/{v.pv}"]["fcd_id"]
+    fcd_id = fcd_of(m.done, v.pv)
     ns = m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
     live: Obj | None
@@ -162,7 +160,7 @@ def create_pvc(m: Migration, step: Step) -> None:
     m.event("PersistentVolumeClaim", "v1", pvc, "MigratedToCSI", message)
 
 
-def _wait_bound(m: Migration, v: VolumePlan, claim: Obj | None) -> Obj:
+def _wait_bound(m: Context, v: VolumePlan, claim: Obj | None) -> Obj:
     """Until claim v.pvc (the object `claim`, as created or read) is Bound to v.pv; the claim as
     the wait last saw it. By uid: the run's view may still show the claim of that name deleted."""
     uid = (claim or {}).get("metadata", {}).get("uid")
@@ -176,7 +174,7 @@ def _wait_bound(m: Migration, v: VolumePlan, claim: Obj | None) -> Obj:
     return claims[v.pvc]
 
 
-def restore_reclaim_policy(m: Migration, step: Step) -> None:
+def restore_reclaim_policy(m: Context, step: Step) -> None:
     # From the run's PV cache: each PV there is the CSI one this run created Retain (and noted),
     # or a later version of it; one the watch has not shown yet is read.
     cached = {pv["metadata"]["name"]: pv for pv in m.pvs.items()}
@@ -195,19 +193,19 @@ def restore_reclaim_policy(m: Migration, step: Step) -> None:
         m.say(f"persistentvolume/{v.pv} reclaim policy restored to {target}")
 
 
-def _ensure_csi_retained(m: Migration, v: VolumePlan) -> None:
+def _ensure_csi_retained(m: Context, v: VolumePlan) -> None:
     """Invariant 2 backwards: the CSI PV is Retain before its claim or itself is deleted."""
     pv = m.kube.get("PersistentVolume", v.pv)
     if pv is not None and translate.is_csi_vsphere_pv(pv):
         _retain(m, v, pv)
 
 
-def undo_restore_reclaim_policy(m: Migration, step: Step) -> None:
+def undo_restore_reclaim_policy(m: Context, step: Step) -> None:
     for v in m.plan.to_migrate():
         _ensure_csi_retained(m, v)
 
 
-def undo_create_pvc(m: Migration, step: Step) -> None:
+def undo_create_pvc(m: Context, step: Step) -> None:
     v, ns = m.volume(step), m.plan.namespace
     live = m.kube.get("PersistentVolumeClaim", v.pvc, ns)
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
@@ -226,7 +224,7 @@ def undo_create_pvc(m: Migration, step: Step) -> None:
     m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
 
 
-def undo_create_pv(m: Migration, step: Step) -> None:
+def undo_create_pv(m: Context, step: Step) -> None:
     v = m.volume(step)
     live = m.kube.get("PersistentVolume", v.pv)
     if live is None or not translate.is_csi_vsphere_pv(live):
@@ -244,7 +242,7 @@ def undo_create_pv(m: Migration, step: Step) -> None:
     m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")
 
 
-def undo_delete_pv(m: Migration, step: Step) -> None:
+def undo_delete_pv(m: Context, step: Step) -> None:
     v = m.volume(step)
     backup = m.workdir.load_backup("PersistentVolume", v.pv)
     uid = backup["metadata"]["uid"]
@@ -256,14 +254,14 @@ def undo_delete_pv(m: Migration, step: Step) -> None:
     # A CSI PV names the disk by its FCD id: the run's own, or, where the record never showed the
     # `fcd` step (a rollback from the record alone), the one the CSI driver recorded for the disk
     # (issue 17, item 10: such a PV was missed, and a second PV created for the disk).
-    fcd_id = m.done.get(f"fcd/{v.pv}", {}).get("fcd_id") or recorded_fcd(m, v.vmdk)
+    fcd_id = fcd_of(m.done, v.pv) or recorded_fcd(m, v.vmdk)
     if _disk_named_elsewhere(m, v, fcd_id, "in-tree") is not None:
         return  # created again by an earlier attempt of this undo
     m.kube.create(translate.intree_pv_from_backup(backup))
     m.say(f"persistentvolume/{v.pv} created again from its backup (in-tree {v.vmdk}, Retain until bound)")
 
 
-def undo_delete_pvc(m: Migration, step: Step) -> None:
+def undo_delete_pvc(m: Context, step: Step) -> None:
     v, ns = m.volume(step), m.plan.namespace
     backup = m.workdir.load_backup("PersistentVolumeClaim", v.pvc)
     uid = backup["metadata"]["uid"]
@@ -282,7 +280,7 @@ def undo_delete_pvc(m: Migration, step: Step) -> None:
     _wait_bound(m, v, live)
 
 
-def _release_claim_ref(m: Migration, v: VolumePlan) -> None:
+def _release_claim_ref(m: Context, v: VolumePlan) -> None:
     """The original in-tree PV, Released when its claim went (a run stopped between the two
     deletes), still names the deleted claim's uid and would refuse the claim created again:
     it keeps the claim's name only, Retain (the undo of `retain` restores the policy)."""
@@ -299,7 +297,7 @@ def _release_claim_ref(m: Migration, v: VolumePlan) -> None:
     m.say(f"persistentvolume/{v.pv} freed for its claim (Released: the deleted claim's uid removed)")
 
 
-def undo_retain(m: Migration, step: Step) -> None:
+def undo_retain(m: Context, step: Step) -> None:
     v = m.volume(step)
     pv = m.kube.get("PersistentVolume", v.pv)
     if pv is None or translate.is_csi_vsphere_pv(pv):
@@ -314,3 +312,51 @@ def undo_retain(m: Migration, step: Step) -> None:
         patch["metadata"] = {"annotations": {translate.ORIGINAL_RECLAIM_POLICY: None}}
     m.kube.patch("PersistentVolume", v.pv, patch)
     m.say(f"persistentvolume/{v.pv} reclaim policy restored to {v.reclaim_policy}")
+
+
+# -- the kinds of step defined here ------------------------------------------------------------
+
+RETAIN = Kind(StepKind.RETAIN, set_retain, undo_retain, needs=crud("PersistentVolume", "get", "patch", "list", "watch"))
+DELETE_PVC = Kind(
+    StepKind.DELETE_PVC,
+    delete_pvc,
+    undo_delete_pvc,
+    needs=(
+        *crud("PersistentVolumeClaim", "get", "delete", "create", "list", "watch"),
+        *crud("PersistentVolume", "get", "patch"),
+    ),
+)
+DELETE_PV = Kind(
+    StepKind.DELETE_PV,
+    delete_pv,
+    undo_delete_pv,
+    needs=crud("PersistentVolume", "get", "delete", "create", "list", "watch"),
+)
+CREATE_PV = Kind(
+    StepKind.CREATE_PV,
+    create_pv,
+    undo_create_pv,
+    needs=(
+        *crud("PersistentVolume", "list", "create", "get", "patch", "delete", "watch"),
+        *crud("PersistentVolumeClaim", "get"),
+        *crud("VolumeAttachment", "list", "watch"),
+    ),
+)
+CREATE_PVC = Kind(
+    StepKind.CREATE_PVC,
+    create_pvc,
+    undo_create_pvc,
+    needs=(
+        *crud("PersistentVolumeClaim", "get", "create", "delete", "list", "watch"),
+        *crud("PersistentVolume", "get", "patch"),
+        *crud("VolumeAttachment", "list", "watch"),
+        *crud("Event", "create"),
+    ),
+)
+RESTORE_RECLAIM_POLICY = Kind(
+    StepKind.RESTORE_RECLAIM_POLICY,
+    restore_reclaim_policy,
+    undo_restore_reclaim_policy,
+    needs=crud("PersistentVolume", "get", "patch", "list", "watch"),
+)
+KINDS = (RETAIN, DELETE_PVC, DELETE_PV, CREATE_PV, CREATE_PVC, RESTORE_RECLAIM_POLICY)

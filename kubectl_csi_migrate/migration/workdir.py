@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ Obj = dict[str, Any]
 # libyaml's parser and emitter where PyYAML has them (its wheels do): the pure-Python ones cost
 # a run more of its own time than all its API requests.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_DUMPER: Any = type("Dumper", (getattr(yaml, "CSafeDumper", yaml.SafeDumper),), {})
+# The plan's enums (an owner's kind, a strategy, a step's kind) are written as their text.
+_DUMPER.add_multi_representer(StrEnum, lambda dumper, value: dumper.represent_str(value.value))
 
 
 def load_yaml(text: str | bytes) -> Any:

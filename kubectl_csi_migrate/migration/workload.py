@@ -3,7 +3,7 @@ for a StatefulSet scaling down, the orphan delete, evictions, pods and the State
 again; for a Deployment or ReplicaSet scaling to zero and back; for a claim its bare pod evicted
 and created again.
 
-Each function takes the run (`Migration`: its plan, clients, working directory and waits) and the
+Each function takes the run as a `Context` (context.py: its plan, clients, working directory and waits) and the
 step; each looks at the live object first and does only what is left (a killed run repeats it).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubectl_csi_migrate.errors import (
     ConflictError,
@@ -24,11 +24,9 @@ from kubectl_csi_migrate.errors import (
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
-from kubectl_csi_migrate.migration.plan import CLAIM, STATEFULSET
-from kubectl_csi_migrate.migration.steps import Step
-
-if TYPE_CHECKING:
-    from kubectl_csi_migrate.migration.run import Migration
+from kubectl_csi_migrate.migration.context import OWNER, Context, Kind, crud, nothing
+from kubectl_csi_migrate.migration.plan import CLAIM, STATEFULSET, OwnerKind
+from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id
 
 Obj = dict[str, Any]
 
@@ -38,12 +36,12 @@ RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
 RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
 
 
-def backup(m: Migration, step: Step) -> Obj:
-    ns, kind = m.plan.namespace, m.plan.kind
+def backup(m: Context, step: Step) -> Obj:
+    ns, kind = m.plan.namespace, str(m.plan.kind)
     owner = m.kube.get(kind, m.plan.name, ns)
     if owner is None or owner["metadata"]["uid"] != m.plan.uid:
         raise PermanentError(f"{m.plan.what} changed since it was planned; run again")
-    objects = [] if kind == CLAIM else [(kind, "apps/v1", owner)]
+    objects: list[tuple[str, str, Obj]] = [] if kind == CLAIM else [(kind, "apps/v1", owner)]
     if kind == STATEFULSET or m.plan.pod:
         pods = _read(m, "Pod", [m.plan.pod_name(o) for o in range(m.plan.replicas)], ns)
         objects += [("Pod", "v1", pod) for pod in pods.values()]
@@ -71,14 +69,14 @@ def backup(m: Migration, step: Step) -> Obj:
     return {"objects": len(objects)}
 
 
-def _read(m: Migration, kind: str, names: list[str], namespace: str) -> dict[str, Obj]:
+def _read(m: Context, kind: str, names: list[str], namespace: str) -> dict[str, Obj]:
     """The objects of `names` that exist (pods or claims of the run's namespace), from the run's
     cache of the kind: listed on its first use, then followed by a watch."""
     wanted = set(names)
     return {o["metadata"]["name"]: o for o in m.caches[(kind, namespace)].items() if o["metadata"]["name"] in wanted}
 
 
-def scale_down(m: Migration, step: Step) -> None:
+def scale_down(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     sts = m.kube.get("StatefulSet", name, ns)
     if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
@@ -93,7 +91,7 @@ def scale_down(m: Migration, step: Step) -> None:
     m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
 
 
-def delete_statefulset(m: Migration, step: Step) -> None:
+def delete_statefulset(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     sts = m.kube.get("StatefulSet", name, ns)
     if sts is not None and sts["metadata"]["uid"] == m.plan.uid:
@@ -116,7 +114,7 @@ def delete_statefulset(m: Migration, step: Step) -> None:
     )
 
 
-def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
+def stop_if_recreated_elsewhere(m: Context, live: Obj | None) -> None:
     """Once the tool has deleted the StatefulSet, the only one of that name it accepts is the
     one it creates itself (annotated with the old uid). Any other was put back by someone
     else, with the in-tree templates: adopting it would end the run "migrated" with the
@@ -139,7 +137,11 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
         f"(uid {uid}{by}), not by this run: something manages it (Argo CD, Flux, a Helm release, an "
         "operator?) and puts the in-tree templates back; the run stopped before its next step"
     )
-    window = [v for v in m.plan.to_migrate() if f"delete-pvc/{v.pvc}" in m.done and f"create-pvc/{v.pvc}" not in m.done]
+    window = [
+        v
+        for v in m.plan.to_migrate()
+        if step_id(StepKind.DELETE_PVC, v.pvc) in m.done and step_id(StepKind.CREATE_PVC, v.pvc) not in m.done
+    ]
     pods = m.caches[("Pod", ns)].items() if ("Pod", ns) in m.caches else []
     theirs = sorted(
         o["metadata"]["name"]
@@ -192,7 +194,7 @@ def stop_if_recreated_elsewhere(m: Migration, live: Obj | None) -> None:
     raise PermanentError(message)
 
 
-def stop_if_scaled_up(m: Migration) -> None:
+def stop_if_scaled_up(m: Context) -> None:
     """Between the run's scale to 0 and its scale back, the Deployment (or ReplicaSet) stays at
     0: scaled up by someone else (an autoscaler, a GitOps sync, a person), its new pods would take
     the in-tree claim back before the run deletes it (the claim then sticks in Terminating) or
@@ -224,7 +226,7 @@ def _own_retention_patch(live: Obj, backup: Obj) -> Obj | None:
     return None
 
 
-def _refresh_backups(m: Migration, sts: Obj) -> None:
+def _refresh_backups(m: Context, sts: Obj) -> None:
     """A run resumed before the StatefulSet was deleted may find it changed since the
     backup (a rollout, a replaced pod). Nothing is deleted yet: back up the current
     StatefulSet and pods again, so that what is recreated is what ran last."""
@@ -261,7 +263,7 @@ def _refresh_backups(m: Migration, sts: Obj) -> None:
     m.say("the StatefulSet or its pods changed since the backup: backed them up again")
 
 
-def evict(m: Migration, step: Step) -> None:
+def evict(m: Context, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         _evict_live(m, pod, m.kube.get("Pod", pod, ns))  # no pod when backed up: one started since goes
@@ -277,7 +279,7 @@ def evict(m: Migration, step: Step) -> None:
         ) from None
 
 
-def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
+def _evict_live(m: Context, pod: str, live: Obj | None) -> None:
     """Evict `live` (pod `pod` as last read, None when gone) and wait until it is gone."""
     if live is None:
         m.wait_gone("Pod", pod, None, f"pod {pod} to go", m.plan.namespace)
@@ -285,7 +287,7 @@ def _evict_live(m: Migration, pod: str, live: Obj | None) -> None:
     _evict(m, pod, live["metadata"]["uid"], live["metadata"].get("labels") or {})
 
 
-def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
+def _evict(m: Context, pod: str, uid: str, labels: dict[str, str]) -> None:
     """Evict pod `pod` of `uid` (labelled `labels`) and wait until it is gone: through the
     Eviction API where the cluster evaluates the pod's disruption budgets, or, where it cannot
     (the StatefulSet deleted: its pods have no controller to count them by), against the budgets
@@ -322,7 +324,7 @@ def _evict(m: Migration, pod: str, uid: str, labels: dict[str, str]) -> None:
     m.wait_gone("Pod", pod, uid, f"pod {pod} to go", ns)
 
 
-def recreate_pod(m: Migration, step: Step) -> None:
+def recreate_pod(m: Context, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         return  # there was no pod for this ordinal
@@ -341,7 +343,7 @@ def recreate_pod(m: Migration, step: Step) -> None:
     )
 
 
-def _pod_from_backup(m: Migration, pod: str) -> Obj:
+def _pod_from_backup(m: Context, pod: str) -> Obj:
     """The pod to create from its backup: a claim's is a bare pod (no controller places it)."""
     return translate.pod_for_recreate(m.workdir.load_backup("Pod", pod), bare=m.plan.kind == CLAIM)
 
@@ -350,7 +352,7 @@ def _uid(obj: Obj | None) -> str | None:
     return str(obj["metadata"]["uid"]) if obj and obj.get("metadata", {}).get("uid") else None
 
 
-def recreate_statefulset(m: Migration, step: Step) -> None:
+def recreate_statefulset(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     backup = m.workdir.load_backup("StatefulSet", name)
     live = m.kube.get("StatefulSet", name, ns)
@@ -367,7 +369,7 @@ def recreate_statefulset(m: Migration, step: Step) -> None:
         m.event("StatefulSet", "apps/v1", sts, "MigratedToCSI", events.owner_message(m.plan, m.done))
 
 
-def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
+def _wait_owns_ready_pods(m: Context, uid: str, backup: Obj) -> Obj | None:
     """Until the StatefulSet `uid` owns its pods, all Ready; then, for a while and without
     failing over it, until its own status says so. Returns it as last read."""
     ns, name = m.plan.namespace, m.plan.name
@@ -403,7 +405,7 @@ def _wait_owns_ready_pods(m: Migration, uid: str, backup: Obj) -> Obj | None:
     return m.kube.get("StatefulSet", name, ns)
 
 
-def undo_recreate_statefulset(m: Migration, step: Step) -> None:
+def undo_recreate_statefulset(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     live = m.kube.get("StatefulSet", name, ns)
     if live is None or live["metadata"]["uid"] == m.plan.uid:
@@ -436,7 +438,7 @@ def undo_recreate_statefulset(m: Migration, step: Step) -> None:
     m.wait("Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns)
 
 
-def undo_recreate_pod(m: Migration, step: Step) -> None:
+def undo_recreate_pod(m: Context, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     live = m.kube.get("Pod", pod, ns)
     if live is None or not m.workdir.has_backup("Pod", pod):
@@ -446,7 +448,7 @@ def undo_recreate_pod(m: Migration, step: Step) -> None:
     _evict_live(m, pod, live)
 
 
-def undo_evict(m: Migration, step: Step) -> None:
+def undo_evict(m: Context, step: Step) -> None:
     ns, pod = m.plan.namespace, m.plan.pod_name(step.ordinal or 0)
     if not m.workdir.has_backup("Pod", pod):
         return
@@ -458,7 +460,7 @@ def undo_evict(m: Migration, step: Step) -> None:
     m.wait("Pod", ready, f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")
 
 
-def undo_delete_statefulset(m: Migration, step: Step) -> None:
+def undo_delete_statefulset(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     backup = m.workdir.load_backup("StatefulSet", name)
     live = m.kube.get("StatefulSet", name, ns)
@@ -482,7 +484,7 @@ def undo_delete_statefulset(m: Migration, step: Step) -> None:
     _wait_owns_ready_pods(m, live["metadata"]["uid"], backup)
 
 
-def undo_scale_down(m: Migration, step: Step) -> None:
+def undo_scale_down(m: Context, step: Step) -> None:
     ns, name = m.plan.namespace, m.plan.name
     live = m.kube.get("StatefulSet", name, ns)
     if live is None or live["metadata"]["uid"] != m.plan.uid:
@@ -500,7 +502,7 @@ def undo_scale_down(m: Migration, step: Step) -> None:
 # -- a Deployment or a ReplicaSet: scaled to zero while its claims move, then back -------------
 
 
-def _live_owner(m: Migration) -> Obj:
+def _live_owner(m: Context) -> Obj:
     """The Deployment (or ReplicaSet) as it is now; the one planned, or the run stops."""
     live = m.kube.get(m.plan.kind, m.plan.name, m.plan.namespace)
     if live is None or live["metadata"]["uid"] != m.plan.uid:
@@ -537,7 +539,7 @@ def _pods_of(live: Obj) -> Callable[[p.Objects], list[Obj]]:
     return mine
 
 
-def _scale(m: Migration, replicas: int) -> None:
+def _scale(m: Context, replicas: int) -> None:
     """Scale the owner to `replicas` (unless it is there) and wait until its pods are gone (0)
     or that many are Ready."""
     ns, kind, ref = m.plan.namespace, m.plan.kind, m.plan.ref
@@ -560,18 +562,105 @@ def _scale(m: Migration, replicas: int) -> None:
     m.say(f"{ref}: {replicas} pod(s) Ready (downtime ends)")
 
 
-def scale_to_zero(m: Migration, step: Step) -> None:
+def scale_to_zero(m: Context, step: Step) -> None:
     _scale(m, 0)
 
 
-def undo_scale_to_zero(m: Migration, step: Step) -> None:
+def undo_scale_to_zero(m: Context, step: Step) -> None:
     _scale(m, m.plan.replicas)
 
 
-def scale_back(m: Migration, step: Step) -> None:
+def scale_back(m: Context, step: Step) -> None:
     _scale(m, m.plan.replicas)
     m.event(m.plan.kind, "apps/v1", _live_owner(m), "MigratedToCSI", events.owner_message(m.plan, m.done))
 
 
-def undo_scale_back(m: Migration, step: Step) -> None:
+def undo_scale_back(m: Context, step: Step) -> None:
     _scale(m, 0)
+
+
+# -- the kinds of step defined here ------------------------------------------------------------
+
+BACKUP = Kind(
+    StepKind.BACKUP,
+    backup,
+    nothing,
+    needs=(
+        *crud(OWNER, "get"),
+        *crud("Pod", "get", "list"),
+        *crud("PersistentVolumeClaim", "get", "list"),
+        *crud("PersistentVolume", "get", "list", "watch"),
+        *crud("CnsVSphereVolumeMigration", "list"),
+    ),
+    recorded_after=True,
+)
+SCALE_DOWN = Kind(
+    StepKind.SCALE_DOWN,
+    scale_down,
+    undo_scale_down,
+    needs=(*crud("StatefulSet", "get", "patch", "list", "watch"), *crud("Pod", "get", "list", "watch")),
+    owners=frozenset({OwnerKind.STATEFULSET}),
+    recorded_after=True,
+)
+SCALE_TO_ZERO = Kind(
+    StepKind.SCALE_TO_ZERO,
+    scale_to_zero,
+    undo_scale_to_zero,
+    needs=(*crud(OWNER, "get", "patch"), *crud("Pod", "get", "list", "watch")),
+    owners=frozenset({OwnerKind.DEPLOYMENT, OwnerKind.REPLICASET}),
+    recorded_after=True,
+)
+DELETE_STATEFULSET = Kind(
+    StepKind.DELETE_STATEFULSET,
+    delete_statefulset,
+    undo_delete_statefulset,
+    needs=(
+        *crud("StatefulSet", "get", "patch", "delete", "create", "list", "watch"),
+        *crud("Pod", "get", "list", "watch"),
+    ),
+    owners=frozenset({OwnerKind.STATEFULSET}),
+    recorded_after=True,
+)
+EVICT = Kind(
+    StepKind.EVICT,
+    evict,
+    undo_evict,
+    needs=(
+        *crud("Pod", "get", "delete", "create", "list", "watch"),
+        ("create", "Pod", "eviction"),
+        *crud("PodDisruptionBudget", "list"),
+    ),
+    owners=frozenset({OwnerKind.STATEFULSET, OwnerKind.CLAIM}),
+)
+RECREATE_POD = Kind(
+    StepKind.RECREATE_POD,
+    recreate_pod,
+    undo_recreate_pod,
+    needs=(
+        *crud("Pod", "get", "create", "delete", "list", "watch"),
+        ("create", "Pod", "eviction"),
+        *crud("PodDisruptionBudget", "list"),
+    ),
+    owners=frozenset({OwnerKind.STATEFULSET, OwnerKind.CLAIM}),
+)
+RECREATE_STATEFULSET = Kind(
+    StepKind.RECREATE_STATEFULSET,
+    recreate_statefulset,
+    undo_recreate_statefulset,
+    needs=(
+        *crud("StatefulSet", "get", "create", "patch", "delete", "list", "watch"),
+        *crud("Pod", "list", "watch"),
+        *crud("Event", "create"),
+    ),
+    owners=frozenset({OwnerKind.STATEFULSET}),
+    recorded_after=True,
+)
+SCALE_BACK = Kind(
+    StepKind.SCALE_BACK,
+    scale_back,
+    undo_scale_back,
+    needs=(*crud(OWNER, "get", "patch"), *crud("Pod", "list", "watch"), *crud("Event", "create")),
+    owners=frozenset({OwnerKind.DEPLOYMENT, OwnerKind.REPLICASET}),
+    recorded_after=True,
+)
+KINDS = (BACKUP, SCALE_DOWN, SCALE_TO_ZERO, DELETE_STATEFULSET, EVICT, RECREATE_POD, RECREATE_STATEFULSET, SCALE_BACK)

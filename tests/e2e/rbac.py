@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubectl_csi_migrate.kube.client import RESOURCES
-from kubectl_csi_migrate.migration.preflight import DRIVER_NAMESPACES
-from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS
+from kubectl_csi_migrate.migration.driver import DRIVER_NAMESPACES
+from kubectl_csi_migrate.migration.kinds import REQUIRED_ACCESS
 
 RBAC = "rbac.authorization.k8s.io"
 Access = tuple[str, str, str]

@@ -988,7 +988,7 @@ def test_a_role_lacking_any_one_verb_the_run_needs_fails_before_any_change(
     resource: preflight's `rbac` FAIL, or, for a read preflight itself makes, its `forbidden`
     error. The same user with every entry then migrates (so the list is also sufficient)."""
     from kubectl_csi_migrate.kube.client import RESOURCES
-    from kubectl_csi_migrate.migration.steps import access_for
+    from kubectl_csi_migrate.migration.kinds import access_for
     from tests.e2e.rbac import exact_roles
 
     required = access_for("StatefulSet")

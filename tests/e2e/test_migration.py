@@ -884,10 +884,10 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
     run at -v 6, where the client logs every request with the access it needs and the run logs
     each step it does or undoes: every request after the first change must be in REQUIRED_ACCESS
     (what preflight's `rbac` check asks for), and every request made during a step must be one
-    that step's kind declares (steps.NEEDS) or one of the run's own (the Lease, the record)."""
+    that step's kind declares (its Kind's needs) or one of the run's own (the Lease, the record)."""
     import re
 
-    from kubectl_csi_migrate.migration.steps import NEEDS, RUN_NEEDS, access_for, as_owner
+    from kubectl_csi_migrate.migration.kinds import KINDS, RUN_NEEDS, access_for, as_owner
 
     # Lines of threads beside the main one name it: `D kubectl_csi_migrate.kube [volume_0]: ...`.
     request = re.compile(r"^D kubectl_csi_migrate\.kube( \[\S+\])?: (\w+) \S+ \(needs (\w+) (\w+) ?(\w*)\)$")
@@ -925,7 +925,7 @@ def test_every_request_of_a_step_is_one_its_needs_name_and_preflight_checks(
             )  # fmt: skip
             used = {access for _, access, _ in needs[first_change:]}
             assert used - checked == set(), f"{command[0]} {name}: used, not checked: {used - checked}"
-            declared = {kind: as_owner(owner, NEEDS[kind] + RUN_NEEDS) for kind in NEEDS}
+            declared = {kind: as_owner(owner, KINDS[kind].needs + RUN_NEEDS) for kind in KINDS}
             undeclared = {(kind, access) for _, access, kind in needs if kind and access not in declared[kind]}
             assert not undeclared, f"{command[0]} {name}: requests a step does not declare: {undeclared}"
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from kubectl_csi_migrate.migration.kinds import KINDS
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for
+from kubectl_csi_migrate.migration.steps import Step, steps_for
 from testenv import cluster, scenario, vc
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_migration import assert_migrated
@@ -324,7 +325,7 @@ def test_a_lost_working_directory_is_rebuilt_from_the_record_in_the_cluster(
     # those before the kill, and names the steps since as ones that may have run (the resume does
     # them again, finding the claim and PV gone).
     index = steps.index(target)
-    shown = max(i for i in range(index) if steps[i].kind in RECORDED_AFTER)
+    shown = max(i for i in range(index) if KINDS[steps[i].kind].recorded_after)
     assert (lost["phase"], lost["lastStep"]) == ("stopped", steps[shown].id)
     assert steps[index].id in lost["mayHaveRun"] and steps[shown + 1].id == lost["mayHaveRun"][0]
     assert [r["state"] for r in lost["replicas"]] == ["may have started", "left", "left"]

@@ -8,6 +8,7 @@ with a fake API (the e2e tests in test_interference drive the real sequence)."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,11 +17,10 @@ import pytest
 
 from kubectl_csi_migrate.errors import PermanentError
 from kubectl_csi_migrate.kube.predicates import writer_of
-from kubectl_csi_migrate.migration import run as run_module
-from kubectl_csi_migrate.migration import workload
+from kubectl_csi_migrate.migration import kinds, workload
 from kubectl_csi_migrate.migration.plan import DEPLOYMENT, MIGRATE, Plan, VolumePlan, build_plan
 from kubectl_csi_migrate.migration.run import Migration
-from kubectl_csi_migrate.migration.steps import steps_for
+from kubectl_csi_migrate.migration.steps import StepKind, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_logic import snapshot
 
@@ -92,7 +92,8 @@ def test_a_statefulset_put_back_in_a_replicas_window_stops_the_next_step_naming_
     }
     m = migration(tmp_path, FakeKube(foreign, claim, pod), plan, before)
     acted: list[str] = []
-    monkeypatch.setitem(run_module.ACTIONS, "delete-pv", (lambda _m, s: acted.append(s.id), None))
+    kind = kinds.KINDS[StepKind.DELETE_PV]
+    monkeypatch.setitem(kinds.KINDS, StepKind.DELETE_PV, replace(kind, do=lambda _m, s: acted.append(s.id)))
     nxt = steps[steps.index(delete_pvc) + 1]
     with pytest.raises(PermanentError) as stopped:
         m.step(nxt)

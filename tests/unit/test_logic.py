@@ -249,27 +249,36 @@ def test_a_process_is_judged_alive_or_gone_only_where_its_pid_means_it() -> None
     assert alive(f"{hostname}~0badc0de", dead) is None
 
 
-def test_every_kind_of_step_has_its_needs_and_a_way_to_do_and_undo_it() -> None:
-    from kubectl_csi_migrate.migration.run import ACTIONS
-    from kubectl_csi_migrate.migration.steps import NEEDS, steps_for
+def test_every_kind_of_step_is_one_object_with_its_needs_and_a_way_to_do_and_undo_it() -> None:
+    from kubectl_csi_migrate.migration import disks, volumes, workload
+    from kubectl_csi_migrate.migration.kinds import KINDS
+    from kubectl_csi_migrate.migration.steps import StepKind, parse_id, steps_for
 
-    assert set(ACTIONS) == set(NEEDS)
+    assert list(KINDS) == [k.name for k in KINDS.values()]
+    assert set(KINDS) == set(StepKind), "every kind of step has exactly one Kind"
+    defined = [*workload.KINDS, *volumes.KINDS, *disks.KINDS]
+    assert sorted(k.name for k in defined) == sorted(KINDS), "each Kind is defined once, beside its do and undo"
+    assert all(KINDS[k.name] is k and callable(k.do) and callable(k.undo) for k in defined)
     for strategy in ("rolling", "offline"):
         plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, strategy)
         steps = steps_for(plan)
-        assert {s.kind for s in steps} <= set(NEEDS)
+        assert {s.kind for s in steps} <= set(KINDS)
         assert len({s.id for s in steps}) == len(steps), "step ids must be unique: the record is keyed by them"
+        assert all(parse_id(s.id)[0] == s.kind for s in steps), "an id names its kind"
+        assert all(k.owners is None or plan.kind in k.owners for k in map(KINDS.__getitem__, {s.kind for s in steps}))
 
 
 def test_a_rollback_undoes_what_was_recorded_and_the_steps_that_may_have_run_after_it() -> None:
-    from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, steps_for, steps_to_undo
+    from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
+    from kubectl_csi_migrate.migration.steps import steps_for
 
+    recorded_after = {k for k, kind in KINDS.items() if kind.recorded_after}
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
     steps = steps_for(plan)
     kinds = [s.kind for s in steps]
     evict = kinds.index("evict")  # then detach, delete-pvc, delete-pv, cns-release, fcd (recorded after)
     fcd = kinds.index("fcd")
-    assert all(k not in RECORDED_AFTER for k in kinds[evict:fcd]) and kinds[fcd] in RECORDED_AFTER
+    assert all(k not in recorded_after for k in kinds[evict:fcd]) and kinds[fcd] in recorded_after
     for done, may_have_run in (
         (2, kinds.index("delete-statefulset") + 1),  # the retains are not written one by one
         (evict, fcd + 1),
@@ -287,7 +296,8 @@ def test_a_rollback_undoes_what_was_recorded_and_the_steps_that_may_have_run_aft
 def test_an_offline_rollback_from_the_record_undoes_each_volume_s_step_in_progress() -> None:
     """Offline, the volumes move side by side: each volume's chain may have a step in progress
     that the record does not show yet."""
-    from kubectl_csi_migrate.migration.steps import steps_for, steps_to_undo
+    from kubectl_csi_migrate.migration.kinds import steps_to_undo
+    from kubectl_csi_migrate.migration.steps import steps_for
 
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "offline")
     steps = steps_for(plan)
@@ -485,8 +495,9 @@ def owner_snapshot(kind: str, pod: bool = True) -> Snapshot:
 
 
 def test_a_deployment_is_scaled_to_zero_and_back_around_its_claims_moved_side_by_side() -> None:
+    from kubectl_csi_migrate.migration.kinds import KINDS, may_have_run
     from kubectl_csi_migrate.migration.plan import DEPLOYMENT
-    from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, may_have_run, steps_for
+    from kubectl_csi_migrate.migration.steps import StepKind, steps_for
 
     plan = build_plan(owner_snapshot(DEPLOYMENT), "ctx", "https://k", "standard-rwo", None, "rolling")
     assert (plan.kind, plan.strategy, plan.replicas, plan.key) == (DEPLOYMENT, "offline", 2, "deployment-api")
@@ -496,7 +507,7 @@ def test_a_deployment_is_scaled_to_zero_and_back_around_its_claims_moved_side_by
         "backup", "retain", "scale-to-zero", "detach", "delete-pvc", "delete-pv", "cns-release", "fcd",
         "create-pv", "create-pvc", "scale-back", "restore-reclaim-policy",
     ]  # fmt: skip
-    assert {"scale-to-zero", "scale-back"} <= RECORDED_AFTER
+    assert KINDS[StepKind.SCALE_TO_ZERO].recorded_after and KINDS[StepKind.SCALE_BACK].recorded_after
     assert "scale deployment.apps/api back to 2" in steps_for(plan)[2].undoes
     assert Plan.from_dict(plan.to_dict()) == plan
     assert "statefulset" not in plan.to_dict()
@@ -530,7 +541,7 @@ def test_a_claims_bare_pod_is_evicted_and_created_again_and_an_unmounted_claim_n
 
 
 def test_each_kind_of_owner_is_checked_for_the_access_its_own_steps_need() -> None:
-    from kubectl_csi_migrate.migration.steps import REQUIRED_ACCESS, access_for
+    from kubectl_csi_migrate.migration.kinds import REQUIRED_ACCESS, access_for
 
     sts, deploy, claim = access_for("StatefulSet"), access_for("Deployment"), access_for("PersistentVolumeClaim")
     assert ("delete", "StatefulSet", "") in sts and not any(k in ("Deployment", "ReplicaSet") for _, k, _ in sts)

@@ -14,8 +14,9 @@ import pytest
 
 from kubectl_csi_migrate.errors import OutOfDate
 from kubectl_csi_migrate.migration import record
+from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
 from kubectl_csi_migrate.migration.plan import Plan, build_plan
-from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
+from kubectl_csi_migrate.migration.steps import Step, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_logic import snapshot
 from tests.unit.test_rollback_record import Cluster, rollback, run
@@ -23,7 +24,7 @@ from tests.unit.test_rollback_record import Cluster, rollback, run
 
 def _stopped_run(tmp_path: Path) -> tuple[Plan, list[Step], Cluster, WorkDir, Step]:
     """A Deployment-like in-order run stopped right after its first delete-pvc (the record written
-    at the last RECORDED_AFTER step before it), and a copy of its folder kept aside (`old`)."""
+    at the last recorded_after step before it), and a copy of its folder kept aside (`old`)."""
     plan = build_plan(snapshot(replicas=2), "ctx", "https://k", "standard-rwo", None, "rolling")
     steps = steps_for(plan)
     target = next(s for s in steps if s.kind == "delete-pvc")
@@ -67,7 +68,7 @@ def test_a_folder_behind_the_same_run_carried_on_elsewhere_takes_the_steps_done_
     for step in further[: stop + 1]:
         elsewhere.record(step.id, "start")
         elsewhere.record(step.id, "done", **({"fcd_id": f"fcd-{step.pv}"} if step.kind == "fcd" else {}))
-        if step.kind in RECORDED_AFTER:
+        if KINDS[step.kind].recorded_after:
             cluster.save(elsewhere)
     found = cluster.cm
     assert found is not None

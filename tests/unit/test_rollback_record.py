@@ -1,7 +1,7 @@
 """Issue 17, item 3: a rollback stopped part-way and started again, from its working directory or
 from the record in the cluster alone (the working directory lost and rebuilt from it, however
 often), carries on exactly where the one before stopped: every step that may have run and is not
-undone yet, the ones the record never showed included (steps.may_have_run), last first, and no
+undone yet, the ones the record never showed included (kinds.may_have_run), last first, and no
 step past them. Before, once a rollback had recorded an "undone", the next one left out the
 steps that may have run: rebuilt from the record, it stopped at a PV the run had created that
 still named its claim, with the StatefulSet deleted.
@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from kubectl_csi_migrate.migration import record
+from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
 from kubectl_csi_migrate.migration.plan import Plan, build_plan
 from kubectl_csi_migrate.migration.status import summarize
-from kubectl_csi_migrate.migration.steps import RECORDED_AFTER, Step, steps_for, steps_to_undo
+from kubectl_csi_migrate.migration.steps import Step, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_logic import snapshot
 
@@ -135,7 +136,7 @@ def run(wd: AnyFolder, cluster: Cluster, plan: Plan, order: list[Step], kill: tu
         wd.record(step.id, "done", **({"fcd_id": f"fcd-{step.pv}"} if step.kind == "fcd" else {}))
         if (i, "done") == kill:
             break
-        if step.kind in RECORDED_AFTER:
+        if KINDS[step.kind].recorded_after:
             cluster.save(wd)
     return {s.id for s in order[: index + 1]}
 
