@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from testenv import build, cluster, scenario
+from testenv import api, build, cluster, scenario
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,6 +258,118 @@ def survey(env: cluster.Env, statefulsets: int, replicas: int = 10) -> None:
         cluster.kubectl(env, "delete", "pv", "-l", label, "--wait=false")
 
 
+WAITS = (
+    ("Pod gone", "pod gone (evicted)"),
+    ("detach", "detach (VolumeAttachment gone)"),
+    ("PersistentVolumeClaim gone", "old claim gone"),
+    ("PersistentVolume gone", "old PV gone"),
+    ("the driver's release", "the driver's release of the disk"),
+    ("PersistentVolumeClaim Bound", "new claim Bound"),
+    ("Pod Ready", "pod Ready"),
+    ("pause", "pauses between tries"),
+)
+"""The report's waitSecondsByKind entries the populated benchmark prints, and their labels."""
+
+
+def _detailed_run(env: cluster.Env, replicas: int = 3) -> dict[str, float]:
+    """One rolling migration of `replicas` replicas and its rollback; per replica: wall time, the
+    tool's own time, API requests, and each kind of wait."""
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    scenario.create(env, "web", ns, replicas=replicas)
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = ["-n", ns, "--yes", "--working-directory", f"{tmp}/run"]
+        for prefix, args in (
+            ("", ["sts", "web", "--csi-storageclass", "standard-rwo"]),
+            ("rollback ", ["rollback", "web"]),
+        ):
+            _, report = _timed(env, *args, *workdir)
+            timing = report["timing"]
+            assert isinstance(timing, dict)
+            figures[f"{prefix}wall"] = timing["wallSeconds"] / replicas
+            figures[f"{prefix}tool"] = timing["toolSeconds"] / replicas
+            figures[f"{prefix}vcenter"] = timing["vcenterSeconds"] / replicas
+            figures[f"{prefix}requests"] = float(report["apiRequests"]) / replicas  # type: ignore[arg-type]
+            for what, seconds in timing.get("waitSecondsByKind", {}).items():
+                figures[f"{prefix}wait {what}"] = seconds / replicas
+    cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+    return figures
+
+
+def _populate(env: cluster.Env, namespace: str, first: int, count: int) -> None:
+    """`count` more attached volumes in `namespace`, half in-tree, half CSI: StatefulSets of 10
+    replicas whose pods mount one in-tree and one CSI claim each (20 volumes), named from `first`;
+    waits until every pod is Ready (so every volume attached) and the syncer has registered each
+    in-tree disk."""
+    made = []
+    for i in range(first // 20, (first + count) // 20):
+        made.append(
+            scenario.create(env, f"p{i:03d}", namespace, replicas=10, csi_templates=("csi",), pdb=False, wait=False)
+        )
+    for made_one in made:
+        scenario.wait_registered(env, [v for v in made_one.volumes if not v.csi], timeout=600)
+        scenario.wait_ready(env, made_one.name, namespace, 10, timeout="600s")
+
+
+def _present(env: cluster.Env) -> str:
+    """Pods (every namespace), PVs, VolumeAttachments attached."""
+    pods = len(cluster.kubectl(env, "get", "pods", "-A", "-o", "name").split())
+    pvs = len(api.get(env, "persistentvolumes")["items"])
+    attached = sum(1 for va in api.get(env, "volumeattachments")["items"] if va.get("status", {}).get("attached"))
+    return f"{pods}/{pvs}/{attached}"
+
+
+def populated(env: cluster.Env, sizes: list[int], runs: int = 3) -> None:
+    """The 3-replica rolling migration and its rollback with N other attached volumes (half
+    in-tree, half CSI) and their pods present, for each N, side by side; each wait of the run by
+    kind (the report's waitSecondsByKind)."""
+    nodes = len(api.get(env, "nodes")["items"])
+    if nodes * 59 < max(sizes) + 20:
+        raise SystemExit(
+            f"benchmark: the environment that is up has {nodes} nodes, too few for {max(sizes)} attached volumes "
+            "(59 each): stop it (scripts/testenv down) and run this again, which starts one with enough"
+        )
+    background = f"bench-populated-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl(env, "create", "namespace", background)
+    columns: dict[int, dict[str, list[float]]] = {}
+    present: dict[int, str] = {}
+    have = 0
+    try:
+        for n in sizes:
+            if n > have:
+                started = time.monotonic()
+                _populate(env, background, have, n - have)
+                print(f"  ({n - have} volumes added in {time.monotonic() - started:.0f} s)", flush=True)
+                have = n
+            _settle()
+            present[n] = _present(env)
+            results = [_detailed_run(env) for _ in range(runs)]
+            columns[n] = {k: [r.get(k, 0.0) for r in results] for k in {k for r in results for k in r}}
+    finally:
+        cluster.kubectl(env, "delete", "namespace", background, "--wait=false")
+    print(
+        f"rolling migration of 3 replicas beside N other attached volumes (half in-tree, half CSI, on "
+        f"{len(cluster.NODES)} nodes); per replica, median of {runs} runs (min-max):"
+    )
+    header = "".join(f"{'N=' + str(n):>22}" for n in sizes)
+    print(f"  {'':44}{header}")
+    print(f"  {'pods / PVs / attached VolumeAttachments':44}" + "".join(f"{present[n]:>22}" for n in sizes))
+    rows = [("wall", "wall time"), ("tool", "  the tool's own time"), ("vcenter", "  waiting on vCenter")]
+    rows += [(f"wait {what}", f"  waiting: {label}") for what, label in WAITS]
+    rows += [("requests", "API requests")]
+    rows += [("rollback " + key, "rollback: " + label.strip()) for key, label in rows[:2]]
+    for key, label in rows:
+        cells = []
+        for n in sizes:
+            values = columns[n].get(key, [0.0])
+            unit = "" if key.endswith("requests") else " s"
+            cells.append(f"{statistics.median(values):.2f}{unit} ({min(values):.2f}-{max(values):.2f})")
+        print(f"  {label:44}" + "".join(f"{c:>22}" for c in cells))
+    base, top = columns[sizes[0]], columns[sizes[-1]]
+    ratio = statistics.median(top["wall"]) / max(statistics.median(base["wall"]), 1e-9)
+    print(f"  wall time per replica at N={sizes[-1]} over N={sizes[0]}: {ratio:.2f}x")
+
+
 def everything(env: cluster.Env, statefulsets: int) -> None:
     """Issue 10's figures side by side, in one run: (a) the survey against kubectl, (b) --all
     --parallel 1 vs 4, (c) requests per volume for sts, deploy and pvc, (d) offline vs rolling."""
@@ -271,6 +383,15 @@ def main() -> int:
         return with_env(lambda env: everything(env, int(sys.argv[2]) if len(sys.argv) > 2 else 20))
     if sys.argv[1:2] == ["owners"]:
         return with_env(lambda env: owners(env, int(sys.argv[2]) if len(sys.argv) > 2 else 3))
+    if sys.argv[1:2] == ["populated"]:
+        sizes = [int(a) for a in sys.argv[2:]] or [0, 100, 500]
+        if not os.environ.get("CSI_MIGRATE_TESTENV_NODES"):
+            # Each node VM holds 59 volumes: enough nodes for the largest N and the run's own, read
+            # by testenv.cluster when it is imported, so this process starts again with it set.
+            nodes = str(max(3, -(-(max(sizes) + 20) // 50)))
+            argv = [sys.executable, "-m", "testenv.benchmark", *sys.argv[1:]]
+            os.execve(sys.executable, argv, {**os.environ, "CSI_MIGRATE_TESTENV_NODES": nodes})
+        return with_env(lambda env: populated(env, sizes))
     if sys.argv[1:2] == ["survey"]:
         return with_env(lambda env: survey(env, int(sys.argv[2]) if len(sys.argv) > 2 else 200))
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3

@@ -29,7 +29,10 @@ from testenv import build as build_mod
 from testenv import legs, pki
 
 USER_CLUSTER = "user-cluster-1"
-NODES = ("node-0", "node-1", "node-2")
+NODES = tuple(f"node-{i}" for i in range(int(os.environ.get("CSI_MIGRATE_TESTENV_NODES") or 3)))
+"""The kwok nodes, one node VM in vcsim each (59 volumes attach to each): 3, or
+CSI_MIGRATE_TESTENV_NODES for an environment that must hold more attached volumes (scripts/benchmark
+populated starts one with more); set it alike for `up` and whatever runs on that environment."""
 # The CSI driver refuses a user name without a domain (user@domain or DOMAIN\\user).
 VC_USER = "csi-migrate@vsphere.local"
 VC_PASSWORD = "testenv-Passw0rd!"

@@ -81,7 +81,13 @@ class Context(Protocol):
     def volume(self, step: Step) -> VolumePlan: ...
 
     def wait(
-        self, kind: str, predicate: p.Predicate, what: str, timeout: float | None = None, **selectors: Any
+        self,
+        kind: str,
+        predicate: p.Predicate,
+        what: str,
+        timeout: float | None = None,
+        label: str | None = None,
+        **selectors: Any,
     ) -> dict[str, Obj]: ...
 
     def wait_gone(self, kind: str, name: str, uid: str | None, what: str, namespace: str | None = None) -> None: ...

@@ -20,7 +20,7 @@ Obj = dict[str, Any]
 
 def wait_detached(m: Context, step: Step) -> None:
     v = m.volume(step)
-    m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+    m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached", label="detach")
     deadline = time.monotonic() + m.settings.timeout
     while vms := m.vcenter(lambda: m.vsphere.attached_vms(v.vmdk)):
         if time.monotonic() > deadline:
@@ -43,7 +43,13 @@ def wait_cns_release(m: Context, step: Step) -> None:
         return not any(o.get("spec", {}).get("volumepath") == v.vmdk for o in objs.values())
 
     try:
-        m.wait("CnsVSphereVolumeMigration", released, f"the CSI driver to release {v.vmdk}", timeout)
+        m.wait(
+            "CnsVSphereVolumeMigration",
+            released,
+            f"the CSI driver to release {v.vmdk}",
+            timeout,
+            label="the driver's release",
+        )
     except TemporaryError as exc:
         left = [
             o["metadata"]["name"]

@@ -21,6 +21,13 @@ class Timing:
     waited: float = 0.0
     vcenter: float = 0.0
     volumes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    waits: dict[str, float] = field(default_factory=dict)
+    """Seconds waited on the cluster by what was waited for (`Pod gone`, `Pod`: Ready,
+    `VolumeAttachment`: a detach, `PersistentVolumeClaim`: Bound, `CnsVSphereVolumeMigration`: the
+    driver's release...); offline, summed over the volumes moved side by side."""
+
+    def add_wait(self, what: str, seconds: float) -> None:
+        self.waits[what] = self.waits.get(what, 0.0) + seconds
 
     def own(self, wall: float) -> float:
         """Of `wall` seconds, the tool's own work (neither waiting on the cluster nor vCenter)."""
@@ -69,6 +76,7 @@ def build(plan: Plan, done: dict[str, Obj], timing: Timing, requests: int, workd
             "waitSeconds": round(timing.waited, 3),
             "vcenterSeconds": round(timing.vcenter, 3),
             "toolSeconds": round(max(0.0, wall - timing.waited - timing.vcenter), 3),
+            "waitSecondsByKind": {what: round(seconds, 3) for what, seconds in sorted(timing.waits.items())},
         },
         "apiRequests": requests,
         "workingDirectory": workdir,

@@ -235,6 +235,8 @@ class Migration:
         self.timing.waited += max(0.0, wall - own - vcenter)
         for t in timings:
             self.timing.volumes.update(t.volumes)
+            for what, seconds in t.waits.items():
+                self.timing.add_wait(what, seconds)
 
     def _stop_if_changed_elsewhere(self, step: Step) -> None:
         """Before each step of a run: the owner as the run left it? A StatefulSet put back by
@@ -359,10 +361,17 @@ class Migration:
     # -- waiting ---------------------------------------------------------------------------------
 
     def wait(
-        self, kind: str, predicate: p.Predicate, what: str, timeout: float | None = None, **selectors: Any
+        self,
+        kind: str,
+        predicate: p.Predicate,
+        what: str,
+        timeout: float | None = None,
+        label: str | None = None,
+        **selectors: Any,
     ) -> dict[str, Obj]:
         """Until `predicate` holds for the `kind` objects selected. A long wait says what it waits
-        for every 30 s, and once half its time is gone, what to look at."""
+        for every 30 s, and once half its time is gone, what to look at. Its time is added to the
+        report's waits under `label` (default: the kind)."""
         started = time.monotonic()
         limit = timeout or self.settings.timeout
         hinted = False
@@ -400,17 +409,21 @@ class Migration:
                 return self.kube.watch_until(kind, predicate, what, limit, tick=tick, tick_every=every, **selectors)
         finally:
             self.timing.waited += time.monotonic() - started
+            self.timing.add_wait(label or kind, time.monotonic() - started)
 
     def wait_gone(self, kind: str, name: str, uid: str | None, what: str, namespace: str | None = None) -> None:
         """Until the `kind` object `name` (of that uid, when given) is gone."""
         predicate = p.gone(name, uid) if uid else p.gone(name)
-        self.wait(kind, predicate, what, namespace=namespace, field_selector=f"metadata.name={name}")
+        self.wait(
+            kind, predicate, what, namespace=namespace, label=f"{kind} gone", field_selector=f"metadata.name={name}"
+        )
 
     def sleep(self, seconds: float) -> None:
         started = time.monotonic()
         if self.stopping.wait(seconds) and threading.current_thread() is not threading.main_thread():
             raise Stopping("the run is stopping")
         self.timing.waited += time.monotonic() - started
+        self.timing.add_wait("pause", time.monotonic() - started)
 
     def vcenter(self, call: Callable[[], Any]) -> Any:
         """A vCenter call, timed; a session vCenter ended during a long wait (its idle timeout,

@@ -169,6 +169,7 @@ def _wait_bound(m: Context, v: VolumePlan, claim: Obj | None) -> Obj:
         p.pvc_bound(v.pvc, v.pv, uid),
         f"pvc {v.pvc} to be Bound",
         namespace=m.plan.namespace,
+        label="PersistentVolumeClaim Bound",
         field_selector=f"metadata.name={v.pvc}",
     )
     return claims[v.pvc]
@@ -221,7 +222,7 @@ def undo_create_pvc(m: Context, step: Step) -> None:
         m.kube.delete("PersistentVolumeClaim", v.pvc, ns, uid=uid)
         m.say(f"persistentvolumeclaim/{v.pvc} (CSI) deleted")
     m.wait_gone("PersistentVolumeClaim", v.pvc, uid, f"pvc {v.pvc} to go (a pod still using it holds it)", ns)
-    m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+    m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached", label="detach")
 
 
 def undo_create_pv(m: Context, step: Step) -> None:
@@ -236,7 +237,7 @@ def undo_create_pv(m: Context, step: Step) -> None:
         raise PermanentError(f"persistentvolume {v.pv} is still bound to its claim; it was not deleted")
     _ensure_csi_retained(m, v)
     if not live["metadata"].get("deletionTimestamp"):
-        m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached")
+        m.wait("VolumeAttachment", p.no_attachment(v.pv), f"volume {v.pv} to be detached", label="detach")
         m.kube.delete("PersistentVolume", v.pv, uid=uid)
         m.say(f"persistentvolume/{v.pv} (CSI) deleted (the disk is kept: reclaim policy Retain)")
     m.wait_gone("PersistentVolume", v.pv, uid, f"pv {v.pv} to go")

@@ -88,7 +88,7 @@ def scale_down(m: Context, step: Step) -> None:
         m.kube.patch("StatefulSet", name, patch, ns)
         m.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
     pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
-    m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+    m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns, label="Pod gone")
 
 
 def delete_statefulset(m: Context, step: Step) -> None:
@@ -111,6 +111,7 @@ def delete_statefulset(m: Context, step: Step) -> None:
         p.not_owned_by(m.plan.uid, pods),
         "the garbage collector to orphan the pods",
         namespace=ns,
+        label="Pod orphaned",
     )
 
 
@@ -339,6 +340,7 @@ def recreate_pod(m: Context, step: Step) -> None:
         p.pod_ready(pod, _uid(created)),  # that pod: the run's view may still show the one evicted
         f"pod {pod} to be Ready",
         namespace=ns,
+        label="Pod Ready",
         field_selector=f"metadata.name={pod}",
     )
 
@@ -381,6 +383,7 @@ def _wait_owns_ready_pods(m: Context, uid: str, backup: Obj) -> Obj | None:
         lambda objs: p.statefulset_adopted_and_ready(uid, replicas, pods, objs),
         f"statefulset {name} to adopt {replicas} Ready pods",
         namespace=ns,
+        label="Pod Ready",
         label_selector=selector or None,
     )
     m.say(f"statefulset.apps/{name} owns {replicas} Ready pods")
@@ -430,12 +433,16 @@ def undo_recreate_statefulset(m: Context, step: Step) -> None:
                 m.say(f"statefulset.apps/{name} scaled to 0 (downtime starts)")
         if m.plan.strategy == "offline":
             pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
-            m.wait("Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns)
+            m.wait(
+                "Pod", lambda objs: not pods & set(objs), f"the pods of {name} to stop", namespace=ns, label="Pod gone"
+            )
         m.kube.delete("StatefulSet", name, ns, uid=uid, propagation="Orphan")
         m.say(f"statefulset.apps/{name} (CSI) deleted (orphan: pods, PVCs and PVs kept)")
     m.wait_gone("StatefulSet", name, uid, f"statefulset {name} to go", ns)
     pods = {m.plan.pod_name(o) for o in range(m.plan.replicas)}
-    m.wait("Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns)
+    m.wait(
+        "Pod", p.not_owned_by(uid, pods), "the garbage collector to orphan the pods", namespace=ns, label="Pod orphaned"
+    )
 
 
 def undo_recreate_pod(m: Context, step: Step) -> None:
@@ -457,7 +464,9 @@ def undo_evict(m: Context, step: Step) -> None:
         live = m.kube.create(_pod_from_backup(m, pod))
         m.say(f"pod/{pod} created again from its backup")
     ready = p.pod_ready(pod, _uid(live))  # that pod: the run's view may still show the one deleted
-    m.wait("Pod", ready, f"pod {pod} to be Ready", namespace=ns, field_selector=f"metadata.name={pod}")
+    m.wait(
+        "Pod", ready, f"pod {pod} to be Ready", namespace=ns, label="Pod Ready", field_selector=f"metadata.name={pod}"
+    )
 
 
 def undo_delete_statefulset(m: Context, step: Step) -> None:
@@ -549,7 +558,7 @@ def _scale(m: Context, replicas: int) -> None:
         m.say(f"{ref} scaled to {replicas}" + (" (downtime starts)" if replicas == 0 else ""))
     mine = _pods_of(live)
     if replicas == 0:
-        m.wait("Pod", lambda objs: not mine(objs), f"the pods of {ref} to stop", namespace=ns)
+        m.wait("Pod", lambda objs: not mine(objs), f"the pods of {ref} to stop", namespace=ns, label="Pod gone")
         return
     m.wait(
         "Pod",
@@ -558,6 +567,7 @@ def _scale(m: Context, replicas: int) -> None:
         ),
         f"{ref} to have {replicas} Ready pods",
         namespace=ns,
+        label="Pod Ready",
     )
     m.say(f"{ref}: {replicas} pod(s) Ready (downtime ends)")
 
