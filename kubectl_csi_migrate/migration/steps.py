@@ -23,7 +23,8 @@ def _crud(kind: str, *verbs: str) -> tuple[Access, ...]:
 
 
 # What each kind of step asks the API server, done or undone (the run re-reads live objects
-# before acting, and waits with list+watch). Lists, not sets: README prints them in this order.
+# before acting, and waits with list+watch). Lists, not sets: docs/commands.md ("RBAC needed")
+# prints them in this order.
 OWNER = "Owner"
 """Stands for the owner's kind in NEEDS: StatefulSet, Deployment, ReplicaSet or (a claim's run)
 PersistentVolumeClaim; `access_for` puts the plan's in."""
@@ -125,7 +126,7 @@ _KIND_ORDER = (
 
 
 def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
-    """Grouped by resource (the order README lists them), each resource's verbs as first needed."""
+    """Grouped by resource (the order docs/commands.md lists them), each resource's verbs as first needed."""
     rank = {kind: i for i, kind in enumerate(_KIND_ORDER)}
     return tuple(sorted(access, key=lambda a: rank.get(a[1], len(rank))))
 
@@ -155,7 +156,7 @@ def access_for(kind: str) -> tuple[Access, ...]:
 
 REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([access_for(kind) for kind in OWNER_STEPS]))
 """Everything any step of any run (done or undone) and the run around them ask the API server:
-README's RBAC section is printed from it."""
+the RBAC section of docs/commands.md is printed from it."""
 
 
 @dataclass(frozen=True)
