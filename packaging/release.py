@@ -8,7 +8,7 @@ of the manifest whose selector matches, which gets the archive's sha256 and the 
 that version (the manifest's own URL with the version and file name replaced). spec.version
 becomes `v<version>`. A new version must come with an archive for every platform, so that a
 manifest never mixes two releases. The caveats' list of the Kubernetes RBAC the tool needs is
-written again from the code (REQUIRED_ACCESS, as `rbac_text()` prints it for README; a unit test
+written again from the code (REQUIRED_ACCESS, as `rbac_text()` prints it for docs/commands.md; a unit test
 keeps the committed plugin.yaml equal to it). The file is read and written as YAML (PyYAML),
 keeping its key order, its block texts and the comment lines at its top.
 """

@@ -1,6 +1,6 @@
 """The versions the test environment runs: Kubernetes, the vSphere CSI driver, its attacher, and
 the vCenter API that our vcsim reports. A leg is one such set; the three named ones are what
-users of in-tree vSphere volumes run (README, "Supported versions").
+users of in-tree vSphere volumes run (docs/supported-versions.md).
 
 `scripts/testenv build|up [--leg NAME] [--kubernetes V] [--csi-driver V] [--vcenter V]` picks
 one (default: CSI_MIGRATE_TESTENV_LEG, else `current`); `up` writes it into the environment's

@@ -109,14 +109,14 @@ def nothing(ctx: Context, step: Step) -> None:
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of step: everything the run, rollback, preflight and README know of it."""
+    """One kind of step: everything the run, rollback, preflight and the docs know of it."""
 
     name: StepKind
     do: Do
     undo: Undo
     needs: tuple[Access, ...]
     """What it asks the API server, done or undone (OWNER for the owner's kind). The run re-reads
-    live objects before acting and waits with list+watch. In the order README prints them."""
+    live objects before acting and waits with list+watch. In the order docs/commands.md prints them."""
     owners: frozenset[OwnerKind] | None = None
     """The owner kinds whose runs take it; None: every run (the backup, the volume's own steps,
     the reclaim policy)."""

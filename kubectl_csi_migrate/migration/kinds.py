@@ -1,6 +1,6 @@
 """Every kind of step, gathered: the table the run and rollback act from (`KINDS`), and what is
 derived from it for everything else: the API access of any run of an owner (preflight's `rbac`
-check and README's RBAC section print it), and which steps the run's record in the cluster may lag
+check and the RBAC section of docs/commands.md print it), and which steps the run's record in the cluster may lag
 behind (`may_have_run`, `steps_to_undo`: status and rollback read them).
 
 Each kind itself (its do, undo, needs, owners, whether the record is written after it) is defined
@@ -62,7 +62,7 @@ _KIND_ORDER = (
 
 
 def _ordered(access: tuple[Access, ...]) -> tuple[Access, ...]:
-    """Grouped by resource (the order README lists them), each resource's verbs as first needed."""
+    """Grouped by resource (the order docs/commands.md lists them), each resource's verbs as first needed."""
     rank = {kind: i for i, kind in enumerate(_KIND_ORDER)}
     return tuple(sorted(access, key=lambda a: rank.get(a[1], len(rank))))
 
@@ -83,7 +83,7 @@ def access_for(kind: str) -> tuple[Access, ...]:
 
 REQUIRED_ACCESS: tuple[Access, ...] = _ordered(_union([access_for(kind) for kind in OwnerKind]))
 """Everything any step of any run (done or undone) and the run around them ask the API server:
-README's RBAC section is printed from it."""
+the RBAC section of docs/commands.md is printed from it."""
 
 
 def may_have_run(plan: Plan, record: dict[str, dict[str, object]]) -> set[str]:

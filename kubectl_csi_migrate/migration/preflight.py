@@ -53,7 +53,7 @@ test keeps the two the same). A minor release of these passes; another one from 
 
 
 def rbac_text() -> str:
-    """REQUIRED_ACCESS as README prints it: one line per resource, its verbs in order."""
+    """REQUIRED_ACCESS as docs/commands.md ("RBAC needed") prints it: one line per resource, its verbs in order."""
     from kubectl_csi_migrate.kube.client import RESOURCES
 
     verbs: dict[str, list[str]] = {}

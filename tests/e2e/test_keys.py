@@ -294,7 +294,7 @@ def test_item_9_an_earlier_release_s_run_of_statefulset_deployment_web_is_refuse
     for volume in [*sts.volumes, *deploy.volumes]:
         assert_claim_in_tree(kubectl, ns, volume)
 
-    # As README says: once the StatefulSet's run is no longer needed, its record is deleted.
+    # As docs/how-it-works.md ("Run keys") says: once the StatefulSet's run is no longer needed, its record is deleted.
     kubectl("-n", ns, "delete", "configmap", "csi-migrate-deployment-web")
     done = run_plugin(env_vars, "deploy", "web", "-n", ns, *CSI, "--yes", *elsewhere, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
