@@ -15,6 +15,7 @@ import argparse
 from typing import Any
 
 from kubectl_csi_migrate.cli import sts
+from kubectl_csi_migrate.cli.flags import add_flags
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -26,7 +27,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     rolling.add_argument("scope", choices=("all",), help="'all': every replica, one at a time")
     rolling.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)
-    sts.add_flags(rolling)
+    add_flags(rolling)
     rolling.set_defaults(run=_run_rolling, confirm_needs_yes=False)
 
     offline = sub.add_parser(
@@ -36,7 +37,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Same as `sts --strategy offline`: scale to zero, migrate, scale back.",
     )
     offline.add_argument("name", nargs="?", metavar="STS_NAME", help=argparse.SUPPRESS)
-    sts.add_flags(offline)
+    add_flags(offline)
     offline.set_defaults(run=_run_offline, confirm_needs_yes=False)
 
 

@@ -57,7 +57,7 @@ Target = tuple[str, str, str]
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from kubectl_csi_migrate.cli.sts import _positive, add_flags, run
+    from kubectl_csi_migrate.cli.flags import add_flags, positive
 
     parser = sub.add_parser(
         "all",
@@ -71,11 +71,22 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_flags(parser)
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
     parser.add_argument(
-        "--parallel", type=_positive, default=1, metavar="N",
+        "--parallel", type=positive, default=1, metavar="N",
         help="migrate up to N owners at once (default 1); a StatefulSet keeps at most one replica down",
     )  # fmt: skip
     parser.add_argument("--fail-fast", action="store_true", help="start no other owner once one failed")
-    parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser, kind=None, all=True, names=[])
+    parser.set_defaults(
+        run=run_all, confirm_needs_yes=True, parser=parser, kind=None, all=True, names=[], selector=None, from_file=None
+    )
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """`all`: every owner the survey finds, each by its own command."""
+    from kubectl_csi_migrate.errors import UsageError
+
+    if getattr(args, "sts_name", None):
+        raise UsageError("--sts-name names one StatefulSet; give several as STS_NAME arguments")
+    return run_many(args, common.kube_from(args, dry_run=args.dry_run), args.parser)
 
 
 def from_file(path: str, default_kind: str) -> tuple[list[Target], dict[Target, str]]:

@@ -8,26 +8,10 @@ import sys
 from typing import Any
 
 from kubectl_csi_migrate.cli import common, printers
-from kubectl_csi_migrate.cli.preflight import add_migration_flags, check_one, sts_name
+from kubectl_csi_migrate.cli.flags import add_flags, positive
+from kubectl_csi_migrate.cli.preflight import check_one, sts_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def add_flags(parser: argparse.ArgumentParser, statefulset: bool = True) -> None:
-    add_migration_flags(parser, csi_required=True, statefulset=statefulset)
-    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    parser.add_argument(
-        "--dry-run", nargs="?", const="client", default="none", choices=("none", "client", "server"),
-        help="client: print the plan and change nothing; server: also have the API server validate the first changes",
-    )  # fmt: skip
-    parser.add_argument(
-        "--keep-retain", action="store_true",
-        help="leave the new PVs on reclaim policy Retain instead of restoring the original",
-    )  # fmt: skip
-    parser.add_argument(
-        "--timeout", type=common.seconds, default=600.0, metavar="DURATION",
-        help="longest wait for any one thing (a pod to stop, a claim to bind...), default 10m",
-    )  # fmt: skip
 
 
 # The commands that migrate: the kind of owner each names, its help, its argument's name.
@@ -72,17 +56,11 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
             f"or any JSON list of objects with a namespace and a name (taken as {words})",
         )  # fmt: skip
         many.add_argument(
-            "--parallel", type=_positive, default=1, metavar="N",
+            "--parallel", type=positive, default=1, metavar="N",
             help="migrate up to N owners at once (default 1); a StatefulSet keeps at most one replica down",
         )  # fmt: skip
         many.add_argument("--fail-fast", action="store_true", help="start no other owner once one failed")
         parser.set_defaults(run=run, confirm_needs_yes=True, parser=parser, kind=kind)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number from 1)")
-    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
