@@ -245,6 +245,7 @@ def create(
     if wait:
         wait_registered(env, [v for v in scenario.volumes if not v.csi])
         wait_ready(env, name, namespace, replicas)
+        wait_attached(env, scenario.volumes)
         if pdb:
             # The disruption controller catches up a moment after the pods are Ready.
             cluster.kubectl(
@@ -282,6 +283,26 @@ def wait_registered(env: cluster.Env, volumes: list[Volume], timeout: float = 12
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the CSI syncer did not register {missing} in {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def wait_attached(env: cluster.Env, volumes: list[Volume], timeout: float = 120) -> None:
+    """Until each volume's VolumeAttachment says attached. A kubelet starts a pod only once its
+    volumes are attached; kwok marks a pod Ready without waiting for that, so a scenario waits for
+    the attacher itself (a test read a disk as not attached right after its pod was Ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = api.get(env, "volumeattachments")
+        attached = {
+            va["spec"]["source"].get("persistentVolumeName")
+            for va in listed["items"]
+            if va.get("status", {}).get("attached")
+        }
+        missing = [v.pv for v in volumes if v.pv not in attached]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the CSI attacher did not attach {missing} in {timeout:.0f}s")
         time.sleep(0.2)
 
 
