@@ -457,6 +457,10 @@ def _start_vcsim(env: Env, bins: build_mod.Bin, port: int) -> None:
             "-app", "0",
             "-folder", "0",
             "-api-version", f"{bins.leg.vcenter}.0",
+            # A real vCenter's latencies, modelled where asked (scripts/benchmark latency): SOAP
+            # methods answered later, tasks taking longer ("Name=ms,...").
+            "-method-delay", os.environ.get("CSI_MIGRATE_VCSIM_METHOD_DELAY", ""),
+            "-task-delay", os.environ.get("CSI_MIGRATE_VCSIM_TASK_DELAY", ""),
         ],
         env={"TMPDIR": str(env.root / "vcsim")},
     )  # fmt: skip

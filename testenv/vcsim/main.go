@@ -35,6 +35,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -68,6 +69,24 @@ import (
 type config struct {
 	listen, username, password, apiVersion string
 	datacenters, scsiControllers           int
+	methodDelay, taskDelay                 string
+}
+
+// parseDelays reads "Name=ms,Name=ms" (empty: none).
+func parseDelays(text string) (map[string]int, error) {
+	delays := map[string]int{}
+	for _, item := range strings.Split(text, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, ms, ok := strings.Cut(item, "=")
+		n, err := strconv.Atoi(ms)
+		if !ok || err != nil || n < 0 || name == "" {
+			return nil, fmt.Errorf("delay %q: want Name=milliseconds", item)
+		}
+		delays[name] = n
+	}
+	return delays, nil
 }
 
 // start parses args, builds the inventory and serves it. The caller must call model.Remove().
@@ -99,11 +118,29 @@ func start(args []string, stderr io.Writer) (*simulator.Model, *simulator.Server
 	fs.IntVar(&model.Folder, "folder", model.Folder, "folders")
 	fs.BoolVar(&model.Autostart, "autostart", model.Autostart, "power on the VMs")
 	fs.BoolVar(&simulator.Trace, "trace", false, "trace SOAP to stderr")
+	// A real vCenter's latencies, modelled: a SOAP method answered that much later (RegisterDisk),
+	// or a task that runs that much longer (CnsAttachVolume), without holding any object's lock
+	// meanwhile, so tasks on different volumes overlap as on vCenter.
+	fs.StringVar(&cfg.methodDelay, "method-delay", "", "Method=ms,...: answer these SOAP methods that much later")
+	fs.StringVar(&cfg.taskDelay, "task-delay", "", "Task=ms,...: these tasks (by task name) take that much longer")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
 	if cfg.scsiControllers < 1 || cfg.scsiControllers > 4 {
 		return nil, nil, fmt.Errorf("-scsi must be 1 to 4")
+	}
+	methodDelay, err := parseDelays(cfg.methodDelay)
+	if err != nil {
+		return nil, nil, err
+	}
+	taskDelay, err := parseDelays(cfg.taskDelay)
+	if err != nil {
+		return nil, nil, err
+	}
+	model.DelayConfig.MethodDelay = methodDelay
+	if len(taskDelay) > 0 {
+		taskDelay["LockHandoff"] = 0 // sleep without the task's lock: tasks on other volumes go on
+		simulator.TaskDelay.MethodDelay = taskDelay
 	}
 
 	about := &model.ServiceContent.About

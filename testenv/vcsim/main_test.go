@@ -18,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -803,4 +804,39 @@ func TestDefaultCollectorConcurrentWaits(t *testing.T) {
 	}
 	_, err = methods.DestroyPropertyFilter(ctx, e.c.Client, &types.DestroyPropertyFilter{This: filters[0]})
 	e.must(err)
+}
+
+// TestDelays: -method-delay answers a SOAP method later; -task-delay makes a task take longer
+// without holding a lock, so two attaches of different volumes to different VMs overlap.
+func TestDelays(t *testing.T) {
+	t.Cleanup(func() { simulator.TaskDelay = simulator.DelayConfig{} })
+	e := setup(t, "-method-delay", "RegisterDisk=300", "-task-delay", "CnsAttachVolume=500")
+	e.vmdk("disk-d", 16)
+	started := time.Now()
+	_, err := e.vsom.RegisterDisk(e.ctx, "https://127.0.0.1/folder/kubevols/disk-d.vmdk?dcPath=DC0&dsName=LocalDS_0", "disk-d")
+	e.must(err)
+	if took := time.Since(started); took < 300*time.Millisecond {
+		t.Fatalf("RegisterDisk took %v, want at least 300ms", took)
+	}
+	var ids []string
+	for _, name := range []string{"disk-e", "disk-f"} {
+		e.vmdk(name, 16)
+		res := e.register(name)
+		e.ok(res)
+		ids = append(ids, res.GetCnsVolumeOperationResult().VolumeId.Id)
+	}
+	vms := []*object.VirtualMachine{e.vm("DC0_C0_RP0_VM0"), e.vm("DC0_C0_RP0_VM1")}
+	started = time.Now()
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func(i int) { defer wg.Done(); e.ok(e.attach(ids[i], vms[i])) }(i)
+	}
+	wg.Wait()
+	if took := time.Since(started); took < 500*time.Millisecond || took > 950*time.Millisecond {
+		t.Fatalf("two attaches took %v: want each 500ms, side by side", took)
+	}
+	if _, err := parseDelays("CnsAttachVolume"); err == nil {
+		t.Fatal("a delay without milliseconds was accepted")
+	}
 }
