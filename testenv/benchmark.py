@@ -370,6 +370,58 @@ def populated(env: cluster.Env, sizes: list[int], runs: int = 3) -> None:
     print(f"  wall time per replica at N={sizes[-1]} over N={sizes[0]}: {ratio:.2f}x")
 
 
+TASK_LATENCY_MS = {"CnsAttachVolume": 3000, "CnsDetachVolume": 3000, "CnsCreateVolume": 1500, "CnsDeleteVolume": 1500}
+METHOD_LATENCY_MS = {"RegisterDisk": 1000, "SetVStorageObjectControlFlags": 500}
+"""A real vCenter's latencies as `scripts/benchmark latency` models them (docs/development.md names
+the sources): tasks (the CSI driver's attach, detach, create and delete of CNS volumes) and the
+synchronous calls the tool makes (registering a disk, keepAfterDeleteVm)."""
+
+
+def _floor(strategy: str, volumes: int) -> float:
+    """The seconds of a migration of `volumes` replicas (one volume each) nothing can avoid: the
+    modelled vCenter operations on its critical path. Rolling: one replica after another, each
+    detached, registered, flagged and attached again. Offline: the volumes side by side, so one of
+    each (the driver detaches and attaches several at once; vCenter registers several at once)."""
+    ms = TASK_LATENCY_MS["CnsDetachVolume"] + TASK_LATENCY_MS["CnsAttachVolume"]
+    ms += METHOD_LATENCY_MS["RegisterDisk"] + METHOD_LATENCY_MS["SetVStorageObjectControlFlags"]
+    return ms / 1000 * (volumes if strategy == "rolling" else 1)
+
+
+def latency(env: cluster.Env, volumes: int = 10) -> None:
+    """Rolling against offline on `volumes` replicas with a real vCenter's latencies modelled,
+    each beside its physical floor."""
+    print(
+        f"{volumes} replicas (one in-tree volume each) with vCenter latencies modelled (tasks: "
+        + ", ".join(f"{k} {v / 1000:g} s" for k, v in TASK_LATENCY_MS.items())
+        + "; calls: "
+        + ", ".join(f"{k} {v / 1000:g} s" for k, v in METHOD_LATENCY_MS.items())
+        + "):"
+    )
+    walls = {}
+    for strategy in ("rolling", "offline"):
+        ns = f"bench-{uuid.uuid4().hex[:6]}"
+        scenario.create(env, "big", ns, replicas=volumes)
+        with tempfile.TemporaryDirectory() as tmp:
+            _, report = _timed(
+                env, "sts", "big", "-n", ns, "--csi-storageclass", "standard-rwo", "--yes", "--strategy", strategy,
+                "--working-directory", f"{tmp}/run",
+            )  # fmt: skip
+        cluster.kubectl(env, "delete", "namespace", ns, "--wait=false")
+        timing = report["timing"]
+        assert isinstance(timing, dict)
+        walls[strategy] = wall = float(timing["wallSeconds"])
+        floor = _floor(strategy, volumes)
+        waits = ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(timing.get("waitSecondsByKind", {}).items(), key=lambda i: -i[1])
+        )
+        print(
+            f"  {strategy:8} {wall:7.2f} s wall; floor {floor:6.2f} s; over the floor {wall - floor:6.2f} s "
+            f"({(wall - floor) / floor:.0%}); the tool's own {timing['toolSeconds']:.2f} s, vCenter calls "
+            f"{timing['vcenterSeconds']:.2f} s; waits (s): {waits}"
+        )
+    print(f"  offline is {walls['rolling'] / walls['offline']:.1f}x faster than rolling")
+
+
 def everything(env: cluster.Env, statefulsets: int) -> None:
     """Issue 10's figures side by side, in one run: (a) the survey against kubectl, (b) --all
     --parallel 1 vs 4, (c) requests per volume for sts, deploy and pvc, (d) offline vs rolling."""
@@ -392,6 +444,12 @@ def main() -> int:
             argv = [sys.executable, "-m", "testenv.benchmark", *sys.argv[1:]]
             os.execve(sys.executable, argv, {**os.environ, "CSI_MIGRATE_TESTENV_NODES": nodes})
         return with_env(lambda env: populated(env, sizes))
+    if sys.argv[1:2] == ["latency"]:
+        for name, delays in (("TASK", TASK_LATENCY_MS), ("METHOD", METHOD_LATENCY_MS)):
+            os.environ[f"CSI_MIGRATE_VCSIM_{name}_DELAY"] = ",".join(f"{k}={v}" for k, v in delays.items())
+        if cluster.Env().exists():
+            raise SystemExit("benchmark: vcsim takes its latencies when it starts: stop the environment first")
+        return with_env(lambda env: latency(env, int(sys.argv[2]) if len(sys.argv) > 2 else 10))
     if sys.argv[1:2] == ["survey"]:
         return with_env(lambda env: survey(env, int(sys.argv[2]) if len(sys.argv) > 2 else 200))
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
