@@ -103,7 +103,13 @@ class Migration:
         self.settings = settings or Settings()
         self._timing = report.Timing()
         self._local = threading.local()
-        self._vcenter_lock = threading.Lock()  # one vCenter connection: one call at a time
+        self._vcenter_calls = threading.BoundedSemaphore(OFFLINE_PARALLEL)
+        """vCenter calls side by side (offline: one per volume moved at once); pyVmomi's stub keeps
+        a pool of connections, one per call in flight."""
+        self._relogin = threading.Lock()
+        self._sessions = 0
+        """Logins again so far: a call that found the session ended logs in again only if no other
+        call has since."""
         self.stopping = threading.Event()
         """Set when the run stops while worker threads move volumes: each stops before its next
         change and leaves any wait within STOP_CHECK_SECONDS."""
@@ -430,7 +436,7 @@ class Migration:
         a restart) is logged in again once and the call repeated (every call is idempotent)."""
         started = time.monotonic()
         try:
-            with self._vcenter_lock:
+            with self._vcenter_calls:
                 if self.stopping.is_set() and threading.current_thread() is not threading.main_thread():
                     raise Stopping("the run is stopping; this volume stopped before its next vCenter call")
                 return self._vcenter_call(call)
@@ -438,11 +444,15 @@ class Migration:
             self.timing.vcenter += time.monotonic() - started
 
     def _vcenter_call(self, call: Callable[[], Any]) -> Any:
+        sessions = self._sessions
         try:
             return call()
         except VCenterSessionEnded:
-            self.vsphere.relogin()
-            self.say("logged in to vCenter again (it had ended the session during the run)")
+            with self._relogin:
+                if self._sessions == sessions:  # not logged in again by another volume meanwhile
+                    self.vsphere.relogin()
+                    self._sessions += 1
+                    self.say("logged in to vCenter again (it had ended the session during the run)")
             return call()
 
     def event(self, kind: str, api_version: str, obj: Obj, reason: str, message: str) -> None:
