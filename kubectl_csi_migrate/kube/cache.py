@@ -15,24 +15,45 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from kubectl_csi_migrate.errors import TemporaryError
-from kubectl_csi_migrate.kube.client import apply_event
-
-if TYPE_CHECKING:
-    from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.kube.watch import apply_event
 
 Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.kube")
+
+
+class Source(Protocol):
+    """What a Cache needs of Kube (kube/client.py): a list, and a watch from its version."""
+
+    def list_raw(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Obj: ...
+
+    def _watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        version: str | None,
+        deadline: float,
+        field_selector: str | None,
+        label_selector: str | None,
+        initial: bool = False,
+    ) -> Iterator[Obj]: ...
+
 
 WATCH_WINDOW = 60.0
 """Each watch asks the API server to end after this long; the next one starts where it ended."""
 
 
 class Cache:
-    def __init__(self, kube: Kube, kind: str, namespace: str | None = None, follow: bool = True) -> None:
+    def __init__(self, kube: Source, kind: str, namespace: str | None = None, follow: bool = True) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace

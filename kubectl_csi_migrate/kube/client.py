@@ -1,10 +1,18 @@
-"""A thin Kubernetes client on raw JSON, and the only module that imports `kubernetes`.
+"""A thin Kubernetes client on raw JSON: the `Kube` facade over the resources the tool reads and
+writes.
 
 Objects are plain dicts (what `kubectl get -o json` prints): the client's model classes are an
 order of magnitude slower to build than `json.loads`, and the migration logic wants dicts
 anyway for backups and translation. Dry-run is handled here, once: with `client`, mutations are
 not sent; with `server`, they are sent with `dryRun=All`. Every request is counted, so that the
 benchmark can report API requests per replica.
+
+The rest of kube/ by concern: resources.py (the kinds and their paths), rbac.py (the access a
+request needs, access reviews), transport.py (the only module that touches the `kubernetes`
+package: kubeconfigs, sending a request, retries through an outage, the private key folder),
+watch.py (waits by watch), cache.py (a kind listed once and followed by a watch). The names
+callers import from here (Kube, RESOURCES, resource_path, access_of, may_change, CHANGES...)
+stay importable from here.
 """
 
 from __future__ import annotations
@@ -12,13 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from kubectl_csi_migrate.errors import (
     ConflictError,
@@ -28,101 +33,25 @@ from kubectl_csi_migrate.errors import (
     TemporaryError,
     TooManyRequestsError,
 )
-from kubectl_csi_migrate.host import tag
+from kubectl_csi_migrate.kube import rbac, transport, watch
+from kubectl_csi_migrate.kube.cache import Cache
+from kubectl_csi_migrate.kube.rbac import NOT_A_CHANGE as NOT_A_CHANGE
+from kubectl_csi_migrate.kube.rbac import access_of as access_of
+from kubectl_csi_migrate.kube.rbac import may_change as may_change
+from kubectl_csi_migrate.kube.resources import RESOURCES as RESOURCES
+from kubectl_csi_migrate.kube.resources import Obj as Obj
+from kubectl_csi_migrate.kube.resources import resource_path as resource_path
+from kubectl_csi_migrate.kube.transport import OLD_FORMAT_AGE as OLD_FORMAT_AGE
+from kubectl_csi_migrate.kube.transport import _private_temp_dir as _private_temp_dir
+from kubectl_csi_migrate.kube.transport import _remove_dead_temp_dirs as _remove_dead_temp_dirs
+from kubectl_csi_migrate.kube.watch import apply_event as apply_event
 
-Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.kube")
-
-# kind -> (api prefix, plural, namespaced)
-RESOURCES: dict[str, tuple[str, str, bool]] = {
-    "Pod": ("/api/v1", "pods", True),
-    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
-    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
-    "Secret": ("/api/v1", "secrets", True),
-    "Event": ("/api/v1", "events", True),
-    "Namespace": ("/api/v1", "namespaces", False),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
-    "Deployment": ("/apis/apps/v1", "deployments", True),
-    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
-    "StorageClass": ("/apis/storage.k8s.io/v1", "storageclasses", False),
-    "CSIDriver": ("/apis/storage.k8s.io/v1", "csidrivers", False),
-    "CSINode": ("/apis/storage.k8s.io/v1", "csinodes", False),
-    "VolumeAttachment": ("/apis/storage.k8s.io/v1", "volumeattachments", False),
-    "Node": ("/api/v1", "nodes", False),
-    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
-    "ConfigMap": ("/api/v1", "configmaps", True),
-    "CnsVSphereVolumeMigration": (
-        "/apis/cns.vmware.com/v1alpha1",
-        "cnsvspherevolumemigrations",
-        False,
-    ),
-    "SelfSubjectAccessReview": ("/apis/authorization.k8s.io/v1", "selfsubjectaccessreviews", False),
-    "SelfSubjectRulesReview": ("/apis/authorization.k8s.io/v1", "selfsubjectrulesreviews", False),
-}
-
-
-def resource_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
-    prefix, plural, namespaced = RESOURCES[kind]
-    path = prefix
-    if namespaced and namespace:
-        path += f"/namespaces/{quote(namespace)}"
-    path += f"/{plural}"
-    if name:
-        path += f"/{quote(name)}"
-    return path
-
-
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-
-
-def access_of(method: str, path: str, query: dict[str, Any] | None = None) -> tuple[str, str, str] | None:
-    """The RBAC (verb, kind, subresource) a request needs, as REQUIRED_ACCESS names them; None
-    for discovery and version requests, which every user may make."""
-    parts = path.strip("/").split("/")
-    # Namespaced kinds first: /api/v1/namespaces/NS/pods is a pod path, not namespace NS.
-    for kind, (prefix, plural, namespaced) in sorted(RESOURCES.items(), key=lambda item: not item[1][2]):
-        base = prefix.strip("/").split("/")
-        if parts[: len(base)] != base:
-            continue
-        rest = parts[len(base) :]
-        if namespaced and rest[:1] == ["namespaces"] and len(rest) > 2:
-            rest = rest[2:]
-        if rest[:1] != [plural]:
-            continue
-        named, sub = len(rest) > 1, rest[2] if len(rest) > 2 else ""
-        if method == "GET":
-            verb = "watch" if (query or {}).get("watch") else "get" if named else "list"
-        else:
-            verb = _VERBS.get(method, method.lower())
-        return verb, kind, sub
-    return None
-
-
-NOT_A_CHANGE = frozenset({"Lease", "SelfSubjectAccessReview", "SelfSubjectRulesReview"})
-"""Kinds a command writes without changing the cluster for its user: its own run's Lease (given
-back at its end) and the questions preflight asks the API server."""
 
 CHANGES = [0]
 """Requests this process sent that may change the cluster (a write of any other kind, not a dry
 run): a command that sent none changed nothing, whatever it printed (the fleet's summary reads it
 from each child: cli/fleet.py)."""
-
-
-def may_change(method: str, access: tuple[str, str, str] | None, query: dict[str, Any] | None) -> bool:
-    """Whether a request (its method, access_of, query) may change the cluster for the user."""
-    if method == "GET" or (query or {}).get("dryRun"):
-        return False
-    return access is None or access[1] not in NOT_A_CHANGE
-
-
-def apply_event(objects: dict[str, Obj], event: Obj) -> None:
-    """A watch event (ADDED, MODIFIED, DELETED) applied to `objects` by name."""
-    obj = event["object"]
-    if event["type"] == "DELETED":
-        objects.pop(obj["metadata"]["name"], None)
-    else:
-        objects[obj["metadata"]["name"]] = obj
 
 
 @dataclass(frozen=True)
@@ -185,8 +114,6 @@ class Kube:
     def cache(self, kind: str, namespace: str | None = None) -> Any:
         """The command's Cache of every `kind` object (of `namespace`, if given; kube/cache.py),
         made on first use."""
-        from kubectl_csi_migrate.kube.cache import Cache
-
         if (kind, namespace) not in self._caches:
             self._caches[(kind, namespace)] = Cache(self, kind, namespace)
         return self._caches[(kind, namespace)]
@@ -202,41 +129,11 @@ class Kube:
         request_timeout: float | None = None,
     ) -> Kube:
         """Load like kubectl: --kubeconfig, else the KUBECONFIG list, else ~/.kube/config."""
-        from kubernetes import config as kconfig
-        from kubernetes.config.config_exception import ConfigException
-
-        if kubeconfig and not os.path.isfile(kubeconfig):
-            # kubectl's words; the client library would skip the file and say "no configuration"
-            raise PermanentError(f"cannot read kubeconfig {kubeconfig}: no such file")
-        if not kubeconfig:
-            paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-            paths = paths or [os.path.expanduser("~/.kube/config")]
-            if not any(os.path.isfile(p) for p in paths):
-                raise PermanentError(f"no kubeconfig found (tried {', '.join(paths)}); pass --kubeconfig")
-        try:
-            contexts, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
-            chosen = active
-            if context:
-                chosen = next((c for c in contexts if c["name"] == context), None)
-                if chosen is None:
-                    raise PermanentError(f'context "{context}" does not exist in the kubeconfig')
-            configuration = _configuration()
-            kconfig.load_kube_config(
-                config_file=kubeconfig,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-                temp_file_path=_private_temp_dir(),
-            )
-            api = _api_client(configuration)
-        except ConfigException as exc:
-            raise PermanentError(f"invalid kubeconfig: {exc}") from exc
-        except OSError as exc:
-            raise PermanentError(f"cannot read kubeconfig: {exc}") from exc
+        api, chosen = transport.load_kubeconfig(kubeconfig, context)
         namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
         info = ClusterInfo(
             context=(chosen or {}).get("name", ""),
-            server=api.configuration.host,
+            server=transport.host(api),
             namespace=namespace,
         )
         return cls(api, info, dry_run, request_timeout)
@@ -247,24 +144,14 @@ class Kube:
     ) -> Kube:
         """A kubeconfig held in memory (the user cluster's, read from the admin cluster): it is
         never saved; its embedded credentials go to a private temporary folder for the command's
-        lifetime (see _private_temp_dir)."""
-        from kubernetes import config as kconfig
-        from kubernetes.config.config_exception import ConfigException
-
-        try:
-            configuration = _configuration()
-            kconfig.load_kube_config_from_dict(
-                config, client_configuration=configuration, persist_config=False, temp_file_path=_private_temp_dir()
-            )
-            api = _api_client(configuration)
-        except (ConfigException, KeyError, TypeError) as exc:
-            raise PermanentError(f"the kubeconfig in {label} is not usable: {exc}") from exc
+        lifetime (see transport._private_temp_dir)."""
+        api = transport.load_kubeconfig_dict(config, label)
         current = config.get("current-context", "")
         ctx: Obj = next((c for c in config.get("contexts", []) if c.get("name") == current), {})
         namespace = ctx.get("context", {}).get("namespace") or "default"
         return cls(
             api,
-            ClusterInfo(context=current, server=api.configuration.host, namespace=namespace),
+            ClusterInfo(context=current, server=transport.host(api), namespace=namespace),
             dry_run,
             request_timeout,
         )
@@ -281,48 +168,31 @@ class Kube:
         stream: bool = False,
         timeout: float | None = None,
     ) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        url = self.api.configuration.host + path
+        url = transport.host(self.api) + path
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        transport.authorize(self.api, headers, path, method, body)
         self.requests += 1
         access = access_of(method, path, query)
         if may_change(method, access, query):
             CHANGES[0] += 1  # counted before it is sent: a request that fails may have been applied
         log.debug("%s %s%s", method, url.split("?")[0], f" (needs {' '.join(access)})" if access else "")
-        outage_ends = time.monotonic() + self.outage_seconds
-        while True:
-            try:
-                resp = self.api.rest_client.request(
-                    method, url, headers=headers, body=body, _request_timeout=timeout or self.request_timeout
-                )
-                break
-            except ApiException as exc:  # TLS problems come back as status 0
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
-                    raise PermanentError(
-                        f"the Kubernetes API server {self.info.server} presented a certificate the kubeconfig's "
-                        "certificate-authority does not verify"
-                    ) from exc
-                raise TemporaryError(
-                    f"cannot reach the Kubernetes API server {self.info.server}: {exc.reason}"
-                ) from exc
-            except HTTPError as exc:
-                problem = f"cannot reach the Kubernetes API server {self.info.server}: {_root(exc)}"
-                # A request refused before it was sent (or a read) is safe to send again: an API
-                # server restarting, a load balancer switching, refuse connections for seconds.
-                if not (_not_sent(exc) or method == "GET") or time.monotonic() > outage_ends:
-                    raise TemporaryError(problem) from exc
-                log.info("%s; trying again", problem)
-                time.sleep(1)
-        self.server_date = resp.getheader("Date") or self.server_date
+        resp = transport.send(
+            self.api,
+            method,
+            url,
+            headers,
+            body,
+            timeout or self.request_timeout,
+            self.outage_seconds,
+            self.info.server,
+        )
+        self.server_date = resp.date or self.server_date
         if not 200 <= resp.status < 300:
             raise _api_error(resp.status, resp.reason, resp.read(), method, path)
         if stream:
-            return resp.response
+            return resp.stream
         data = resp.read()
         return json.loads(data) if data else None
 
@@ -420,57 +290,15 @@ class Kube:
             self.before_mutation()
 
     def can_i(self, verb: str, kind: str, namespace: str | None = None, subresource: str = "") -> bool:
-        prefix, plural, _ = RESOURCES[kind]
-        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "verb": verb,
-                    "group": group,
-                    "resource": plural,
-                    "namespace": namespace or "",
-                    "subresource": subresource,
-                }
-            },
-        }
-        result = self.request("POST", resource_path("SelfSubjectAccessReview"), None, review)
-        return bool(result.get("status", {}).get("allowed"))
+        return rbac.can_i(self.request, verb, kind, namespace, subresource)
 
     def rules(self, namespace: str) -> list[Obj]:
         """The resource rules the API server lists for this user in `namespace` (one
         SelfSubjectRulesReview); [] when it cannot list them all (another authorizer than RBAC,
         or the review refused): then each access is asked about on its own (can_i)."""
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectRulesReview",
-            "spec": {"namespace": namespace},
-        }
-        try:
-            result = self.request("POST", resource_path("SelfSubjectRulesReview"), None, review)
-        except PermanentError:  # refused (forbidden): ask access by access
-            return []
-        status = result.get("status", {})
-        return [] if status.get("incomplete") else list(status.get("resourceRules") or [])
+        return rbac.rules(self.request, namespace)
 
-    @staticmethod
-    def allows(rules: list[Obj], verb: str, kind: str, subresource: str = "") -> bool:
-        """Whether one of `rules` (RBAC resource rules) grants `verb` on `kind` (by any name)."""
-        prefix, plural, _ = RESOURCES[kind]
-        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
-        resource = f"{plural}/{subresource}" if subresource else plural
-        for rule in rules:
-            if rule.get("resourceNames"):
-                continue  # granted for some names only
-            if not {"*", verb} & set(rule.get("verbs") or []):
-                continue
-            if not {"*", group} & set(rule.get("apiGroups") or []):
-                continue
-            resources = set(rule.get("resources") or [])
-            if {"*", resource} & resources or (subresource and f"{plural}/*" in resources):
-                return True
-        return False
+    allows = staticmethod(rbac.allows)
 
     def server_version(self) -> Obj:
         return self.request("GET", "/version")
@@ -508,95 +336,9 @@ class Kube:
         VolumeAttachment left...) is a predicate over the current set of matching objects.
         A watch reacts within milliseconds, where a poll would add half its period to each wait.
         """
-        started = time.monotonic()
-        deadline = started + timeout
-        next_tick = started + tick_every
-        if self.watch_list.get(kind) is not False:
-            try:
-                return self._watch_list_until(
-                    kind, predicate, what, timeout, namespace, field_selector, label_selector, tick, tick_every
-                )
-            except PermanentError as exc:
-                if self.watch_list.get(kind):
-                    raise
-                # An API server before watch lists refuses the parameters: list, then watch.
-                log.debug("no watch list (%s): a list, then a watch, for each wait", exc)
-                self.watch_list[kind] = False
-        while True:
-            if tick is not None and time.monotonic() >= next_tick:
-                tick(time.monotonic() - started)
-                next_tick = time.monotonic() + tick_every
-            listing = self.list_raw(kind, namespace, label_selector, field_selector)
-            objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
-            if predicate(objects):
-                return objects
-            version = listing["metadata"].get("resourceVersion")
-            until = min(deadline, next_tick) if tick is not None else deadline
-            try:
-                for event in self._watch(kind, namespace, version, until, field_selector, label_selector):
-                    if event["type"] == "ERROR":
-                        break  # expired resourceVersion: list again
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    apply_event(objects, event)
-                    if predicate(objects):
-                        return objects
-            except TemporaryError:
-                if time.monotonic() >= deadline:
-                    raise
-            if time.monotonic() >= deadline:
-                raise TemporaryError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-    def _watch_list_until(
-        self,
-        kind: str,
-        predicate: Callable[[dict[str, Obj]], bool],
-        what: str,
-        timeout: float,
-        namespace: str | None,
-        field_selector: str | None,
-        label_selector: str | None,
-        tick: Callable[[float], None] | None,
-        tick_every: float,
-    ) -> dict[str, Obj]:
-        """watch_until in one request per watch: the watch first streams the objects as they are
-        (ADDED events, then a bookmark marking the end of that initial state), then changes."""
-        started = time.monotonic()
-        deadline = started + timeout
-        next_tick = started + tick_every
-        while True:
-            if tick is not None and time.monotonic() >= next_tick:
-                tick(time.monotonic() - started)
-                next_tick = time.monotonic() + tick_every
-            until = min(deadline, next_tick) if tick is not None else deadline
-            if kind not in self.watch_list:
-                until = min(until, time.monotonic() + 5)  # a server that supports it marks the end at once
-            objects: dict[str, Obj] = {}
-            synced = False
-            try:
-                for event in self._watch(kind, namespace, None, until, field_selector, label_selector, initial=True):
-                    obj = event["object"]
-                    if event["type"] == "ERROR":
-                        break  # watch again, from a fresh initial state
-                    if event["type"] == "BOOKMARK":
-                        annotations = obj.get("metadata", {}).get("annotations") or {}
-                        if annotations.get("k8s.io/initial-events-end") == "true":
-                            synced = True
-                            self.watch_list[kind] = True
-                            if predicate(objects):
-                                return objects
-                        continue
-                    apply_event(objects, event)
-                    if synced and predicate(objects):
-                        return objects
-            except TemporaryError:
-                if time.monotonic() >= deadline:
-                    raise
-            if not synced and kind not in self.watch_list:
-                # Parameters accepted but no initial state marked: a server that ignores them.
-                raise PermanentError("the API server did not mark the end of a watch's initial state")
-            if time.monotonic() >= deadline:
-                raise TemporaryError(f"timed out after {timeout:.0f}s waiting for {what}")
+        return watch.watch_until(
+            self, kind, predicate, what, timeout, namespace, field_selector, label_selector, tick, tick_every
+        )
 
     def _watch(
         self,
@@ -608,125 +350,8 @@ class Kube:
         label_selector: str | None,
         initial: bool = False,
     ) -> Iterator[Obj]:
-        remaining = max(1, int(deadline - time.monotonic()))
-        query = {
-            "watch": "1",
-            "resourceVersion": version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(remaining),
-            "fieldSelector": field_selector,
-            "labelSelector": label_selector,
-        }
-        if initial:
-            query |= {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
-        resp = self.request("GET", resource_path(kind, namespace), query, stream=True, timeout=remaining + 5)
-        try:
-            buffer = b""
-            for chunk in resp.stream(4096, decode_content=False):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-                if time.monotonic() >= deadline:
-                    return
-        except Exception as exc:
-            if isinstance(exc, CsiMigrateError):
-                raise
-            raise TemporaryError(f"watch of {kind} interrupted: {exc}") from exc
-        finally:
-            resp.release_conn()
-
-
-_TEMP_DIR: list[str] = []
-
-
-def _private_temp_dir() -> str:
-    """The client library writes embedded certificates and keys to files, which urllib3 reads
-    when it connects: keep them in one folder only we can read, removed when the command ends
-    (normally, on an error, Ctrl-C, SIGTERM or SIGHUP; see cli/main.py). A process killed
-    outright cannot clean up: the next command removes the folders of our own dead processes."""
-    if not _TEMP_DIR:
-        import atexit
-        import shutil
-        import tempfile
-
-        _remove_dead_temp_dirs(tempfile.gettempdir())
-        path = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{tag()}.{os.getpid()}-")  # created 0700
-        atexit.register(shutil.rmtree, path, True)
-        _TEMP_DIR.append(path)
-    return _TEMP_DIR[0]
-
-
-_TEMP_PREFIX = "kubectl-csi-migrate-"
-
-OLD_FORMAT_AGE = 24 * 3600.0
-"""An earlier release's folder (`kubectl-csi-migrate-<pid>-*`, no tag) is removed only when its
-pid is gone here and it is older than this: its process may run where this one cannot see it."""
-
-
-def _remove_dead_temp_dirs(root: str) -> None:
-    """Remove `kubectl-csi-migrate-<tag>.<pid>-*` folders of ours whose process is gone: only those
-    of this machine and pid namespace (host.tag): a live run in another container sharing the
-    folder has a pid this process cannot see (issue 17, item 10)."""
-    import shutil
-
-    for entry in Path(root).glob(f"{_TEMP_PREFIX}*"):
-        name = entry.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
-        theirs, _, pid_text = name.rpartition(".")
-        try:
-            pid = int(pid_text)
-            stat = entry.stat()
-            if stat.st_uid != os.getuid() or not entry.is_dir():
-                continue
-        except (ValueError, OSError):
-            continue
-        if theirs and theirs != tag():
-            continue  # another machine's or container's process: not ours to judge
-        if not theirs and time.time() - stat.st_mtime < OLD_FORMAT_AGE:
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # still running
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:
-            continue  # another user's process of that pid
-
-
-def _configuration() -> Any:
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    # One retry, not urllib3's default three: an unreachable server fails within about
-    # twice --request-timeout, with one error line.
-    configuration.retries = 1
-    return configuration
-
-
-def _api_client(configuration: Any) -> Any:
-    from kubernetes import client
-
-    return client.ApiClient(configuration)
-
-
-def _not_sent(exc: BaseException) -> bool:
-    """Whether urllib3 failed before the request left (no connection was made)."""
-    from urllib3.exceptions import NewConnectionError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (NewConnectionError, ConnectionRefusedError)) or isinstance(
-            getattr(seen, "reason", None), NewConnectionError
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _root(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    return str(reason or exc)
+        """One watch's events (kube/watch.py); Cache follows a kind with it."""
+        return watch.watch(self, kind, namespace, version, deadline, field_selector, label_selector, initial)
 
 
 def _api_error(status: int, reason: str, body: bytes | None, method: str, path: str) -> CsiMigrateError:
