@@ -310,14 +310,10 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         return EXIT_OK
     listing = ", ".join(_label(t) for t in targets)
     if not args.yes and args.dry_run == "none":
-        if not sys.stdin.isatty():
-            printers.error(f"not a terminal: pass --yes to migrate several {owners}s (or --dry-run to see the plans)")
-            return EXIT_USAGE
-        sys.stderr.write(f"Migrate {_counted(targets)}, {args.parallel} at a time: {listing}\nProceed? [y/N] ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            printers.error("aborted; nothing was changed")
-            return EXIT_FAILED
+        question = f"Migrate {_counted(targets)}, {args.parallel} at a time: {listing}"
+        unasked = f"not a terminal: pass --yes to migrate several {owners}s (or --dry-run to see the plans)"
+        if (code := printers.confirm(question, unasked)) is not None:
+            return code
     info = sys.stderr if args.output else sys.stdout
     lock = threading.RLock()  # re-entrant: a signal handler may say a line in the main thread
     stop = threading.Event()

@@ -90,3 +90,20 @@ class LiveLine:
                 self.clear()
 
         return context()
+
+
+def confirm(question: str, without_terminal: str | None) -> int | None:
+    """`question`, then "Proceed? [y/N]" on the terminal: None to go on, else the exit code once
+    the reason is said (no: 1, "aborted"). Without a terminal: the usage error `without_terminal`
+    (exit 2), or, when None, go on unasked."""
+    if not sys.stdin.isatty():
+        if without_terminal is None:
+            return None
+        error(without_terminal)
+        return 2
+    sys.stderr.write(question + "\nProceed? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        error("aborted; nothing was changed")
+        return 1
+    return None

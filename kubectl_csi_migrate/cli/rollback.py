@@ -106,16 +106,9 @@ def run(args: argparse.Namespace) -> int:
         printers.error(f"{plan.what} was not changed")
         return EXIT_FAILED
     if not args.yes:
-        if not sys.stdin.isatty():
-            printers.error(
-                "not a terminal: pass --yes to roll back without confirmation (or --dry-run to see the steps)"
-            )
-            return EXIT_USAGE
-        sys.stderr.write(human_plan + "\nProceed? [y/N] ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            printers.error("aborted; nothing was changed")
-            return EXIT_FAILED
+        refused = "not a terminal: pass --yes to roll back without confirmation (or --dry-run to see the steps)"
+        if (code := printers.confirm(human_plan, refused)) is not None:
+            return code
     elif not structured:
         info.write(human_plan + "\n")
 

@@ -198,16 +198,9 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
         return EXIT_OK
 
     if not args.yes:
-        if sys.stdin.isatty():
-            sys.stderr.write(plan_text + "\n")
-            sys.stderr.write("Proceed? [y/N] ")
-            sys.stderr.flush()
-            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-                printers.error("aborted; nothing was changed")
-                return EXIT_FAILED
-        elif args.confirm_needs_yes:
-            printers.error("not a terminal: pass --yes to migrate without confirmation (or --dry-run to see the plan)")
-            return EXIT_USAGE
+        refused = "not a terminal: pass --yes to migrate without confirmation (or --dry-run to see the plan)"
+        if (code := printers.confirm(plan_text, refused if args.confirm_needs_yes else None)) is not None:
+            return code
     elif not structured:
         say(plan_text)
 
