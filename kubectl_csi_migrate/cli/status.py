@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.migration import locate
     from kubectl_csi_migrate.migration.plan import legacy_key, parse_ref, run_key, word
     from kubectl_csi_migrate.migration.record import name_of
+    from kubectl_csi_migrate.migration.status import status_of
 
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
@@ -68,6 +69,7 @@ def _every_run(args: argparse.Namespace, kube: Any, ns: str) -> int:
     from kubectl_csi_migrate.migration import locate
     from kubectl_csi_migrate.migration import record as cluster_record
     from kubectl_csi_migrate.migration.plan import object_name, owner_id, run_key
+    from kubectl_csi_migrate.migration.status import status_of
 
     records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
     for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
@@ -110,44 +112,3 @@ def _ref(status: dict[str, Any]) -> str:
     from kubectl_csi_migrate.migration.plan import ref
 
     return ref(status["owner"]["kind"], status["owner"]["name"])
-
-
-def status_of(
-    kube: Any, ns: str, workdir: Any, found: dict[str, Any] | None, record_name: str, from_workdir: bool | None = None
-) -> dict[str, Any] | None:
-    """The status of the run the working directory holds (`from_workdir`, by default when it holds
-    one: the caller checked it is the owner's), else of the one `found` (its record, read from
-    configmap `record_name`); None when there is neither. A Lease of the run's name that locks
-    another owner is refused (KeyClash)."""
-    from kubectl_csi_migrate.errors import KeyClash
-    from kubectl_csi_migrate.kube.lock import owner_of_lease
-    from kubectl_csi_migrate.migration.driver import lease_age
-    from kubectl_csi_migrate.migration.plan import Plan, object_name
-    from kubectl_csi_migrate.migration.status import summarize
-
-    if workdir.has_run() if from_workdir is None else from_workdir:
-        run, steps, source = workdir.load_run(), workdir.steps(), "working directory"
-    else:
-        if not found or found["run"].get("plan", {}).get("server") != kube.info.server:
-            return None
-        run, steps = found["run"], found["steps"]
-        source = f"configmap/{record_name} in the cluster (the working directory is missing)"
-    plan = Plan.from_dict(run["plan"])
-    lease_name = object_name(plan.key)
-    lease = kube.get("Lease", lease_name, ns)
-    theirs = owner_of_lease(lease or {})
-    if theirs and theirs != f"{plan.kind}/{plan.name}":
-        raise KeyClash(f"lease {ns}/{lease_name} locks the runs of {theirs}, not of {plan.what}")
-    age = lease_age(lease["spec"].get("renewTime", ""), kube.server_date) if lease else None
-    holder = str((lease or {}).get("spec", {}).get("holderIdentity") or "")
-    return summarize(run, steps, source, lease, age, str(workdir.path), _alive_here(holder))
-
-
-def _alive_here(holder: str) -> bool | None:
-    """Whether the process `<host>/<run id>/<pid>` runs, when this process can tell (host.alive)."""
-    from kubectl_csi_migrate.host import alive
-
-    host, _, rest = holder.partition("/")
-    pid = rest.rpartition("/")[2]
-    return alive(host, int(pid)) if pid.isdigit() else None
-    return True

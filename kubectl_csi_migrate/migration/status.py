@@ -1,6 +1,7 @@
 """Where a run is: its phase, the last step done, each replica's progress, the lease holder and
-the commands that resume it or roll it back. Pure: built from the run's record (the working
-directory's, or the cluster's when that is lost) and the Lease as read."""
+the commands that resume it or roll it back. `summarize` is pure: built from the run's record (the
+working directory's, or the cluster's when that is lost) and the Lease as read; `status_of` reads
+them, and judges the Lease (another owner's is refused)."""
 
 from __future__ import annotations
 
@@ -183,3 +184,43 @@ def render(status: Obj) -> str:
     for what, command in s["commands"].items():
         lines.append(f"{'to ' + what.replace('rollback', 'roll back') + ':':<13} {command}")
     return "\n".join(lines)
+
+
+def status_of(
+    kube: Any, ns: str, workdir: Any, found: dict[str, Any] | None, record_name: str, from_workdir: bool | None = None
+) -> dict[str, Any] | None:
+    """The status of the run the working directory holds (`from_workdir`, by default when it holds
+    one: the caller checked it is the owner's), else of the one `found` (its record, read from
+    configmap `record_name`); None when there is neither. A Lease of the run's name that locks
+    another owner is refused (KeyClash)."""
+    from kubectl_csi_migrate.errors import KeyClash
+    from kubectl_csi_migrate.kube.lock import owner_of_lease
+    from kubectl_csi_migrate.migration.driver import lease_age
+    from kubectl_csi_migrate.migration.plan import object_name
+
+    if workdir.has_run() if from_workdir is None else from_workdir:
+        run, steps, source = workdir.load_run(), workdir.steps(), "working directory"
+    else:
+        if not found or found["run"].get("plan", {}).get("server") != kube.info.server:
+            return None
+        run, steps = found["run"], found["steps"]
+        source = f"configmap/{record_name} in the cluster (the working directory is missing)"
+    plan = Plan.from_dict(run["plan"])
+    lease_name = object_name(plan.key)
+    lease = kube.get("Lease", lease_name, ns)
+    theirs = owner_of_lease(lease or {})
+    if theirs and theirs != f"{plan.kind}/{plan.name}":
+        raise KeyClash(f"lease {ns}/{lease_name} locks the runs of {theirs}, not of {plan.what}")
+    age = lease_age(lease["spec"].get("renewTime", ""), kube.server_date) if lease else None
+    holder = str((lease or {}).get("spec", {}).get("holderIdentity") or "")
+    return summarize(run, steps, source, lease, age, str(workdir.path), _alive_here(holder))
+
+
+def _alive_here(holder: str) -> bool | None:
+    """Whether the process `<host>/<run id>/<pid>` runs, when this process can tell (host.alive)."""
+    from kubectl_csi_migrate.host import alive
+
+    host, _, rest = holder.partition("/")
+    pid = rest.rpartition("/")[2]
+    return alive(host, int(pid)) if pid.isdigit() else None
+    return True

@@ -263,8 +263,8 @@ def test_another_owner_s_finished_or_rolled_back_record_is_refused_saying_how_to
 
 
 def test_status_refuses_a_lease_of_the_run_s_name_that_locks_another_owner(tmp_path: Path) -> None:
-    from kubectl_csi_migrate.cli.status import status_of
     from kubectl_csi_migrate.kube.lock import OWNER
+    from kubectl_csi_migrate.migration.status import status_of
 
     deploy = plan_of(DEPLOYMENT, "web")
     workdir = folder(tmp_path, deploy.key, deploy)
