@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
     from kubectl_csi_migrate.errors import KeyClash, NothingChanged, UsageError
-    from kubectl_csi_migrate.migration import locate, preflight
+    from kubectl_csi_migrate.migration import kinds, locate, preflight
     from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
     from kubectl_csi_migrate.migration.run import Migration, Settings
     from kubectl_csi_migrate.migration.steps import describe_steps
@@ -186,7 +186,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     plan_text = render_plan(plan, str(workdir.path), resuming)
     if args.dry_run != "none":
         if args.dry_run == "server":
-            validate_on_server(kube, plan)
+            kinds.check_on_server(kube, plan)
         data = {
             "apiVersion": "csi-migrate.kubectl.io/v1",
             "kind": "MigrationPlan",
@@ -287,28 +287,3 @@ def summary(report: dict[str, Any]) -> str:
         f"(waiting on the cluster {t['waitSeconds']:.1f}s, vCenter {t['vcenterSeconds']:.1f}s); "
         f"backups and report in {report['workingDirectory']}"
     )
-
-
-def validate_on_server(kube: Any, plan: Any) -> None:
-    """Server dry run: walk the run's steps and send each change with dryRun=All, so that the API
-    server (admission, RBAC, the disruption budget for evictions) validates it; as far as a
-    change does not depend on one the dry run did not make (one eviction, no create)."""
-    from kubectl_csi_migrate.migration.steps import steps_for
-
-    ns, name = plan.namespace, plan.name
-    volumes = {v.pv: v for v in plan.volumes}
-    evicted = False
-    for step in steps_for(plan):
-        if step.kind == "retain":
-            kube.patch("PersistentVolume", step.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}})
-        elif step.kind in ("scale-down", "scale-to-zero"):
-            kube.patch(plan.kind, name, {"spec": {"replicas": 0}}, ns)
-        elif step.kind == "delete-statefulset":
-            kube.delete("StatefulSet", name, ns, uid=plan.uid, propagation="Orphan")
-        elif step.kind == "evict" and not evicted:
-            kube.evict(plan.pod_name(step.ordinal), ns)
-            evicted = True  # the next eviction's budget depends on this one having happened
-        elif step.kind == "delete-pvc":
-            kube.delete("PersistentVolumeClaim", volumes[step.pv].pvc, ns)
-        elif step.kind == "delete-pv":
-            kube.delete("PersistentVolume", step.pv)

@@ -101,6 +101,8 @@ class Context(Protocol):
 
 Do = Callable[[Context, Step], "Obj | None"]
 Undo = Callable[[Context, Step], None]
+DryRun = Callable[["Kube", "Plan", Step], object]
+"""A step's change sent with dryRun=All (`--dry-run=server`), for the API server to validate."""
 
 
 def nothing(ctx: Context, step: Step) -> None:
@@ -123,3 +125,9 @@ class Kind:
     recorded_after: bool = False
     """The run's record in the cluster is written after it: the run's own changes to the owner,
     each volume's FCD id once known. kinds.may_have_run allows for the lag."""
+    dry_run: DryRun | None = None
+    """Its first change, sent as a server dry run (None: it changes nothing the API server could
+    check beforehand: a wait, a vCenter call, an object made from one the dry run did not make)."""
+    dry_run_once: bool = False
+    """Only its first step is dry-run: the next ones depend on it having happened (an eviction
+    and the disruption budget)."""

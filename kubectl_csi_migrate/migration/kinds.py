@@ -9,10 +9,15 @@ beside its do and undo: workload.py, volumes.py, disks.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubectl_csi_migrate.migration import disks, volumes, workload
 from kubectl_csi_migrate.migration.context import OWNER, Access, Kind, crud
 from kubectl_csi_migrate.migration.plan import OwnerKind, Plan, Strategy
 from kubectl_csi_migrate.migration.steps import Event, Step, StepKind, steps_for
+
+if TYPE_CHECKING:
+    from kubectl_csi_migrate.kube.client import Kube
 
 KINDS: dict[StepKind, Kind] = {
     k.name: k
@@ -129,3 +134,16 @@ def steps_to_undo(plan: Plan, record: dict[str, dict[str, object]]) -> list[Step
         for s in reversed(steps_for(plan))
         if record.get(s.id, {}).get("event") not in (None, Event.UNDONE) or s.id in maybe
     ]
+
+
+def check_on_server(kube: Kube, plan: Plan) -> None:
+    """Server dry run (`--dry-run=server`; `kube` sends every change with dryRun=All): each step's
+    change as its Kind sends it, in the run's order, so that the API server (admission, RBAC, the
+    disruption budget for evictions) validates it; as far as a change does not depend on one the
+    dry run did not make (one eviction, no create)."""
+    sent: set[StepKind] = set()
+    for step in steps_for(plan):
+        kind = KINDS[step.kind]
+        if kind.dry_run is not None and not (kind.dry_run_once and step.kind in sent):
+            kind.dry_run(kube, plan, step)
+            sent.add(step.kind)

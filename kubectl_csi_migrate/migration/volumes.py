@@ -317,7 +317,15 @@ def undo_retain(m: Context, step: Step) -> None:
 
 # -- the kinds of step defined here ------------------------------------------------------------
 
-RETAIN = Kind(StepKind.RETAIN, set_retain, undo_retain, needs=crud("PersistentVolume", "get", "patch", "list", "watch"))
+RETAIN = Kind(
+    StepKind.RETAIN,
+    set_retain,
+    undo_retain,
+    needs=crud("PersistentVolume", "get", "patch", "list", "watch"),
+    dry_run=lambda kube, plan, step: kube.patch(
+        "PersistentVolume", step.pv, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
+    ),
+)
 DELETE_PVC = Kind(
     StepKind.DELETE_PVC,
     delete_pvc,
@@ -326,12 +334,16 @@ DELETE_PVC = Kind(
         *crud("PersistentVolumeClaim", "get", "delete", "create", "list", "watch"),
         *crud("PersistentVolume", "get", "patch"),
     ),
+    dry_run=lambda kube, plan, step: kube.delete(
+        "PersistentVolumeClaim", next(v.pvc for v in plan.volumes if v.pv == step.pv), plan.namespace
+    ),
 )
 DELETE_PV = Kind(
     StepKind.DELETE_PV,
     delete_pv,
     undo_delete_pv,
     needs=crud("PersistentVolume", "get", "delete", "create", "list", "watch"),
+    dry_run=lambda kube, plan, step: kube.delete("PersistentVolume", step.pv),
 )
 CREATE_PV = Kind(
     StepKind.CREATE_PV,

@@ -611,6 +611,7 @@ SCALE_DOWN = Kind(
     needs=(*crud("StatefulSet", "get", "patch", "list", "watch"), *crud("Pod", "get", "list", "watch")),
     owners=frozenset({OwnerKind.STATEFULSET}),
     recorded_after=True,
+    dry_run=lambda kube, plan, step: kube.patch(plan.kind, plan.name, {"spec": {"replicas": 0}}, plan.namespace),
 )
 SCALE_TO_ZERO = Kind(
     StepKind.SCALE_TO_ZERO,
@@ -619,6 +620,7 @@ SCALE_TO_ZERO = Kind(
     needs=(*crud(OWNER, "get", "patch"), *crud("Pod", "get", "list", "watch")),
     owners=frozenset({OwnerKind.DEPLOYMENT, OwnerKind.REPLICASET}),
     recorded_after=True,
+    dry_run=lambda kube, plan, step: kube.patch(plan.kind, plan.name, {"spec": {"replicas": 0}}, plan.namespace),
 )
 DELETE_STATEFULSET = Kind(
     StepKind.DELETE_STATEFULSET,
@@ -630,6 +632,9 @@ DELETE_STATEFULSET = Kind(
     ),
     owners=frozenset({OwnerKind.STATEFULSET}),
     recorded_after=True,
+    dry_run=lambda kube, plan, step: kube.delete(
+        "StatefulSet", plan.name, plan.namespace, uid=plan.uid, propagation="Orphan"
+    ),
 )
 EVICT = Kind(
     StepKind.EVICT,
@@ -641,6 +646,8 @@ EVICT = Kind(
         *crud("PodDisruptionBudget", "list"),
     ),
     owners=frozenset({OwnerKind.STATEFULSET, OwnerKind.CLAIM}),
+    dry_run=lambda kube, plan, step: kube.evict(plan.pod_name(step.ordinal or 0), plan.namespace),
+    dry_run_once=True,
 )
 RECREATE_POD = Kind(
     StepKind.RECREATE_POD,

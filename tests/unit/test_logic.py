@@ -607,3 +607,30 @@ def test_a_working_directory_under_folders_not_made_yet_is_usable_where_they_can
         assert problem is not None and f"{locked} is not writable" in problem
     finally:
         locked.chmod(0o700)
+
+
+def test_a_server_dry_run_sends_each_kinds_first_change_and_one_eviction() -> None:
+    from kubectl_csi_migrate.migration.kinds import check_on_server
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, ...]] = []
+
+        def patch(self, kind: str, name: str, patch: object, namespace: str | None = None) -> None:
+            self.calls.append(("patch", kind, name))
+
+        def delete(self, kind: str, name: str, namespace: str | None = None, **_: object) -> None:
+            self.calls.append(("delete", kind, name))
+
+        def evict(self, name: str, namespace: str, uid: str | None = None) -> None:
+            self.calls.append(("evict", "Pod", name))
+
+    plan = build_plan(snapshot(replicas=2), "ctx", "https://k", "standard-rwo", None, "rolling")
+    kube = Recorder()
+    check_on_server(kube, plan)  # type: ignore[arg-type]
+    volumes = plan.to_migrate()
+    expected = [("patch", "PersistentVolume", v.pv) for v in volumes] + [("delete", "StatefulSet", "web")]
+    expected.append(("evict", "Pod", "web-1"))  # the first replica's only: the next depends on it
+    for v in sorted(volumes, key=lambda v: -v.ordinal):
+        expected += [("delete", "PersistentVolumeClaim", v.pvc), ("delete", "PersistentVolume", v.pv)]
+    assert kube.calls == expected
