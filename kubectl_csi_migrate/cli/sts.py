@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
-    from kubectl_csi_migrate.errors import KeyClash, NothingChanged, UsageError
+    from kubectl_csi_migrate.errors import KeyClash, NothingChanged
     from kubectl_csi_migrate.migration import kinds, locate, preflight
     from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
     from kubectl_csi_migrate.migration.run import Migration, Settings
@@ -111,24 +111,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
     strategy = getattr(args, "strategy", None)
     ns = common.namespace_of(args, kube)
-    if kind == "Deployment" and kube.get("Deployment", name, ns) is None:
-        # `deploy NAME` also takes a ReplicaSet of its own: its run is keyed by that kind, whether
-        # or not a --working-directory is given (the fleet and the printed resume commands give one).
-        from kubectl_csi_migrate.migration import record
-        from kubectl_csi_migrate.migration.plan import run_key
-        from kubectl_csi_migrate.migration.workdir import WorkDir
-
-        folder = WorkDir(args.working_directory) if args.working_directory else None
-        if kube.get("ReplicaSet", name, ns) is not None:
-            kind = "ReplicaSet"
-        elif folder is not None and folder.backed_up():
-            planned = Plan.from_dict(folder.load_run()["plan"])
-            if (planned.kind, planned.namespace, planned.name) == ("ReplicaSet", ns, name):
-                kind = "ReplicaSet"
-        else:
-            earlier = record.read(kube, ns, run_key("ReplicaSet", name))
-            if earlier is not None and record.owner_of(earlier)[1:] == (ns, "ReplicaSet", name):
-                kind = "ReplicaSet"
+    kind = locate.resolve_kind(kube, ns, kind, name, args.working_directory)
     # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
     found = locate.locate(kube, ns, kind, name, args.working_directory)
     workdir = found.workdir
@@ -149,14 +132,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
         run = workdir.load_run()
         plan = Plan.from_dict(run["plan"])
         resuming = True
-        recorded = (plan.csi_class, plan.strategy, bool(run.get("options", {}).get("keep_retain")))
-        if recorded != (args.csi_storageclass, strategy or plan.strategy, args.keep_retain):
-            strategy_flag = ", --strategy" if kind == STATEFULSET else ""
-            raise UsageError(
-                f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}"
-                f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass"
-                f"{strategy_flag} and --keep-retain, or choose another --working-directory"
-            )
+        locate.check_resume(workdir, run, args.csi_storageclass, strategy, args.keep_retain)
     else:
         checks, plan = check_one(args, kube, name, kind, connect, workdir)
         if preflight.failed(checks) or plan is None:

@@ -147,3 +147,41 @@ def rebuild(found: Found, say: Any, for_rollback: bool) -> bool:
         f"configmap/{found.record_name} (the run's record in the cluster)"
     )
     return True
+
+
+def resolve_kind(kube: Kube, namespace: str, kind: str, name: str, directory: str | None) -> str:
+    """The kind of owner `name` is: `deploy NAME` also takes a ReplicaSet of its own (no
+    Deployment of that name), whose run is keyed by that kind, whether or not a working directory
+    is given (the fleet and the printed resume commands give one): the live ReplicaSet, else the
+    run the working directory holds, else the record in the cluster of a ReplicaSet's run."""
+    if kind != "Deployment" or kube.get("Deployment", name, namespace) is not None:
+        return kind
+    folder = WorkDir(directory) if directory else None
+    if kube.get("ReplicaSet", name, namespace) is not None:
+        return "ReplicaSet"
+    if folder is not None and folder.backed_up():
+        planned = Plan.from_dict(folder.load_run()["plan"])
+        return (
+            "ReplicaSet" if (planned.kind, planned.namespace, planned.name) == ("ReplicaSet", namespace, name) else kind
+        )
+    earlier = record.read(kube, namespace, run_key("ReplicaSet", name))
+    if earlier is not None and record.owner_of(earlier)[1:] == (namespace, "ReplicaSet", name):
+        return "ReplicaSet"
+    return kind
+
+
+def check_resume(workdir: WorkDir, run: Obj, csi_class: str, strategy: str | None, keep_retain: bool) -> None:
+    """A run resumed from `workdir` goes on as it started: the same CSI class, strategy and
+    --keep-retain (UsageError otherwise, nothing changed)."""
+    from kubectl_csi_migrate.errors import UsageError
+    from kubectl_csi_migrate.migration.plan import STATEFULSET
+
+    plan = Plan.from_dict(run["plan"])
+    recorded = (plan.csi_class, plan.strategy, bool(run.get("options", {}).get("keep_retain")))
+    if recorded != (csi_class, strategy or plan.strategy, keep_retain):
+        strategy_flag = ", --strategy" if plan.kind == STATEFULSET else ""
+        raise UsageError(
+            f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}"
+            f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass"
+            f"{strategy_flag} and --keep-retain, or choose another --working-directory"
+        )
