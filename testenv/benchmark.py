@@ -370,8 +370,10 @@ def populated(env: cluster.Env, sizes: list[int], runs: int = 3) -> None:
     print(f"  wall time per replica at N={sizes[-1]} over N={sizes[0]}: {ratio:.2f}x")
 
 
-TASK_LATENCY_MS = {"CnsAttachVolume": 3000, "CnsDetachVolume": 3000, "CnsCreateVolume": 1500, "CnsDeleteVolume": 1500}
-METHOD_LATENCY_MS = {"RegisterDisk": 1000, "SetVStorageObjectControlFlags": 500}
+TASK_LATENCY_MS = {"CnsAttachVolume": 3000, "CnsDetachVolume": 3000}
+METHOD_LATENCY_MS = {
+    "RegisterDisk": 1000, "SetVStorageObjectControlFlags": 500, "CnsCreateVolume": 1500, "CnsDeleteVolume": 1500,
+}  # fmt: skip
 """A real vCenter's latencies as `scripts/benchmark latency` models them (docs/development.md names
 the sources): tasks (the CSI driver's attach, detach, create and delete of CNS volumes) and the
 synchronous calls the tool makes (registering a disk, keepAfterDeleteVm)."""

@@ -213,7 +213,66 @@ func (m *cnsManager) CnsCreateVolume(ctx *simulator.Context, req *cnstypes.CnsCr
 			}
 		}
 	}
-	return m.CnsVolumeManager.CnsCreateVolume(ctx, req)
+	return settled(ctx, m.CnsVolumeManager.CnsCreateVolume(ctx, req))
+}
+
+// settled waits for the task a CNS method answered before the method returns, so while the
+// request still holds the CNS manager's lock. Upstream runs the tasks of CnsCreateVolume,
+// CnsDeleteVolume, CnsUpdateVolumeMetadata, CnsQueryVolumeInfo and CnsQueryAsync on the vim25
+// registry's context, whose lock is not the CNS manager's: their reads and writes of the volume
+// map raced with every other CNS call (a concurrent map iteration and write, which is fatal: it
+// stopped vcsim in the middle of an e2e run while the syncer queried all volumes and the driver
+// registered new ones). Their modelled latency is a method delay (-method-delay), taken before
+// the lock.
+func settled(ctx *simulator.Context, body soap.HasFault) soap.HasFault {
+	if ref := taskOf(body); ref != nil {
+		if task, ok := ctx.For(vim25.Path).Map.Get(*ref).(*simulator.Task); ok {
+			task.Wait()
+		}
+	}
+	return body
+}
+
+func taskOf(body soap.HasFault) *types.ManagedObjectReference {
+	switch b := body.(type) {
+	case *cnsmethods.CnsCreateVolumeBody:
+		if b.Res != nil {
+			return &b.Res.Returnval
+		}
+	case *cnsmethods.CnsDeleteVolumeBody:
+		if b.Res != nil {
+			return &b.Res.Returnval
+		}
+	case *cnsmethods.CnsUpdateVolumeBody:
+		if b.Res != nil {
+			return &b.Res.Returnval
+		}
+	case *cnsmethods.CnsQueryVolumeInfoBody:
+		if b.Res != nil {
+			return &b.Res.Returnval
+		}
+	case *cnsmethods.CnsQueryAsyncBody:
+		if b.Res != nil {
+			return &b.Res.Returnval
+		}
+	}
+	return nil
+}
+
+func (m *cnsManager) CnsDeleteVolume(ctx *simulator.Context, req *cnstypes.CnsDeleteVolume) soap.HasFault {
+	return settled(ctx, m.CnsVolumeManager.CnsDeleteVolume(ctx, req))
+}
+
+func (m *cnsManager) CnsUpdateVolumeMetadata(ctx *simulator.Context, req *cnstypes.CnsUpdateVolumeMetadata) soap.HasFault {
+	return settled(ctx, m.CnsVolumeManager.CnsUpdateVolumeMetadata(ctx, req))
+}
+
+func (m *cnsManager) CnsQueryVolumeInfo(ctx *simulator.Context, req *cnstypes.CnsQueryVolumeInfo) soap.HasFault {
+	return settled(ctx, m.CnsVolumeManager.CnsQueryVolumeInfo(ctx, req))
+}
+
+func (m *cnsManager) CnsQueryAsync(ctx *simulator.Context, req *cnstypes.CnsQueryAsync) soap.HasFault {
+	return settled(ctx, m.CnsVolumeManager.CnsQueryAsync(ctx, req))
 }
 
 func (m *cnsManager) register(vctx *simulator.Context, name string, d *cnstypes.CnsBlockBackingDetails) (cnstypes.CnsVolumeId, types.BaseMethodFault) {

@@ -840,3 +840,42 @@ func TestDelays(t *testing.T) {
 		t.Fatal("a delay without milliseconds was accepted")
 	}
 }
+
+// TestConcurrentCreateAndQuery: the syncer queries all volumes while the driver registers new
+// ones. Upstream's CnsCreateVolume task changes the volume map outside the CNS manager's lock,
+// which was a fatal concurrent map iteration and write (it stopped vcsim in an e2e run).
+func TestConcurrentCreateAndQuery(t *testing.T) {
+	e := setup(t)
+	var names []string
+	for i := 0; i < 40; i++ {
+		names = append(names, fmt.Sprintf("disk-c%d", i))
+		e.vmdk(names[i], 1)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := e.cns.QueryAllVolume(e.ctx, cnstypes.CnsQueryFilter{}, cnstypes.CnsQuerySelection{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for _, name := range names {
+		e.ok(e.register(name))
+	}
+	close(done)
+	wg.Wait()
+	all, err := e.cns.QueryAllVolume(e.ctx, cnstypes.CnsQueryFilter{}, cnstypes.CnsQuerySelection{})
+	e.must(err)
+	if len(all.Volumes) != len(names) {
+		t.Fatalf("%d volumes, want %d", len(all.Volumes), len(names))
+	}
+}
