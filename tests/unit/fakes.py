@@ -51,7 +51,9 @@ class FakeCache:
     def stop(self) -> None:
         pass
 
-    def wait_until(self, predicate: Callable[[dict[str, Obj]], bool], what: str, timeout: float, *_: Any, **__: Any):  # type: ignore[no-untyped-def]
+    def wait_until(
+        self, predicate: Callable[[dict[str, Obj]], bool], what: str, timeout: float, *_: Any, **__: Any
+    ) -> dict[str, Obj]:
         return self.kube.watch_until(self.kind, predicate, what, timeout, namespace=self.namespace)
 
 
@@ -65,10 +67,13 @@ class FakeKube:
         self.calls: list[tuple[str, str, str]] = []
         """(verb, kind, name) of every mutation that changed something, in order (a write refused,
         404 or 409, changed nothing)."""
-        self.before_write: dict[tuple[str, str, str], Callable[[FakeKube], None]] = {}
+        self.before_write: dict[tuple[str, str, str], Callable[[FakeKube], object]] = {}
         """(verb, kind, name) -> run once just before that write: another writer acting between
         the step's read and its write."""
-        self.controllers: list[Callable[[FakeKube], None]] = []
+        self.after_write: dict[tuple[str, str, str], Callable[[FakeKube], object]] = {}
+        """(verb, kind, name) -> run once just after that write succeeded: another writer
+        undoing it at once (a GitOps sync)."""
+        self.controllers: list[Callable[[FakeKube], object]] = []
         """What the cluster's controllers do while a step waits (run by wait_until when the
         predicate does not hold yet)."""
         self._uids = itertools.count(1)
@@ -101,6 +106,9 @@ class FakeKube:
 
     def _wrote(self, verb: str, kind: str, name: str) -> None:
         self.calls.append((verb, kind, name))
+        hook = self.after_write.pop((verb, kind, name), None)
+        if hook is not None:
+            hook(self)
 
     # -- kube/client.Kube ----------------------------------------------------------------------
 
@@ -267,7 +275,12 @@ class FakeContext:
         return next(v for v in self.plan.volumes if v.pv == step.pv)
 
     def wait(
-        self, kind: str, predicate: Callable[[dict[str, Obj]], bool], what: str, timeout: float | None = None, **selectors: Any
+        self,
+        kind: str,
+        predicate: Callable[[dict[str, Obj]], bool],
+        what: str,
+        timeout: float | None = None,
+        **selectors: Any,
     ) -> dict[str, Obj]:
         self.waits.append((kind, what))
         return self.kube.watch_until(kind, predicate, what, timeout or self.settings.timeout, **selectors)

@@ -86,7 +86,11 @@ def statefulset_cluster() -> list[Obj]:
     }
     objs: list[Obj] = [sts]
     mounts = []
-    for template, kind, klass in (("data", "intree", "standard"), ("logs", "csi", "standard-rwo"), ("nfs", "nfs", "nfs")):
+    for template, kind, klass in (
+        ("data", "intree", "standard"),
+        ("logs", "csi", "standard-rwo"),
+        ("nfs", "nfs", "nfs"),
+    ):
         pvc = claim(f"{template}-web-0", f"pv-{template}-web-0", klass, f"uc-{template}")
         objs += [pvc, volume(f"pv-{template}-web-0", kind, pvc)]
         mounts.append({"name": template, "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}})
@@ -118,7 +122,8 @@ def deployment_pod(i: int) -> Obj:
         {
             "kind": "Pod",
             "metadata": {"name": f"api-h-{i}", "namespace": NS, "labels": {"app": "api", "pod-template-hash": "h"},
-                         "ownerReferences": [{"kind": "ReplicaSet", "name": "api-h", "uid": "rs1", "controller": True}]},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": "api-h", "uid": "rs1",
+                                              "controller": True}]},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
         }
     )  # fmt: skip
@@ -156,15 +161,17 @@ def statefulset_controller(kube: FakeKube) -> None:
         for o in range(replicas):
             pod = kube.obj("Pod", f"{name}-{o}", NS)
             if pod is None:
-                kube.put(ready({"kind": "Pod", "metadata": {"name": f"{name}-{o}", "labels": {"app": name}}, "spec": {}}))
+                kube.put(
+                    ready({"kind": "Pod", "metadata": {"name": f"{name}-{o}", "labels": {"app": name}}, "spec": {}})
+                )
                 pod = kube.obj("Pod", f"{name}-{o}", NS)
             assert pod is not None
             if not any(r.get("controller") for r in pod["metadata"].get("ownerReferences") or []):
                 pod["metadata"]["ownerReferences"] = copy.deepcopy(owner)
         for key, pod in list(kube.objs.items()):
-            if key[0] == "Pod" and any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences") or []):
-                if int(key[2].rsplit("-", 1)[1]) >= replicas:
-                    del kube.objs[key]
+            owned = any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences") or [])
+            if key[0] == "Pod" and owned and int(key[2].rsplit("-", 1)[1]) >= replicas:
+                del kube.objs[key]
         sts["status"] = {"replicas": replicas, "readyReplicas": replicas,
                          "observedGeneration": sts["metadata"].get("generation", 1)}  # fmt: skip
 
@@ -261,9 +268,10 @@ Check = Callable[[World], None]
 def after_backup(w: World) -> None:
     for kind, name in (("StatefulSet", "web"), ("Pod", "web-0"), ("PersistentVolumeClaim", "data-web-0"),
                        ("PersistentVolume", "pv-data-web-0")):  # fmt: skip
-        assert w.ctx.workdir.load_backup(kind, name)["metadata"]["uid"] == (w.kube.obj(kind, name, NS) or {})[
-            "metadata"
-        ]["uid"]
+        assert (
+            w.ctx.workdir.load_backup(kind, name)["metadata"]["uid"]
+            == (w.kube.obj(kind, name, NS) or {})["metadata"]["uid"]
+        )
     assert w.kube.mutations() == [], "a backup writes nothing to the cluster"
 
 
@@ -465,7 +473,7 @@ def test_each_kind_of_step_is_done_once_however_often_it_runs_and_undone(tmp_pat
     after = w.kube.mutations()
     state = copy.deepcopy(w.kube.objs)
     w.do(step)  # a killed run repeats the step
-    assert w.kube.mutations() == after, f"{kind} done again wrote {w.kube.mutations()[len(after):]}"
+    assert w.kube.mutations() == after, f"{kind} done again wrote {w.kube.mutations()[len(after) :]}"
     assert w.kube.objs == state
     if kind == StepKind.BACKUP:
         assert after == before
@@ -503,17 +511,10 @@ def test_a_reclaim_policy_that_does_not_stay_retain_keeps_the_claim(tmp_path: Pa
     step = w.until(StepKind.DELETE_PVC)
     w.kube.patch("PersistentVolume", "pv-data-web-0", {"spec": {"persistentVolumeReclaimPolicy": "Delete"}})
 
-    def revert(kube: FakeKube) -> None:  # a GitOps sync, right after the step's own patch
-        original = kube.patch
-
-        def patch_then_revert(kind: str, name: str, body: Obj, namespace: str | None = None) -> Obj | None:
-            kube.patch = original  # type: ignore[method-assign]
-            original(kind, name, body, namespace)
-            return original(kind, name, {"spec": {"persistentVolumeReclaimPolicy": "Delete"}}, namespace)
-
-        kube.patch = patch_then_revert  # type: ignore[method-assign]
-
-    revert(w.kube)
+    # a GitOps sync puts Delete back right after the step's own patch
+    w.kube.after_write[("patch", "PersistentVolume", "pv-data-web-0")] = lambda kube: kube.patch(
+        "PersistentVolume", "pv-data-web-0", {"spec": {"persistentVolumeReclaimPolicy": "Delete"}}
+    )
     with pytest.raises(PermanentError, match="does not stay Retain"):
         w.do(step)
     assert w.get("PersistentVolumeClaim", "data-web-0") is not None, "the claim was not deleted"
