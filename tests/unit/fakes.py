@@ -52,9 +52,18 @@ class FakeCache:
         pass
 
     def wait_until(
-        self, predicate: Callable[[dict[str, Obj]], bool], what: str, timeout: float, *_: Any, **__: Any
+        self,
+        predicate: Callable[[dict[str, Obj]], bool],
+        what: str,
+        timeout: float,
+        select: Callable[[Obj], bool] | None = None,
+        **_: Any,
     ) -> dict[str, Obj]:
-        return self.kube.watch_until(self.kind, predicate, what, timeout, namespace=self.namespace)
+        def chosen(objs: dict[str, Obj]) -> bool:
+            return predicate({n: o for n, o in objs.items() if select is None or select(o)})
+
+        seen = self.kube.watch_until(self.kind, chosen, what, timeout, namespace=self.namespace)
+        return {n: o for n, o in seen.items() if select is None or select(o)}
 
 
 class FakeKube:
