@@ -624,3 +624,57 @@ def test_fcd_stops_when_vcenter_does_not_keep_the_disk_protected(tmp_path: Path)
     w.ctx.vsphere.keeps_flag = False
     with pytest.raises(PermanentError, match="keepAfterDeleteVm"):
         w.do(step)
+
+
+def test_create_pv_refuses_a_second_pv_for_a_disk_another_pv_names(tmp_path: Path) -> None:
+    w = rolling(tmp_path)
+    step = w.until(StepKind.CREATE_PV)
+    other = copy.deepcopy(statefulset_cluster()[2])  # pv-data-web-0 as it was, under another name
+    other["metadata"] = {"name": "someone-elses", "uid": "u-other"}
+    w.kube.put(other)
+    with pytest.raises(PermanentError, match="refusing to create a second PV"):
+        w.do(step)
+    assert w.kube.obj("PersistentVolume", "pv-data-web-0") is None
+
+
+def test_a_claim_someone_else_created_is_neither_taken_for_the_in_tree_one_nor_deleted_as_the_run_s(
+    tmp_path: Path,
+) -> None:
+    w = rolling(tmp_path)
+    w.until(StepKind.DELETE_PV)  # the in-tree claim deleted, its PV still there
+    w.kube.put(claim("data-web-0", "pv-data-web-0", "standard-rwo", "someone-elses"))
+    with pytest.raises(PermanentError, match="is not the in-tree claim"):
+        w.undo(w.step(StepKind.DELETE_PVC))
+    w.kube.patch("PersistentVolumeClaim", "data-web-0", {"spec": {"volumeName": "elsewhere"}}, NS)
+    with pytest.raises(PermanentError, match="neither the original nor the one this run created"):
+        w.undo(w.step(StepKind.CREATE_PVC))
+    live = w.get("PersistentVolumeClaim", "data-web-0")
+    assert live is not None and live["metadata"]["uid"] == "someone-elses"
+
+
+def test_a_claim_retention_policy_of_delete_is_set_to_retain_before_the_orphan_delete_and_comes_back(
+    tmp_path: Path,
+) -> None:
+    objs = statefulset_cluster()
+    objs[0]["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    plan = build_plan(snapshot(replicas=1), "ctx", "https://k", "standard-rwo", None, "rolling")
+    w = World(tmp_path, plan, objs)
+    step = w.until(StepKind.DELETE_STATEFULSET)
+    w.do(step)
+    assert w.kube.mutations() == [
+        ("patch", "PersistentVolume", "pv-data-web-0"),
+        ("patch", "StatefulSet", "web"),
+        ("delete", "StatefulSet", "web"),
+    ]
+    assert w.get("PersistentVolumeClaim", "data-web-0") is not None
+    w.undo(step)
+    sts = w.get("StatefulSet", "web")
+    assert sts is not None and sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_restore_reclaim_policy_leaves_the_new_pvs_on_retain_when_asked(tmp_path: Path) -> None:
+    w = rolling(tmp_path)
+    step = w.until(StepKind.RESTORE_RECLAIM_POLICY)
+    w.ctx.settings.keep_retain = True
+    w.do(step)
+    assert policy(w, "pv-data-web-0") == "Retain" and not noted(w, "pv-data-web-0")
