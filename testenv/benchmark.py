@@ -309,6 +309,7 @@ def _populate(env: cluster.Env, namespace: str, first: int, count: int) -> None:
     for made_one in made:
         scenario.wait_registered(env, [v for v in made_one.volumes if not v.csi], timeout=600)
         scenario.wait_ready(env, made_one.name, namespace, 10, timeout="600s")
+        scenario.wait_attached(env, made_one.volumes, timeout=600)
 
 
 def _present(env: cluster.Env) -> str:
