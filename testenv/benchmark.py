@@ -382,11 +382,14 @@ synchronous calls the tool makes (registering a disk, keepAfterDeleteVm)."""
 
 def _floor(strategy: str, volumes: int) -> float:
     """The seconds of a migration of `volumes` replicas (one volume each) nothing can avoid: the
-    modelled vCenter operations on its critical path. Rolling: one replica after another, each
-    detached, registered, flagged and attached again. Offline: the volumes side by side, so one of
-    each (the driver detaches and attaches several at once; vCenter registers several at once)."""
-    ms = TASK_LATENCY_MS["CnsDetachVolume"] + TASK_LATENCY_MS["CnsAttachVolume"]
-    ms += METHOD_LATENCY_MS["RegisterDisk"] + METHOD_LATENCY_MS["SetVStorageObjectControlFlags"]
+    modelled vCenter operations a run must wait for, one after another. Each volume is detached
+    (CnsDetachVolume, by the driver once its pod is gone) and released by the driver's syncer
+    (CnsDeleteVolume of the in-tree volume, once its PV is gone) before the tool registers it; the
+    disk is already an FCD (the syncer registered it) with keepAfterDeleteVm at 8.0.3, so the
+    tool's own RegisterDisk and flag calls are not on the path; the new pod's attach is not waited
+    for here (kwok marks a pod Ready without it). Rolling: one replica after another. Offline:
+    every volume at once, were the driver to detach and release them side by side."""
+    ms = TASK_LATENCY_MS["CnsDetachVolume"] + METHOD_LATENCY_MS["CnsDeleteVolume"]
     return ms / 1000 * (volumes if strategy == "rolling" else 1)
 
 

@@ -21,6 +21,9 @@ class Timing:
     waited: float = 0.0
     vcenter: float = 0.0
     volumes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ended: float = 0.0
+    """A volume moved side by side (offline): when it ended, and the worker thread that moved it."""
+    worker: str = ""
     waits: dict[str, float] = field(default_factory=dict)
     """Seconds waited on the cluster by what was waited for (`Pod gone`, `Pod`: Ready,
     `VolumeAttachment`: a detach, `PersistentVolumeClaim`: Bound, `CnsVSphereVolumeMigration`: the

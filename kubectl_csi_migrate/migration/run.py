@@ -188,6 +188,7 @@ class Migration:
                     raise
                 finally:
                     timing, self._local.timing = self._local.timing, None
+                    timing.ended, timing.worker = time.monotonic(), threading.current_thread().name
                 return timing
 
             started = time.monotonic()
@@ -231,11 +232,16 @@ class Migration:
                 continue
 
     def _add_concurrent_timing(self, started: float, futures: list[Any]) -> None:
-        """Volumes moved side by side: the tool's own work is the busiest volume's, vCenter's
-        the longest; the rest of the section's time went on waiting."""
+        """Volumes moved side by side: the tool's own work is the busiest worker thread's (the sum
+        of its volumes' own time, each from its start to its end: a volume waiting for a worker
+        is not the tool's work), vCenter's the longest; the rest of the section's time went on
+        waiting."""
         wall = time.monotonic() - started
         timings = [f.result() for f in futures]
-        own = max((t.own(wall) for t in timings), default=0.0)
+        by_worker: dict[str, float] = {}
+        for t in timings:
+            by_worker[t.worker] = by_worker.get(t.worker, 0.0) + t.own(max(0.0, t.ended - t.started))
+        own = max(by_worker.values(), default=0.0)
         vcenter = max((t.vcenter for t in timings), default=0.0)
         self.timing.vcenter += vcenter
         self.timing.waited += max(0.0, wall - own - vcenter)
