@@ -6,7 +6,14 @@ N-th step (from 0) of `steps_for` of the plan the run records, so that a test ne
 its own first.
 
 The kill tests use it to stop a run exactly at each boundary of `steps_for(plan)`, instead of
-racing the run's output; the command is otherwise the plugin itself (the same `main`)."""
+racing the run's output; the command is otherwise the plugin itself (the same `main`).
+
+KILLER_SIGNAL=STOP holds the run at that boundary: the stop is sent to the thread that recorded
+the event (`stop_here`), so that thread goes no further. Sent to the process instead, the kernel
+hands a stop signal to the main thread (waiting on the volume threads of an offline or Deployment
+run), and the thread that recorded the event went on until the main thread was scheduled: under
+load, through its next step's check and into that step (a Deployment's claim deleted after the
+test had seen the run stopped; suite run 4)."""
 
 from __future__ import annotations
 
@@ -20,13 +27,22 @@ from kubectl_csi_migrate.cli.main import main
 from kubectl_csi_migrate.migration import workdir
 
 
+def stop_here() -> None:
+    """Stop this process before the calling thread runs on: SIGSTOP sent to this thread (the
+    kernel stops it before it returns to Python, and the rest of the process with it)."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
 def install(step: str, event: str) -> None:
     record = workdir.WorkDir.record
     signum = signal.Signals[f"SIG{os.environ.get('KILLER_SIGNAL', 'KILL')}"]
     delay = float(os.environ.get("KILLER_DELAY", "0"))
 
     def send() -> None:
-        os.kill(os.getpid(), signum)
+        if signum == signal.SIGSTOP:
+            stop_here()
+        else:
+            os.kill(os.getpid(), signum)
 
     target = step
 
