@@ -16,12 +16,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from kubectl_csi_migrate.errors import TemporaryError
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.kube.watch import apply_event
 
-Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.kube")
 
 

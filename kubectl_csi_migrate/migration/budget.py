@@ -31,10 +31,9 @@ from kubectl_csi_migrate.errors import NothingChanged, TemporaryError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import LEASE_SECONDS, Lease
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.context import Context
 from kubectl_csi_migrate.migration.plan import CLAIM, DEPLOYMENT, REPLICASET, STATEFULSET, Plan, fit_name
-
-Obj = dict[str, Any]
 
 LEASE_PREFIX = "csi-migrate.pdb."
 """A budget's Lease is `csi-migrate.pdb.<budget>`: a run's own is `csi-migrate-<key>`, so the two

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import OwnerKind
 from kubectl_csi_migrate.migration.steps import Step, StepKind
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from kubectl_csi_migrate.migration.workdir import WorkDir
     from kubectl_csi_migrate.vsphere.client import VCenter
 
-Obj = dict[str, Any]
 
 Access = tuple[str, str, str]
 """(verb, kind, subresource), as the RBAC rules of the API server name them."""

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
 
 from kubectl_csi_migrate.errors import PermanentError, TemporaryError
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.context import Context, Kind, crud, nothing
 from kubectl_csi_migrate.migration.driver import syncer_renewed_since
 from kubectl_csi_migrate.migration.steps import FcdResult, Step, StepKind, gone_at
-
-Obj = dict[str, Any]
 
 
 def wait_detached(m: Context, step: Step) -> None:

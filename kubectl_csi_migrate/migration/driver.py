@@ -4,13 +4,9 @@ release of a disk (disks.py) read them from here, so the two cannot drift."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubectl_csi_migrate.errors import CsiMigrateError
 from kubectl_csi_migrate.kube.client import Kube
-
-Obj = dict[str, Any]
-
+from kubectl_csi_migrate.kube.resources import Obj
 
 # The driver's components the run depends on, by the Lease each renews while it runs (leader
 # election, on in the driver's manifests): the syncer releases and registers disks, the attacher

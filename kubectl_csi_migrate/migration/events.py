@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from kubectl_csi_migrate.errors import CsiMigrateError
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import now as _now
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan, VolumePlan
-
-Obj = dict[str, Any]
 
 
 def migrated_message(plan: Plan, v: VolumePlan, fcd_id: str) -> str:

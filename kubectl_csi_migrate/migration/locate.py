@@ -19,11 +19,10 @@ from typing import Any
 
 from kubectl_csi_migrate.errors import KeyClash
 from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import record
 from kubectl_csi_migrate.migration.plan import Plan, legacy_key, run_key, word
 from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
-
-Obj = dict[str, Any]
 
 NOTHING_CHANGED = "; nothing was changed"
 

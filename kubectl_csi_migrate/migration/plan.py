@@ -15,14 +15,12 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
 
 from kubectl_csi_migrate.errors import NotFoundError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import translate
-
-Obj = dict[str, Any]
 
 MIGRATE = "migrate"
 SKIP_CSI = "skip (already CSI)"

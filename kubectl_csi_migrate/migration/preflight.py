@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import budget, translate
 from kubectl_csi_migrate.migration.context import Access
 from kubectl_csi_migrate.migration.driver import DRIVER_LEASES, DRIVER_NAMESPACES, driver_leases, lease_age
@@ -36,7 +37,6 @@ from kubectl_csi_migrate.migration.workdir import WorkDir
 if TYPE_CHECKING:
     from kubectl_csi_migrate.vsphere.client import VCenter
 
-Obj = dict[str, Any]
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 

@@ -27,15 +27,13 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any
 
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
 from kubectl_csi_migrate.migration.steps import fcd_of
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
-
-Obj = dict[str, Any]
 
 LABEL = "csi-migrate.kubectl.io/record"
 

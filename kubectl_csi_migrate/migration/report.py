@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan
 from kubectl_csi_migrate.migration.steps import fcd_of, fcd_result
-
-Obj = dict[str, Any]
 
 
 @dataclass

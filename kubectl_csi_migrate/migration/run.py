@@ -33,6 +33,7 @@ from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.cache import Cache, selector
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import Lease
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import budget, events, report, workload
 from kubectl_csi_migrate.migration.context import Settings
 from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
@@ -44,7 +45,6 @@ from kubectl_csi_migrate.migration.workdir import WorkDir
 if TYPE_CHECKING:
     from kubectl_csi_migrate.vsphere.client import VCenter
 
-Obj = dict[str, Any]
 log = logging.getLogger("kubectl_csi_migrate.migration")
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.kinds import may_have_run
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
 from kubectl_csi_migrate.migration.steps import steps_for
-
-Obj = dict[str, Any]
 
 
 def phase_of(run: Obj, steps: dict[str, Obj], lease_live: bool) -> str:

@@ -8,17 +8,14 @@ second PV is ever created for a disk another PV still names.
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, PermanentError
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.context import Context, Kind, crud
 from kubectl_csi_migrate.migration.disks import recorded_fcd
 from kubectl_csi_migrate.migration.plan import VolumePlan
 from kubectl_csi_migrate.migration.steps import Step, StepKind, fcd_of
-
-Obj = dict[str, Any]
 
 
 def set_retain(m: Context, step: Step) -> None:

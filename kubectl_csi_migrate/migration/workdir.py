@@ -28,10 +28,8 @@ from typing import Any
 import yaml
 
 from kubectl_csi_migrate.errors import PermanentError
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan, fit_name, word
-
-Obj = dict[str, Any]
-
 
 # libyaml's parser and emitter where PyYAML has them (its wheels do): the pure-Python ones cost
 # a run more of its own time than all its API requests.

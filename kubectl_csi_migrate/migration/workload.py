@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from typing import Any
 
 from kubectl_csi_migrate.errors import (
     ConflictError,
@@ -22,13 +21,12 @@ from kubectl_csi_migrate.errors import (
     TooManyRequestsError,
 )
 from kubectl_csi_migrate.kube import predicates as p
+from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import events, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
 from kubectl_csi_migrate.migration.context import OWNER, Context, Kind, crud, nothing
 from kubectl_csi_migrate.migration.plan import CLAIM, STATEFULSET, OwnerKind
 from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id
-
-Obj = dict[str, Any]
 
 RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
 # On the StatefulSet the tool recreates: the uid of the one it replaced. It tells the tool's own
