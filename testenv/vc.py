@@ -269,3 +269,57 @@ def fcd_capacity_mb(env: cluster.Env, fcd_id: str) -> int:
         id=vim.vslm.ID(id=fcd_id), datastore=_datastore(si)
     )
     return int(obj.config.capacityInMB)
+
+
+def create_vm(env: cluster.Env, name: str) -> Any:
+    """A powered-off VM with one SCSI controller and no disk, outside the cluster (as a backup
+    proxy appliance would be): delete it with `destroy_vm`."""
+    from pyVmomi import vim
+
+    si = connect(env)
+    dc = _datacenter(si)
+    pool = next(c for c in dc.hostFolder.childEntity if isinstance(c, vim.ClusterComputeResource)).resourcePool
+    controller = vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+        device=vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0, sharedBus="noSharing"),
+    )
+    config = vim.vm.ConfigSpec(
+        name=name,
+        guestId="otherGuest64",
+        files=vim.vm.FileInfo(vmPathName=f"[{cluster.DATASTORE}]"),
+        deviceChange=[controller],
+    )
+    _wait_task(si, dc.vmFolder.CreateVM_Task(config=config, pool=pool))
+    return next(vm for vm in dc.vmFolder.childEntity if getattr(vm, "name", None) == name)
+
+
+def hot_add_disk(env: cluster.Env, vm: Any, ds_path: str) -> None:
+    """Attach the existing VMDK `ds_path` to `vm` (ReconfigVM, no file created)."""
+    from pyVmomi import vim
+
+    controller = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualSCSIController))
+    disk = vim.vm.device.VirtualDisk(
+        key=-1,
+        controllerKey=controller.key,
+        unitNumber=1,
+        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=ds_path, diskMode="persistent"),
+    )
+    change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=disk)
+    _wait_task(connect(env), vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def remove_disk(env: cluster.Env, vm: Any, ds_path: str) -> None:
+    """Detach `ds_path` from `vm`, keeping its file."""
+    from pyVmomi import vim
+
+    disk = next(
+        d
+        for d in vm.config.hardware.device
+        if isinstance(d, vim.vm.device.VirtualDisk) and getattr(d.backing, "fileName", None) == ds_path
+    )
+    change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=disk)
+    _wait_task(connect(env), vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def destroy_vm(env: cluster.Env, vm: Any) -> None:
+    _wait_task(connect(env), vm.Destroy_Task())

@@ -223,3 +223,27 @@ def test_attached_vms_finds_a_vm_disk(vcenter: VCenter) -> None:
     # "[folder/ds] x" names the same file as "[ds] x"
     bracket, rel = path[1:].split("] ", 1)
     assert name in vcenter.attached_vms(f"[some-folder/{bracket}] {rel}")
+
+
+def test_attached_vms_sees_a_disk_hot_added_to_any_vm_after_its_first_look(env: cluster.Env, vcenter: VCenter) -> None:
+    """A session reads every VM's disks once, then only what changed (issue 20): a disk hot-added
+    afterwards to a VM outside the cluster (a backup proxy), its removal, and the VM's deletion
+    are each seen on the very next call."""
+    name = f"proxy-{uuid.uuid4().hex[:8]}"
+    vmdk = f"[{cluster.DATASTORE}] kubevols/{name}.vmdk"
+    vc.create_vmdk(env, vmdk, 4, f"marker-{name}".encode())
+    assert vcenter.attached_vms(vmdk) == []  # the first look: every VM read
+    vm = vc.create_vm(env, name)
+    try:
+        assert vcenter.attached_vms(vmdk) == []
+        vc.hot_add_disk(env, vm, vmdk)
+        assert vcenter.attached_vms(vmdk) == [name]
+        bracket, rel = vmdk[1:].split("] ", 1)
+        assert vcenter.attached_vms(f"[some-folder/{bracket}] {rel}") == [name]
+        vc.remove_disk(env, vm, vmdk)
+        assert vcenter.attached_vms(vmdk) == []
+        vc.hot_add_disk(env, vm, vmdk)
+        assert vcenter.attached_vms(vmdk) == [name]
+    finally:
+        vc.destroy_vm(env, vm)
+    assert vcenter.attached_vms(vmdk) == []  # the VM gone: its disks with it
