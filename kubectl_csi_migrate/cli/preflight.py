@@ -4,7 +4,6 @@ the namespace (-A: all namespaces). Read-only."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from kubectl_csi_migrate.cli import common, printers
@@ -68,6 +67,7 @@ def sts_name(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubectl_csi_migrate.migration import app
     from kubectl_csi_migrate.migration.plan import STATEFULSET, parse_ref, ref, word
 
     arg = sts_name(args)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     kind, name = parse_ref(arg)
     connect = common.vcenter_factory(args, kube)
     try:
-        checks, plan = check_one(args, kube, name, kind, connect)
+        checks, plan = app.check(kube, request_of(args, kube, kind, name), connect)
     finally:
         connect.close()  # type: ignore[attr-defined]
     from kubectl_csi_migrate.migration.preflight import failed
@@ -106,47 +106,30 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def plan_for(args: argparse.Namespace, kube: Any, snap: Any, keys: tuple[str, ...] = ()) -> Any:
-    """The plan for one StatefulSet; `keys`: the CSI driver's topology keys (a survey, which
-    creates no PV, passes none)."""
-    from kubectl_csi_migrate.migration.plan import build_plan
+def request_of(args: argparse.Namespace, kube: Any, kind: str, name: str) -> Any:
+    """The application layer's request (migration/app.py) for one owner, from the flags."""
+    from kubectl_csi_migrate.migration.app import Request
 
-    strategy = getattr(args, "strategy", None) or "rolling"
-    return build_plan(
-        snap, kube.info.context, kube.info.server, args.csi_storageclass, args.intree_storageclass, strategy, keys
+    return Request(
+        kind=kind,
+        name=name,
+        namespace=common.namespace_of(args, kube),
+        csi_storageclass=args.csi_storageclass,
+        intree_storageclass=args.intree_storageclass,
+        strategy=getattr(args, "strategy", None),
+        working_directory=args.working_directory,
+        datacenter=args.vsphere_datacenter,
+        keep_retain=getattr(args, "keep_retain", False),
+        timeout=getattr(args, "timeout", Request.timeout),
     )
 
 
-def check_one(
-    args: argparse.Namespace, kube: Any, name: str, kind: str, connect: Callable[[], Any], workdir: Any = None
-) -> tuple[list[Any], Any]:
-    """Gather, plan and check one owner (vCenter through `connect`: the caller's session, which
-    it logs out of); a missing one is a FAIL check. `workdir`: the run's working directory as the
-    caller located it (default: --working-directory, else the owner's default folder; one holding
-    another owner's run is the `working-directory` check's FAIL)."""
-    from kubectl_csi_migrate.errors import NotFoundError
-    from kubectl_csi_migrate.migration import plan as plan_mod
-    from kubectl_csi_migrate.migration import preflight, translate
-    from kubectl_csi_migrate.migration.locate import default_workdir
-    from kubectl_csi_migrate.migration.workdir import WorkDir
+def plan_for(args: argparse.Namespace, kube: Any, snap: Any) -> Any:
+    """The plan for one gathered owner, from the flags, without the driver's topology keys (a
+    survey, which creates no PV)."""
+    from kubectl_csi_migrate.migration import app
 
-    ns = common.namespace_of(args, kube)
-    snap, missing = None, ""
-    # `deploy NAME`: a Deployment, else a ReplicaSet of that name.
-    for candidate in (kind, plan_mod.REPLICASET) if kind == plan_mod.DEPLOYMENT else (kind,):
-        try:
-            snap = plan_mod.gather(kube, ns, name, candidate)
-            break
-        except NotFoundError as exc:
-            missing = missing or str(exc)
-    if snap is None:
-        return [preflight.Check(plan_mod.word(kind), preflight.FAIL, missing)], None
-    plan = plan_for(args, kube, snap, translate.driver_topology_keys(kube.items_once("CSINode")))
-    if workdir is None:
-        server = kube.info.server
-        folder = args.working_directory
-        workdir = WorkDir(folder) if folder else default_workdir(kube.info.context, ns, snap.kind, name, server)
-    return preflight.run_checks(kube, snap, plan, connect, workdir, args.intree_storageclass, args.vsphere_datacenter)
+    return app.plan_for(kube, snap, args.csi_storageclass, args.intree_storageclass, getattr(args, "strategy", None))
 
 
 def survey(args: argparse.Namespace, kube: Any) -> int:

@@ -45,9 +45,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import KeyClash
-    from kubectl_csi_migrate.migration import kinds, locate, preflight
+    from kubectl_csi_migrate.migration import app, preflight
     from kubectl_csi_migrate.migration.plan import parse_ref
-    from kubectl_csi_migrate.migration.run import Migration, Settings
 
     arg = sts_name(args)
     if not arg:
@@ -56,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
     kind, owner = parse_ref(arg)
     kube = common.kube_from(args)
     ns = common.namespace_of(args, kube)
-    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
-    found = locate.locate(kube, ns, kind, owner, args.working_directory)
-    workdir = found.workdir
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
@@ -70,20 +66,15 @@ def run(args: argparse.Namespace) -> int:
         info.write(line + "\n")
         info.flush()
 
-    locate.rebuild(found, say, for_rollback=True)
-    problem = workdir.run_problem((kube.info.server, ns, kind, owner))
-    if problem:
-        printers.error(f"{problem}; nothing to roll back")
+    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
+    prepared = app.prepare_rollback(kube, kind, owner, ns, args.working_directory, say)
+    workdir, plan, to_undo = prepared.workdir, prepared.plan, prepared.to_undo
+    if prepared.problem or plan is None:
+        printers.error(f"{prepared.problem}; nothing to roll back")
         return EXIT_FAILED
-    run_record = workdir.load_run()
-    from kubectl_csi_migrate.migration.plan import Plan
-
-    plan = Plan.from_dict(run_record["plan"])
-    if run_record.get("rolled_back"):
+    if prepared.rolled_back:
         printers.error(f"the run in {workdir.path} was rolled back already; nothing to do")
         return EXIT_OK
-    record = workdir.steps()
-    to_undo = kinds.steps_to_undo(plan, record)
     down = f": the application is DOWN until the {plan.kind} is back" if plan.strategy == "offline" else ""
     human_plan = (
         f"Rollback: {plan.what} back to its in-tree volumes, {len(to_undo)} step(s) to undo "
@@ -100,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         }
         printers.render(data, args.output, human_plan + "\n(client dry run: nothing was changed)", [])
         return EXIT_OK
-    rbac = preflight.check_rbac(kube, ns, kinds.access_for(plan.kind))
+    rbac = app.check_rollback_access(kube, prepared)
     if rbac.status == preflight.FAIL:
         printers.error(f"preflight: rbac: {rbac.message}")
         printers.error(f"{plan.what} was not changed")
@@ -112,11 +103,8 @@ def run(args: argparse.Namespace) -> int:
     elif not structured:
         info.write(human_plan + "\n")
 
-    migration = Migration(
-        kube, None, plan, workdir, say, Settings(timeout=args.timeout), live=live.waiting if live else None
-    )
     try:
-        report = migration.rollback()
+        report = app.rollback(kube, prepared, args.timeout, say, live.waiting if live else None)
     except KeyboardInterrupt:
         printers.error(f"interrupted; run the same rollback command again to finish it ({workdir.path})")
         return 130

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubectl_csi_migrate.cli import common, printers
 from kubectl_csi_migrate.cli.flags import add_flags, positive
-from kubectl_csi_migrate.cli.preflight import check_one, sts_name
+from kubectl_csi_migrate.cli.preflight import request_of, sts_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -103,18 +103,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
     from kubectl_csi_migrate.errors import KeyClash, NothingChanged
-    from kubectl_csi_migrate.migration import kinds, locate, preflight
-    from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
-    from kubectl_csi_migrate.migration.run import Migration, Settings
+    from kubectl_csi_migrate.migration import app, kinds
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, word
     from kubectl_csi_migrate.migration.steps import describe_steps
 
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
-    strategy = getattr(args, "strategy", None)
-    ns = common.namespace_of(args, kube)
-    kind = locate.resolve_kind(kube, ns, kind, name, args.working_directory)
-    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
-    found = locate.locate(kube, ns, kind, name, args.working_directory)
-    workdir = found.workdir
+    request = request_of(args, kube, kind, name)
     structured = args.output is not None
     info = sys.stderr if structured else sys.stdout
 
@@ -126,27 +120,20 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
         info.write(line + ("" if args.dry_run == "none" else f" ({args.dry_run} dry run)") + "\n")
         info.flush()
 
-    resuming = False
-    locate.rebuild(found, say, for_rollback=False)
-    if workdir.backed_up() and workdir.problem((kube.info.server, ns, kind, name)) is None:
-        run = workdir.load_run()
-        plan = Plan.from_dict(run["plan"])
-        resuming = True
-        locate.check_resume(workdir, run, args.csi_storageclass, strategy, args.keep_retain)
-    else:
-        checks, plan = check_one(args, kube, name, kind, connect, workdir)
-        if preflight.failed(checks) or plan is None:
-            for c in checks:
-                if c.status == "FAIL":
-                    printers.error(f"preflight: {c.name}: {c.message}")
-            target = name if kind == STATEFULSET else f"{command}/{name}"
-            printers.error(
-                f"{word(kind)} {name} was not changed; run `kubectl csi-migrate preflight {target}` for the full report"
-            )
-            return EXIT_FAILED
-        for c in checks:
-            if c.status == "WARN":
-                sys.stderr.write(f"warning: {c.name}: {c.message}\n")
+    # The run's folder and record, checked to be this owner's (KeyClash: one `error:` line).
+    prepared = app.prepare(kube, request, connect, say)
+    plan, workdir = prepared.plan, prepared.workdir
+    if prepared.failures or plan is None:
+        for c in prepared.failures:
+            printers.error(f"preflight: {c.name}: {c.message}")
+        target = name if prepared.kind == STATEFULSET else f"{command}/{name}"
+        printers.error(
+            f"{word(prepared.kind)} {name} was not changed; "
+            f"run `kubectl csi-migrate preflight {target}` for the full report"
+        )
+        return EXIT_FAILED
+    for c in prepared.warnings:
+        sys.stderr.write(f"warning: {c.name}: {c.message}\n")
     if not plan.to_migrate():
         say(f"{plan.what}: no in-tree vSphere volume to migrate; nothing to do")
         if structured:
@@ -159,7 +146,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
             printers.render(empty, args.output, "", [])
         return EXIT_OK
 
-    plan_text = render_plan(plan, str(workdir.path), resuming)
+    plan_text = render_plan(plan, str(workdir.path), prepared.resuming)
     if args.dry_run != "none":
         if args.dry_run == "server":
             kinds.check_on_server(kube, plan)
@@ -188,15 +175,8 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
             live.clear()
             sys.stderr.write(say_progress)
 
-    vc = connect()
-    settings = Settings(
-        keep_retain=args.keep_retain,
-        timeout=args.timeout,
-        datacenter=args.vsphere_datacenter,
-    )
-    migration = Migration(kube, vc, plan, workdir, say, settings, progress, live.waiting if live else None)
     try:
-        report = migration.run()
+        report = app.execute(kube, connect(), request, prepared, say, progress, live.waiting if live else None)
     except KeyboardInterrupt:
         printers.error(f"interrupted; the run is recorded in {workdir.path}: run the same command again to resume")
         return 130
