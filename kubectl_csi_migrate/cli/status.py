@@ -61,47 +61,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _every_run(args: argparse.Namespace, kube: Any, ns: str) -> int:
-    """Every run recorded in the namespace: each owner once (its record under its own key before
-    an earlier release's), from its default working directory when that holds the run."""
+    """Every run recorded in the namespace (migration/status.py: every_status)."""
     import sys
 
-    from kubectl_csi_migrate.errors import KeyClash
-    from kubectl_csi_migrate.migration import locate
-    from kubectl_csi_migrate.migration import record as cluster_record
-    from kubectl_csi_migrate.migration.plan import object_name, owner_id, run_key
-    from kubectl_csi_migrate.migration.status import status_of
+    from kubectl_csi_migrate.migration.status import every_status, render
 
-    records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
-    for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
-        found = cluster_record.parse(cm)
-        if not found["run"].get("plan"):
-            continue
-        owner = owner_id(found["run"]["plan"])
-        name = cm["metadata"]["name"]
-        if owner not in records or name == object_name(run_key(owner[2], owner[3])):
-            records[owner] = (name, found)
-    statuses = []
-    for owner in sorted(records, key=lambda o: (o[2] != "StatefulSet", o[2], o[3])):
-        server, _, kind, name = owner
-        if server != kube.info.server:
-            continue
-        workdir = locate.default_workdir(kube.info.context, ns, kind, name, server)
-        plan = locate.stored_plan(workdir)
-        ours = plan is not None and plan.owner == owner  # else another owner's folder: the record says
-        try:
-            status = status_of(kube, ns, workdir, records[owner][1], records[owner][0], ours)
-        except KeyClash as exc:
-            sys.stderr.write(f"warning: {exc}\n")
-            continue
-        if status is not None:
-            statuses.append(status)
+    statuses, warnings = every_status(kube, ns)
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     if not statuses:
         printers.render(
             {"apiVersion": "v1", "kind": "List", "items": []}, args.output, f"no run recorded in namespace {ns}", []
         )
         return EXIT_OK
-    from kubectl_csi_migrate.migration.status import render
-
     data = {"apiVersion": "v1", "kind": "List", "items": statuses}
     human = "\n\n".join(render(s) for s in statuses)
     printers.render(data, args.output, human, [_ref(s) for s in statuses])

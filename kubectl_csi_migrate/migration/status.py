@@ -222,4 +222,39 @@ def _alive_here(holder: str) -> bool | None:
     host, _, rest = holder.partition("/")
     pid = rest.rpartition("/")[2]
     return alive(host, int(pid)) if pid.isdigit() else None
-    return True
+
+
+def every_status(kube: Any, ns: str) -> tuple[list[Obj], list[str]]:
+    """The status of every run recorded in the namespace: each owner once (its record under its own
+    key before an earlier release's), from its default working directory when that holds the run;
+    and a warning for each run whose Lease locks another owner (left out)."""
+    from kubectl_csi_migrate.errors import KeyClash
+    from kubectl_csi_migrate.migration import locate
+    from kubectl_csi_migrate.migration import record as cluster_record
+    from kubectl_csi_migrate.migration.plan import object_name, owner_id, run_key
+
+    records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+    for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
+        found = cluster_record.parse(cm)
+        if not found["run"].get("plan"):
+            continue
+        owner = owner_id(found["run"]["plan"])
+        name = cm["metadata"]["name"]
+        if owner not in records or name == object_name(run_key(owner[2], owner[3])):
+            records[owner] = (name, found)
+    statuses, warnings = [], []
+    for owner in sorted(records, key=lambda o: (o[2] != STATEFULSET, o[2], o[3])):
+        server, _, kind, name = owner
+        if server != kube.info.server:
+            continue
+        workdir = locate.default_workdir(kube.info.context, ns, kind, name, server)
+        plan = locate.stored_plan(workdir)
+        ours = plan is not None and plan.owner == owner  # else another owner's folder: the record says
+        try:
+            status = status_of(kube, ns, workdir, records[owner][1], records[owner][0], ours)
+        except KeyClash as exc:
+            warnings.append(str(exc))
+            continue
+        if status is not None:
+            statuses.append(status)
+    return statuses, warnings
