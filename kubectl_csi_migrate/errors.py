@@ -43,6 +43,12 @@ class OutOfDate(KeyClash):
     before anything changed (one `error:` line)."""
 
 
+class RecordTooNew(KeyClash):
+    """A run's record (its working directory's or the cluster's) was written by a later release in
+    a format this one does not read: refused before anything changed (one `error:` line, as a
+    KeyClash)."""
+
+
 class PreflightFailed(PermanentError):
     """Preflight found at least one blocking problem."""
 

@@ -114,9 +114,9 @@ def prepare(kube: Kube, request: Request, connect: Callable[[], Any], say: Calla
     workdir = found.workdir
     locate.rebuild(found, say, for_rollback=False)
     if workdir.backed_up() and workdir.problem((kube.info.server, ns, kind, name)) is None:
-        run = workdir.load_run()
+        run = workdir.run()
         locate.check_resume(workdir, run, request.csi_storageclass, request.strategy, request.keep_retain)
-        return Prepared(kind, workdir, Plan.from_dict(run["plan"]), resuming=True)
+        return Prepared(kind, workdir, run.plan, resuming=True)
     checks, plan = check(kube, replace(request, kind=kind), connect, workdir)
     return Prepared(kind, workdir, plan, resuming=False, checks=checks)
 
@@ -168,9 +168,9 @@ def prepare_rollback(
     problem = workdir.run_problem((kube.info.server, namespace, kind, name))
     if problem:
         return PreparedRollback(workdir, problem=problem)
-    run = workdir.load_run()
-    plan = Plan.from_dict(run["plan"])
-    if run.get("rolled_back"):
+    run = workdir.run()
+    plan = run.plan
+    if run.rolled_back:
         return PreparedRollback(workdir, plan, rolled_back=True)
     return PreparedRollback(workdir, plan, kinds.steps_to_undo(plan, workdir.steps()))
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from kubectl_csi_migrate.errors import KeyClash
 from kubectl_csi_migrate.kube.client import Kube
-from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import record
 from kubectl_csi_migrate.migration.plan import Plan, legacy_key, run_key, word
+from kubectl_csi_migrate.migration.runrecord import Run, RunRecord
 from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
 NOTHING_CHANGED = "; nothing was changed"
@@ -31,7 +31,7 @@ NOTHING_CHANGED = "; nothing was changed"
 class Found:
     workdir: WorkDir
     """The working directory: the one given, or the owner's default (default_workdir)."""
-    record: Obj | None
+    record: RunRecord | None
     """The record in the cluster of this owner's last run on this server (record.read), if any."""
     record_name: str
     """The ConfigMap the record was read from, or that a new run of the owner writes."""
@@ -85,9 +85,7 @@ def locate(kube: Kube, namespace: str, kind: str, name: str, directory: str | No
     key = plan.key if plan is not None and workdir.backed_up() else run_key(kind, name)
     if plan is not None and not writes:
         return Found(workdir, None, record.name_of(key))
-    found = record.read(kube, namespace, key)
-    if found is not None and not found["run"].get("plan"):
-        found = None  # no run's record: written over, as before
+    found = record.read(kube, namespace, key)  # None too where its ConfigMap holds no run
     if found is not None:
         theirs = record.owner_of(found)
         if theirs[1:] != owner[1:]:
@@ -102,14 +100,14 @@ def locate(kube: Kube, namespace: str, kind: str, name: str, directory: str | No
     return Found(workdir, found, record.name_of(key))
 
 
-def _clash(found: Obj, name: str, what: str, namespace: str) -> str:
+def _clash(found: RunRecord, name: str, what: str, namespace: str) -> str:
     """Why another owner's record under this owner's key refuses the command, and what to do."""
-    run = found["run"]
-    other = Plan.from_dict(run["plan"])
+    run = found.run
+    other = run.plan
     delete = f"`kubectl -n {namespace} delete configmap {name}` once it is no longer needed"
-    if run.get("rolled_back"):
+    if run.rolled_back:
         advice = f"that run was rolled back: delete its record ({delete})"
-    elif run.get("finished"):
+    elif run.finished:
         advice = f"that run finished (its rollback reads this record or its working directory): {delete}"
     else:
         advice = f"finish or roll back that run first (`kubectl csi-migrate rollback {other.arg} -n {namespace}`)"
@@ -123,7 +121,7 @@ def rebuild(found: Found, say: Any, for_rollback: bool) -> bool:
     further on (the run carried on or rolled back from elsewhere): bring the folder up to it and
     say so; when the record is of a later run: OutOfDate (record.ahead), nothing changed."""
     workdir, found_record = found.workdir, found.record
-    if not found_record or not found_record["run"].get("plan"):
+    if found_record is None:
         return False
     if workdir.has_run():
         plan = stored_plan(workdir)
@@ -135,8 +133,8 @@ def rebuild(found: Found, say: Any, for_rollback: bool) -> bool:
                     f"(configmap/{found.record_name}: {taken}): brought it up to date from there"
                 )
         return False
-    run = found_record["run"]
-    if run.get("rolled_back") or (run.get("finished") and not for_rollback):
+    run = found_record.run
+    if run.rolled_back or (run.finished and not for_rollback):
         return False
     if workdir.problem(record.owner_of(found_record)) is not None:
         return False  # a folder that is not ours to write: the usual checks say why
@@ -159,7 +157,7 @@ def resolve_kind(kube: Kube, namespace: str, kind: str, name: str, directory: st
     if kube.get("ReplicaSet", name, namespace) is not None:
         return "ReplicaSet"
     if folder is not None and folder.backed_up():
-        planned = Plan.from_dict(folder.load_run()["plan"])
+        planned = folder.run().plan
         return (
             "ReplicaSet" if (planned.kind, planned.namespace, planned.name) == ("ReplicaSet", namespace, name) else kind
         )
@@ -169,14 +167,14 @@ def resolve_kind(kube: Kube, namespace: str, kind: str, name: str, directory: st
     return kind
 
 
-def check_resume(workdir: WorkDir, run: Obj, csi_class: str, strategy: str | None, keep_retain: bool) -> None:
+def check_resume(workdir: WorkDir, run: Run, csi_class: str, strategy: str | None, keep_retain: bool) -> None:
     """A run resumed from `workdir` goes on as it started: the same CSI class, strategy and
     --keep-retain (UsageError otherwise, nothing changed)."""
     from kubectl_csi_migrate.errors import UsageError
     from kubectl_csi_migrate.migration.plan import STATEFULSET
 
-    plan = Plan.from_dict(run["plan"])
-    recorded = (plan.csi_class, plan.strategy, bool(run.get("options", {}).get("keep_retain")))
+    plan = run.plan
+    recorded = (plan.csi_class, plan.strategy, run.keep_retain)
     if recorded != (csi_class, strategy or plan.strategy, keep_retain):
         strategy_flag = ", --strategy" if plan.kind == STATEFULSET else ""
         raise UsageError(

@@ -31,7 +31,8 @@ from pathlib import Path
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
-from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
+from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name
+from kubectl_csi_migrate.migration.runrecord import END_FLAGS, Run, RunRecord
 from kubectl_csi_migrate.migration.steps import fcd_of
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
@@ -43,9 +44,9 @@ def name_of(key: str) -> str:
     return object_name(key)
 
 
-def owner_of(found: Obj) -> tuple[str, str, str, str]:
+def owner_of(found: RunRecord) -> tuple[str, str, str, str]:
     """(server, namespace, kind, name): whose run a record (as `read` returns it) is."""
-    return owner_id(found["run"].get("plan") or {})
+    return found.run.owner
 
 
 class ClusterRecord:
@@ -65,7 +66,7 @@ class ClusterRecord:
             self._save(workdir)
 
     def _save(self, workdir: WorkDir) -> None:
-        run = workdir.load_run()
+        run = Run.from_dict(workdir.load_run(), str(workdir.run_file)).to_dict()
         steps = kept_steps(workdir.steps())
         volumes = [
             {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd_of(steps, v.pv)}
@@ -131,26 +132,25 @@ def kept_steps(steps: dict[str, Obj]) -> dict[str, Obj]:
     }
 
 
-def read(kube: Kube, namespace: str, key: str, again: bool = False) -> Obj | None:
-    """The record of the last run `key` (Plan.key): {"run", "steps", "volumes", "backups"}, or
-    None when there is none; read at a command's start only, unless `again` (once its Lease is
-    held)."""
+def read(kube: Kube, namespace: str, key: str, again: bool = False) -> RunRecord | None:
+    """The record of the last run `key` (Plan.key), or None when there is none (or its ConfigMap
+    holds no run: written over, as before); read at a command's start only, unless `again` (once
+    its Lease is held)."""
     get = kube.get if again else kube.get_once
     cm = get("ConfigMap", name_of(key), namespace)
     return None if cm is None else parse(cm)
 
 
-def parse(cm: Obj) -> Obj:
-    """A record's ConfigMap as `read` returns it."""
+def parse(cm: Obj) -> RunRecord | None:
+    """A record's ConfigMap as `read` returns it (RecordTooNew when a later release wrote it)."""
     data = cm.get("data") or {}
+    run = json.loads(data.get("run.json") or "{}")
+    if not run.get("plan"):
+        return None
     packed = (cm.get("binaryData") or {}).get("backups.yaml.gz", "")
     backups = load_all_yaml(gzip.decompress(base64.b64decode(packed))) if packed else []
-    return {
-        "run": json.loads(data.get("run.json", "{}")),
-        "steps": json.loads(data.get("steps.json", "{}")),
-        "volumes": load_yaml(data.get("volumes.yaml", "[]")),
-        "backups": backups,
-    }
+    where = f"configmap/{(cm.get('metadata') or {}).get('name', '?')}"
+    return RunRecord(Run.from_dict(run, where), json.loads(data.get("steps.json") or "{}"), backups)
 
 
 def unfinished(kube: Kube, namespace: str | None) -> list[Plan]:
@@ -159,36 +159,22 @@ def unfinished(kube: Kube, namespace: str | None) -> list[Plan]:
     Deployment whose claim the run deleted has no in-tree claim left to find)."""
     plans = []
     for cm in kube.items("ConfigMap", namespace, label_selector=LABEL):
-        run = json.loads((cm.get("data") or {}).get("run.json") or "{}")
-        if run.get("plan") and not any(run.get(k) for k in ("finished", "rolling_back", "rolled_back")):
-            plans.append(Plan.from_dict(run["plan"]))
+        found = parse(cm)
+        if found is not None and not found.run.ends:
+            plans.append(found.run.plan)
     return plans
 
 
-def rebuild(workdir: WorkDir, record: Obj) -> None:
+def rebuild(workdir: WorkDir, record: RunRecord) -> None:
     """Write the working directory again from the record (run.json, the steps done, backups)."""
-    plan = Plan.from_dict(record["run"]["plan"])
-    run = record["run"]
-    workdir.create(plan, run["run_id"], run.get("options"), run.get("started"))
-    for backup in record["backups"]:
-        workdir.save_backup(backup, overwrite=True)
-    for step, entry in record["steps"].items():
-        workdir.record(step, "done", **{k: v for k, v in entry.items() if k != "event"})
-        if entry.get("event") == "undone":
-            workdir.record(step, "undone")
-    flags = {k: run[k] for k in RUN_FLAGS if run.get(k)}
-    if flags:
-        workdir.update_run(**flags)
+    workdir.save_record(record)
 
-
-RUN_FLAGS = ("finished", "rolling_back", "rolled_back")
-"""What a run's run.json says of its end, in the order they can happen."""
 
 EVENTS = (None, "start", "done", "undo-start", "undone")
 """A step's events in the order they happen: of two, the later one is the newer."""
 
 
-def ahead(workdir: WorkDir, found: Obj, name: str) -> tuple[list[tuple[str, Obj]], dict[str, bool]]:
+def ahead(workdir: WorkDir, found: RunRecord, name: str) -> tuple[list[tuple[str, Obj]], dict[str, bool]]:
     """What the record in the cluster (`found`, read from configmap `name`) holds of the run in
     the working directory that the folder lacks: (step, its entry) for each step the record has
     further on (done, or undone), and the end flags (finished, rolling back, rolled back) it
@@ -199,35 +185,36 @@ def ahead(workdir: WorkDir, found: Obj, name: str) -> tuple[list[tuple[str, Obj]
     run ended (rolled back, or given up) and another began, which only that run's folder or the
     record may act on. A rollback or a resume from the older folder would undo or redo its steps
     over the later run's objects and write its record over the later one's."""
-    mine = workdir.load_run()
-    theirs = found["run"]
-    if theirs.get("run_id") != mine.get("run_id"):
-        if float(theirs.get("started") or 0) > float(mine.get("started") or 0):
+    mine = Run.from_dict(workdir.load_run(), str(workdir.run_file))
+    theirs = found.run
+    if theirs.run_id != mine.run_id:
+        if theirs.started > mine.started:
             raise OutOfDate(
-                f"{workdir.path} holds run {mine.get('run_id', '?')[:8]} of this {theirs['plan']['kind']}, "
-                f"but configmap/{name} records a later run ({theirs.get('run_id', '?')[:8]}, "
-                f"{_state(theirs)}) that this folder never saw: move the folder away (the command then "
+                f"{workdir.path} holds run {mine.run_id[:8] or '?'} of this {theirs.plan.kind}, "
+                f"but configmap/{name} records a later run ({theirs.run_id[:8] or '?'}, "
+                f"{theirs.state}) that this folder never saw: move the folder away (the command then "
                 "goes on from the record in the cluster) or pass the later run's --working-directory"
             )
         return [], {}  # the folder's run is the later one: its record was written over, it writes it again
     steps = workdir.steps()
     newer = [
         (step, entry)
-        for step, entry in found["steps"].items()
+        for step, entry in found.steps.items()
         if EVENTS.index(entry.get("event")) > EVENTS.index(steps.get(step, {}).get("event"))
     ]
-    flags = {k: True for k in RUN_FLAGS if theirs.get(k) and not mine.get(k)}
+    flags = {k: True for k in END_FLAGS if k in theirs.ends and k not in mine.ends}
     return newer, flags
 
 
-def _state(run: Obj) -> str:
+def _state(flags: dict[str, bool]) -> str:
+    """End flags in words (the last that can happen first)."""
     for flag, said in (("rolled_back", "rolled back"), ("rolling_back", "being rolled back"), ("finished", "finished")):
-        if run.get(flag):
+        if flags.get(flag):
             return said
     return "unfinished"
 
 
-def catch_up(workdir: WorkDir, found: Obj, name: str) -> str | None:
+def catch_up(workdir: WorkDir, found: RunRecord, name: str) -> str | None:
     """Bring the working directory up to the record in the cluster where the record is ahead of it
     (`ahead`; OutOfDate when it is another, later run's): the newer of the two wins. What it took
     from the record, in words, or None when the folder was up to date."""
@@ -246,11 +233,11 @@ def catch_up(workdir: WorkDir, found: Obj, name: str) -> str | None:
     return ", ".join(said)
 
 
-def check_current(workdir: WorkDir, found: Obj | None, name: str) -> None:
+def check_current(workdir: WorkDir, found: RunRecord | None, name: str) -> None:
     """Raise OutOfDate unless the working directory is up to date with the record in the cluster
     (`found`: read again once the run's Lease is held: a command elsewhere may have carried the run
     on between this command's first look and its Lease)."""
-    if found is None or not found["run"].get("plan") or not workdir.has_run():
+    if found is None or not workdir.has_run():
         return
     newer, flags = ahead(workdir, found, name)
     if newer or flags:

@@ -10,6 +10,7 @@ from typing import Any
 from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.kinds import may_have_run
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
+from kubectl_csi_migrate.migration.runrecord import RunRecord
 from kubectl_csi_migrate.migration.steps import steps_for
 
 
@@ -186,7 +187,7 @@ def render(status: Obj) -> str:
 
 
 def status_of(
-    kube: Any, ns: str, workdir: Any, found: dict[str, Any] | None, record_name: str, from_workdir: bool | None = None
+    kube: Any, ns: str, workdir: Any, found: RunRecord | None, record_name: str, from_workdir: bool | None = None
 ) -> dict[str, Any] | None:
     """The status of the run the working directory holds (`from_workdir`, by default when it holds
     one: the caller checked it is the owner's), else of the one `found` (its record, read from
@@ -200,9 +201,9 @@ def status_of(
     if workdir.has_run() if from_workdir is None else from_workdir:
         run, steps, source = workdir.load_run(), workdir.steps(), "working directory"
     else:
-        if not found or found["run"].get("plan", {}).get("server") != kube.info.server:
+        if found is None or found.run.plan.server != kube.info.server:
             return None
-        run, steps = found["run"], found["steps"]
+        run, steps = found.run.to_dict(), found.steps
         source = f"configmap/{record_name} in the cluster (the working directory is missing)"
     plan = Plan.from_dict(run["plan"])
     lease_name = object_name(plan.key)
@@ -231,14 +232,14 @@ def every_status(kube: Any, ns: str) -> tuple[list[Obj], list[str]]:
     from kubectl_csi_migrate.errors import KeyClash
     from kubectl_csi_migrate.migration import locate
     from kubectl_csi_migrate.migration import record as cluster_record
-    from kubectl_csi_migrate.migration.plan import object_name, owner_id, run_key
+    from kubectl_csi_migrate.migration.plan import object_name, run_key
 
     records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
     for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
         found = cluster_record.parse(cm)
-        if not found["run"].get("plan"):
+        if found is None:
             continue
-        owner = owner_id(found["run"]["plan"])
+        owner = found.run.owner
         name = cm["metadata"]["name"]
         if owner not in records or name == object_name(run_key(owner[2], owner[3])):
             records[owner] = (name, found)

@@ -30,6 +30,7 @@ import yaml
 from kubectl_csi_migrate.errors import PermanentError
 from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan, fit_name, word
+from kubectl_csi_migrate.migration.runrecord import END_FLAGS, FORMAT, Run, RunRecord, check_format
 
 # libyaml's parser and emitter where PyYAML has them (its wheels do): the pure-Python ones cost
 # a run more of its own time than all its API requests.
@@ -175,6 +176,7 @@ class WorkDir:
         _fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
         run_id = run_id or uuid.uuid4().hex
         record = {
+            "format": FORMAT,
             "run_id": run_id,
             "started": started or time.time(),
             "plan": plan.to_dict(),
@@ -189,7 +191,40 @@ class WorkDir:
         return self.has_run() and self.steps().get("backup", {}).get("event") == "done"
 
     def load_run(self) -> Obj:
-        return json.loads(self.run_file.read_text())
+        """run.json as stored (RecordTooNew when a later release wrote it): `run` reads it typed."""
+        data: Obj = json.loads(self.run_file.read_text())
+        check_format(data, str(self.run_file))
+        return data
+
+    def run(self) -> Run:
+        return Run.from_dict(self.load_run(), str(self.run_file))
+
+    # -- the folder as a store of the run (runrecord.Store) -----------------------------------
+
+    def load_record(self) -> RunRecord | None:
+        """The run this folder holds with its steps and backups, or None."""
+        if not self.has_run():
+            return None
+        backups = [load_yaml(path.read_text()) for path in sorted(self.backup_dir.glob("*/*.yaml"))]
+        steps = {step: {k: v for k, v in e.items() if k not in ("step", "time")} for step, e in self.steps().items()}
+        return RunRecord(self.run(), steps, backups)
+
+    def save_record(self, record: RunRecord) -> None:
+        """Write this folder again from `record` (the run, each step's last event, the backups),
+        as `sts`, `rollback` and `status` do from the record in the cluster when the folder is lost."""
+        run = record.run
+        self.create(run.plan, run.run_id, run.options, run.started)
+        for backup in record.backups:
+            self.save_backup(backup, overwrite=True)
+        for step, entry in record.steps.items():
+            data = {k: v for k, v in entry.items() if k not in ("step", "event", "time")}
+            event = entry.get("event")
+            self.record(step, "start" if event == "start" else "done", **data)
+            if event in ("undo-start", "undone"):  # undone once done
+                self.record(step, event)
+        flags = {k: True for k in END_FLAGS if k in run.ends}
+        if flags:
+            self.update_run(**flags)
 
     def mark_finished(self, report: Obj) -> None:
         write_private(self.path / "report.json", json.dumps(report, indent=1).encode())

@@ -41,7 +41,7 @@ def test_a_folder_behind_a_rollback_done_elsewhere_takes_it_and_is_refused_as_ro
     undone: set[str] = set()
     rollback(cluster.rebuild(WorkDir(tmp_path / "elsewhere")), cluster, plan, undone, None)
     found = cluster.cm
-    assert found is not None and found["run"]["rolled_back"]
+    assert found is not None and found.run.rolled_back
 
     with pytest.raises(OutOfDate, match=r"further on than .*old.*rolled back"):
         record.check_current(old, found, "csi-migrate-x")
@@ -76,7 +76,7 @@ def test_a_folder_behind_the_same_run_carried_on_elsewhere_takes_the_steps_done_
     taken = record.catch_up(old, found, "csi-migrate-x")
     assert taken is not None and taken.endswith("done")
     done = {s for s, e in old.steps().items() if e["event"] == "done"}
-    assert done >= {s for s, e in found["steps"].items() if e["event"] == "done"}
+    assert done >= {s for s, e in found.steps.items() if e["event"] == "done"}
     fcd = next(s for s in further if s.kind == "fcd")
     assert old.steps()[fcd.id]["fcd_id"] == f"fcd-{fcd.pv}"
     assert old.problem(plan.owner) is None, "the run resumes from the folder"

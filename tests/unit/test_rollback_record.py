@@ -24,6 +24,7 @@ import pytest
 from kubectl_csi_migrate.migration import record
 from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
 from kubectl_csi_migrate.migration.plan import Plan, build_plan
+from kubectl_csi_migrate.migration.runrecord import Run, RunRecord
 from kubectl_csi_migrate.migration.status import summarize
 from kubectl_csi_migrate.migration.steps import Step, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
@@ -83,6 +84,8 @@ class Folder:
     def save_backup(self, obj: Obj, overwrite: bool = False) -> None:
         pass
 
+    save_record = WorkDir.save_record  # written from the record as a real folder is
+
 
 AnyFolder = Any  # Folder, or a real WorkDir
 
@@ -106,14 +109,14 @@ class Cluster:
             self._saved, self._events = {"run": wd.load_run(), "steps": record.kept_steps(wd.steps())}, None
 
     @property
-    def cm(self) -> Obj | None:
+    def cm(self) -> RunRecord | None:
         if self._saved is None:
             return None
         if self._events is not None:
             events, count = self._events
             self._saved["steps"], self._events = record.kept_steps(merged(events[:count])), None
         self._saved["steps"] = json.loads(json.dumps(self._saved["steps"]))
-        return {**self._saved, "volumes": [], "backups": []}
+        return RunRecord(Run.from_dict(self._saved["run"], "the record"), self._saved["steps"])
 
     def rebuild(self, wd: AnyFolder | None = None) -> AnyFolder:
         """The working directory lost, then written again from the record (`rollback`)."""
@@ -272,7 +275,7 @@ def test_any_number_of_rollbacks_each_killed_after_two_undos_end_with_every_step
             else:
                 pytest.fail("the rollbacks never ended")
             assert ran <= undone and wd.load_run().get("rolled_back"), index
-            assert cluster.cm is not None and cluster.cm["run"].get("rolled_back")
+            assert cluster.cm is not None and cluster.cm.run.rolled_back
 
 
 def test_the_e2e_case_on_real_working_directories(tmp_path: Path) -> None:
@@ -290,15 +293,15 @@ def test_the_e2e_case_on_real_working_directories(tmp_path: Path) -> None:
     fcds = [i for i, s in enumerate(steps) if s.kind == "fcd"]
     cluster = Cluster()
     run(WorkDir(tmp_path / "run"), cluster, plan, steps, (steps.index(create_pv), "done"))
-    assert cluster.cm is not None and create_pv.id not in cluster.cm["steps"], "the record lags"
+    assert cluster.cm is not None and create_pv.id not in cluster.cm.steps, "the record lags"
     first = [s.id for s in steps_to_undo(plan, cluster.rebuild(WorkDir(tmp_path / "a")).steps())]
     assert first == ids[: fcds[2] + 1][::-1], "up to the next replica's FCD may have run"
     with pytest.raises(Killed):
         rollback(cluster.rebuild(WorkDir(tmp_path / "b")), cluster, plan, set(), (2, "undone"))
-    assert cluster.cm["run"]["rolling_back"] and create_pv.id not in cluster.cm["steps"]
-    assert [s for s, e in cluster.cm["steps"].items() if e["event"] == "undone"] == first[:2]
+    assert cluster.cm.run.rolling_back and create_pv.id not in cluster.cm.steps
+    assert [s for s, e in cluster.cm.steps.items() if e["event"] == "undone"] == first[:2]
     # `status` from the record alone: the steps that may have run are still to undo.
-    shown = summarize(cluster.cm["run"], cluster.cm["steps"], "configmap/x in the cluster", None, None, "/w")
+    shown = summarize(cluster.cm.run.to_dict(), cluster.cm.steps, "configmap/x in the cluster", None, None, "/w")
     assert shown["phase"] == "rollback stopped" and create_pv.id in shown["mayHaveRun"]
     assert [r["state"] for r in shown["replicas"]] == ["to roll back", "to roll back", "rolling back"]
     again = [s.id for s in steps_to_undo(plan, cluster.rebuild(WorkDir(tmp_path / "c")).steps())]
