@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import json
 import threading
-from pathlib import Path
 
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
@@ -50,6 +49,9 @@ def owner_of(found: RunRecord) -> tuple[str, str, str, str]:
 
 
 class ClusterRecord:
+    """The record of one run in the cluster: one of the run's two stores (runrecord.Store), the
+    working directory the other. A run writes it from its folder as steps finish (`save`)."""
+
     def __init__(self, kube: Kube, plan: Plan) -> None:
         self.kube = kube
         self.plan = plan
@@ -59,15 +61,26 @@ class ClusterRecord:
         self._lock = threading.Lock()  # volumes moved at once (offline) save from several threads
         self._exists: bool | None = None
 
+    def load_record(self) -> RunRecord | None:
+        """The record as it is in the cluster now (a GET)."""
+        return read(self.kube, self.plan.namespace, self.plan.key, again=True)
+
+    def save_record(self, record: RunRecord) -> None:
+        """Write the record from `record` (its backups packed again)."""
+        with self._lock:
+            self._packed = _pack(record.backups)
+            body = self._body(record.run.to_dict(), kept_steps(record.steps))
+            body["binaryData"] = {"backups.yaml.gz": self._packed}
+            self._write(body)
+            self._signature = ""  # the next `save` packs the folder's backups again
+
     def save(self, workdir: WorkDir) -> None:
         """Write the record as the working directory has it now (the backups only when they
         changed since the last write)."""
         with self._lock:
             self._save(workdir)
 
-    def _save(self, workdir: WorkDir) -> None:
-        run = Run.from_dict(workdir.load_run(), str(workdir.run_file)).to_dict()
-        steps = kept_steps(workdir.steps())
+    def _body(self, run: Obj, steps: dict[str, Obj]) -> Obj:
         volumes = [
             {"claim": v.pvc, "oldPV": v.pv, "vmdk": v.vmdk, "fcdId": fcd_of(steps, v.pv)}
             for v in self.plan.to_migrate()
@@ -77,7 +90,11 @@ class ClusterRecord:
             "steps.json": json.dumps(steps, indent=1),
             "volumes.yaml": dump_yaml(volumes),
         }
-        body: Obj = {"data": data}
+        return {"data": data}
+
+    def _save(self, workdir: WorkDir) -> None:
+        run = Run.from_dict(workdir.load_run(), str(workdir.run_file)).to_dict()
+        body = self._body(run, kept_steps(workdir.steps()))
         # The backups change at the backup step and when a resume backs up a changed StatefulSet:
         # read and packed again only when this process wrote one or a file of theirs changed.
         files = sorted(workdir.backup_dir.glob("*/*.yaml"))
@@ -88,8 +105,12 @@ class ClusterRecord:
             ).encode()
         ).hexdigest()
         if signature != self._signature:
-            self._packed = base64.b64encode(gzip.compress(self._backups(files), mtime=0)).decode()
+            self._packed = _pack([load_yaml(f.read_text()) for f in files])
             body["binaryData"] = {"backups.yaml.gz": self._packed}
+        self._write(body)
+        self._signature = signature
+
+    def _write(self, body: Obj) -> None:
         ns = self.plan.namespace
         if self._exists is None:  # as the command found it at its start (`read`), without a request
             self._exists = self.kube.get_once("ConfigMap", self.name, ns) is not None
@@ -103,7 +124,6 @@ class ClusterRecord:
         except ConflictError:  # made since the command looked
             self.kube.patch("ConfigMap", self.name, body, ns)
         self._exists = True
-        self._signature = signature
 
     def _create(self, body: Obj) -> None:
         body["binaryData"] = {"backups.yaml.gz": self._packed}
@@ -111,14 +131,15 @@ class ClusterRecord:
         meta = {"name": self.name, "namespace": self.plan.namespace, "labels": labels}
         self.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **body})
 
-    @staticmethod
-    def _backups(files: list[Path]) -> bytes:
-        docs = []
-        for path in files:
-            obj = load_yaml(path.read_text())
-            obj.get("metadata", {}).pop("managedFields", None)
-            docs.append(obj)
-        return dump_all_yaml(docs).encode()
+
+def _pack(backups: list[Obj]) -> str:
+    """The backups as one YAML stream without managedFields, gzip'd, in base64 (`parse` reads it)."""
+    docs = []
+    for obj in backups:
+        obj = dict(obj)
+        obj["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+        docs.append(obj)
+    return base64.b64encode(gzip.compress(dump_all_yaml(docs).encode(), mtime=0)).decode()
 
 
 def kept_steps(steps: dict[str, Obj]) -> dict[str, Obj]:

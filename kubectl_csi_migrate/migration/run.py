@@ -38,7 +38,7 @@ from kubectl_csi_migrate.migration import budget, events, report, workload
 from kubectl_csi_migrate.migration.context import Settings
 from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, Strategy, VolumePlan, object_name
-from kubectl_csi_migrate.migration.record import ClusterRecord, check_current, read
+from kubectl_csi_migrate.migration.record import ClusterRecord, check_current
 from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id, steps_for
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
@@ -327,7 +327,7 @@ class Migration:
             # command's first look at the record (locate.rebuild caught the folder up then) and
             # the Lease: nothing is changed from a folder older than the record.
             if self.workdir.has_run():
-                check_current(self.workdir, read(self.kube, plan.namespace, plan.key, again=True), self.record.name)
+                check_current(self.workdir, self.record.load_record(), self.record.name)
             budget.hold_leases(self, lease, fresh)
             self.kube.before_mutation = before_mutation
             self.kube.outage_seconds = API_OUTAGE_SECONDS

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubectl_csi_migrate.errors import KeyClash, RecordTooNew
 from kubectl_csi_migrate.migration import locate, record
 from kubectl_csi_migrate.migration.plan import STATEFULSET
+from kubectl_csi_migrate.migration.record import ClusterRecord
 from kubectl_csi_migrate.migration.runrecord import FORMAT, Run, RunRecord
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_keys import NS, FakeKube, find, folder, plan_of, record_cm
@@ -36,7 +38,11 @@ def test_a_folder_written_from_a_record_holds_the_same_run(tmp_path: Path) -> No
     again = second.load_record()
     assert again is not None
     assert again.run == kept.run and again.backups == kept.backups
-    assert {s: e["event"] for s, e in again.steps.items()} == {"backup": "done", "retain/pv-1": "undone", "detach/pv-1": "start"}
+    assert {s: e["event"] for s, e in again.steps.items()} == {
+        "backup": "done",
+        "retain/pv-1": "undone",
+        "detach/pv-1": "start",
+    }
     assert again.steps["retain/pv-1"]["policy"] == "Delete"
     assert json.loads(second.run_file.read_text())["format"] == FORMAT
 
@@ -70,3 +76,47 @@ def test_a_configmap_without_a_run_is_no_record() -> None:
     assert record.parse({"metadata": {"name": "x"}, "data": {"run.json": "{}"}}) is None
     found = record.parse(record_cm(plan_of(STATEFULSET, "web")))
     assert isinstance(found, RunRecord) and found.run.run_id == "r1" and found.steps == {}
+
+
+class ConfigMaps:
+    """ConfigMaps kept in memory, as ClusterRecord reads and writes them."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        found = self.objects.get(name)
+        return json.loads(json.dumps(found)) if found else None
+
+    get_once = get
+
+    def create(self, obj: dict[str, Any]) -> None:
+        self.objects[obj["metadata"]["name"]] = obj
+
+    def patch(self, kind: str, name: str, body: dict[str, Any], namespace: str | None = None) -> None:
+        for field in ("data", "binaryData"):
+            self.objects[name].setdefault(field, {}).update(body.get(field) or {})
+
+
+def test_the_record_in_the_cluster_written_from_a_folder_reads_back_as_the_folder_s_run(tmp_path: Path) -> None:
+    plan = plan_of(STATEFULSET, "web")
+    workdir = WorkDir(tmp_path / "a")
+    workdir.create(plan, "r1")
+    workdir.save_backup({"kind": "StatefulSet", "metadata": {"name": "web", "managedFields": [{"x": 1}]}})
+    workdir.record("backup", "done")
+    workdir.record("delete-statefulset", "start")  # not kept by the record: it lags (kinds.may_have_run)
+    kept = workdir.load_record()
+    assert kept is not None
+    store = ClusterRecord(ConfigMaps(), plan)  # type: ignore[arg-type]
+    assert store.load_record() is None
+    store.save_record(kept)
+    found = store.load_record()
+    assert found is not None and found.run == kept.run
+    assert found.steps == {"backup": {"event": "done"}}
+    assert found.backups == [{"kind": "StatefulSet", "metadata": {"name": "web"}}], "without managedFields"
+    # The run's own incremental write from the folder gives the same record.
+    store.save(workdir)
+    again = store.load_record()
+    assert (
+        again is not None and again.run == found.run and again.steps == found.steps and again.backups == found.backups
+    )
