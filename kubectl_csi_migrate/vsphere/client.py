@@ -28,7 +28,6 @@ import os
 import re
 import socket
 import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -156,8 +155,6 @@ class VCenter:
         self._located: dict[tuple[str, str | None], tuple[Any, str, Any, str]] = {}
         """(datastore name, datacenter asked for) -> what `_locate` found, once per session: a
         search of the inventory is six calls, and a run asks it for every disk several times."""
-        self._disks: _DiskIndex | None = None
-        self._disks_lock = threading.Lock()
 
     def relogin(self) -> None:
         """Log in again with the same configuration, after vCenter ended the session."""
@@ -165,8 +162,6 @@ class VCenter:
             raise VCenterError(f"vCenter {self.config.address}: cannot log in again")
         self._si, self._content = self._login_again(), None
         self._located = {}  # its objects belong to the old session
-        with self._disks_lock:
-            self._disks = None  # its PropertyCollector too
 
     def _session_ended(self) -> bool:
         """Whether vCenter no longer knows this session (it answers NoPermission then, vcsim
@@ -668,102 +663,21 @@ class VCenter:
 
     def attached_vms(self, datastore_path: str) -> list[str]:
         """Names of the VMs that have `datastore_path` as a virtual disk (directly or as the
-        parent of a snapshot delta disk), sorted. Every VM of the inventory is looked at, not
-        only the cluster's nodes (a backup proxy may have hot-added the disk); after the first
-        call of a session only the VMs changed since are read again (_DiskIndex)."""
+        parent of a snapshot delta disk), sorted."""
+        from pyVmomi import vim
+
         names: set[str] = set()
         with self._calls(f"find the VMs using {datastore_path}"):
             _split_ds_path(datastore_path)
-            with self._disks_lock:
-                if self._disks is None:
-                    self._disks = _DiskIndex.create(self.content)
-                vms = self._disks.current()
-            for name, files in vms.values():
-                if any(_same_ds_path(f, datastore_path) for f in files):
-                    names.add(name)
+            vms = self._view(self.content.rootFolder, vim.VirtualMachine, ["name", "config.hardware.device"])
+            for _, props in vms:
+                for device in props.get("config.hardware.device") or []:
+                    if not isinstance(device, vim.vm.device.VirtualDisk):
+                        continue
+                    backing = device.backing
+                    while backing is not None:
+                        if _same_ds_path(getattr(backing, "fileName", None), datastore_path):
+                            names.add(str(props.get("name")))
+                            break
+                        backing = getattr(backing, "parent", None)
         return sorted(names)
-
-
-DEVICES = "config.hardware.device"
-
-
-class _DiskIndex:
-    """Every VM's name and virtual disk files (each disk's file and its parents'), kept by a
-    PropertyCollector of this session: the first read carries every VM, each later one only the
-    VMs changed since (WaitForUpdatesEx, returning at once). A run checks each disk once it is
-    detached; in a cluster of hundreds of attached disks, reading every VM's devices each time
-    grew with them (issue 20). The collector and its view end with the session."""
-
-    def __init__(self, collector: Any) -> None:
-        self.collector = collector
-        self.version = ""
-        self.vms: dict[str, tuple[str, tuple[str, ...]]] = {}
-        """VM id -> (name, disk files)."""
-
-    @classmethod
-    def create(cls, content: Any) -> _DiskIndex:
-        from pyVmomi import vim, vmodl
-
-        spec_of = vmodl.query.PropertyCollector
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        collector = content.propertyCollector.CreatePropertyCollector()
-        spec = spec_of.FilterSpec(
-            objectSet=[
-                spec_of.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[spec_of.TraversalSpec(name="view", path="view", skip=False, type=type(view))],
-                )
-            ],
-            propSet=[spec_of.PropertySpec(type=vim.VirtualMachine, pathSet=["name", DEVICES])],
-        )
-        collector.CreateFilter(spec, partialUpdates=False)
-        return cls(collector)
-
-    def current(self) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """The VMs as they are now: every change vCenter has made up to this call applied."""
-        from pyVmomi import vmodl
-
-        options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=0)
-        while True:
-            update = self.collector.WaitForUpdatesEx(self.version, options)
-            if update is None:
-                return self.vms
-            self.version = update.version
-            for filter_update in update.filterSet or []:
-                for change in filter_update.objectSet or []:
-                    self._apply(change)
-            if not update.truncated:
-                return self.vms
-
-    def _apply(self, change: Any) -> None:
-        key = str(change.obj._moId)
-        if change.kind == "leave":
-            self.vms.pop(key, None)
-            return
-        name, files = self.vms.get(key, ("", ()))
-        for prop in change.changeSet or []:
-            if prop.name == "name":
-                name = str(prop.val)
-            elif prop.name == DEVICES and prop.val is not None:
-                files = _disk_files(prop.val)  # the whole list, whatever the operation's name
-            elif prop.name == DEVICES and prop.op in ("remove", "indirectRemove"):
-                files = ()
-            elif prop.name.startswith(DEVICES):  # one device changed: read the VM's list again
-                files = _disk_files(getattr(change.obj.config.hardware, "device", None) or [])
-        self.vms[key] = (name, files)
-
-
-def _disk_files(devices: Any) -> tuple[str, ...]:
-    """The files of every virtual disk among `devices`, each with its snapshot parents'."""
-    from pyVmomi import vim
-
-    files: list[str] = []
-    for device in devices:
-        if isinstance(device, vim.vm.device.VirtualDisk):
-            backing = device.backing
-            while backing is not None:
-                if name := getattr(backing, "fileName", None):
-                    files.append(str(name))
-                backing = getattr(backing, "parent", None)
-    return tuple(files)
