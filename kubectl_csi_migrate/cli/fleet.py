@@ -149,9 +149,7 @@ def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
     # A run stopped half way is resumed too, though its owner may show nothing in-tree now.
     server = kube.info.server
     result |= {
-        (p.namespace, p.kind, p.name)
-        for p in record.unfinished(kube, namespace)
-        if p.kind in wanted and p.server == server
+        (ns, kind, name) for at, ns, kind, name in record.unfinished(kube, namespace) if kind in wanted and at == server
     }
     return sorted(result, key=lambda t: (t[0], KINDS.index(t[1]), t[2]))
 

@@ -175,8 +175,9 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
             live.clear()
             sys.stderr.write(say_progress)
 
+    vc = connect()  # a login that fails is one `error:` line: nothing was recorded yet
     try:
-        report = app.execute(kube, connect(), request, prepared, say, progress, live.waiting if live else None)
+        report = app.execute(kube, vc, request, prepared, say, progress, live.waiting if live else None)
     except KeyboardInterrupt:
         printers.error(f"interrupted; the run is recorded in {workdir.path}: run the same command again to resume")
         return 130

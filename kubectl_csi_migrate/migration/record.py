@@ -30,8 +30,8 @@ import threading
 from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
-from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name
-from kubectl_csi_migrate.migration.runrecord import END_FLAGS, Run, RunRecord
+from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
+from kubectl_csi_migrate.migration.runrecord import END_FLAGS, Run, RunRecord, check_format
 from kubectl_csi_migrate.migration.steps import fcd_of
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
@@ -166,24 +166,27 @@ def parse(cm: Obj) -> RunRecord | None:
     """A record's ConfigMap as `read` returns it (RecordTooNew when a later release wrote it)."""
     data = cm.get("data") or {}
     run = json.loads(data.get("run.json") or "{}")
+    where = f"configmap/{(cm.get('metadata') or {}).get('name', '?')}"
+    check_format(run, where)  # first: a later format may keep its plan elsewhere
     if not run.get("plan"):
         return None
     packed = (cm.get("binaryData") or {}).get("backups.yaml.gz", "")
     backups = load_all_yaml(gzip.decompress(base64.b64decode(packed))) if packed else []
-    where = f"configmap/{(cm.get('metadata') or {}).get('name', '?')}"
     return RunRecord(Run.from_dict(run, where), json.loads(data.get("steps.json") or "{}"), backups)
 
 
-def unfinished(kube: Kube, namespace: str | None) -> list[Plan]:
-    """The plans of the runs recorded in a namespace (None: every one) that neither finished nor
-    were rolled back: `--all` and `all` resume them, whatever the live objects show now (a
-    Deployment whose claim the run deleted has no in-tree claim left to find)."""
-    plans = []
+def unfinished(kube: Kube, namespace: str | None) -> list[tuple[str, str, str, str]]:
+    """The owners (server, namespace, kind, name) of the runs recorded in a namespace (None: every
+    one) that neither finished nor were rolled back: `--all` and `all` resume them, whatever the
+    live objects show now (a Deployment whose claim the run deleted has no in-tree claim left to
+    find). Read from run.json alone; a record of a later format is taken too: that owner's own
+    command then refuses it (RecordTooNew), one owner among the others."""
+    owners = []
     for cm in kube.items("ConfigMap", namespace, label_selector=LABEL):
-        found = parse(cm)
-        if found is not None and not found.run.ends:
-            plans.append(found.run.plan)
-    return plans
+        run = json.loads((cm.get("data") or {}).get("run.json") or "{}")
+        if run.get("plan") and not any(run.get(k) for k in END_FLAGS):
+            owners.append(owner_id(run["plan"]))
+    return owners
 
 
 def rebuild(workdir: WorkDir, record: RunRecord) -> None:

@@ -235,23 +235,28 @@ def every_status(kube: Any, ns: str) -> tuple[list[Obj], list[str]]:
     from kubectl_csi_migrate.migration.plan import object_name, run_key
 
     records: dict[tuple[str, str, str, str], tuple[str, Any]] = {}
+    warnings = []
     for cm in kube.items("ConfigMap", ns, label_selector=cluster_record.LABEL):
-        found = cluster_record.parse(cm)
+        try:
+            found = cluster_record.parse(cm)
+        except KeyClash as exc:  # RecordTooNew: a later release's run, left out
+            warnings.append(str(exc))
+            continue
         if found is None:
             continue
         owner = found.run.owner
         name = cm["metadata"]["name"]
         if owner not in records or name == object_name(run_key(owner[2], owner[3])):
             records[owner] = (name, found)
-    statuses, warnings = [], []
+    statuses = []
     for owner in sorted(records, key=lambda o: (o[2] != STATEFULSET, o[2], o[3])):
         server, _, kind, name = owner
         if server != kube.info.server:
             continue
-        workdir = locate.default_workdir(kube.info.context, ns, kind, name, server)
-        plan = locate.stored_plan(workdir)
-        ours = plan is not None and plan.owner == owner  # else another owner's folder: the record says
         try:
+            workdir = locate.default_workdir(kube.info.context, ns, kind, name, server)
+            plan = locate.stored_plan(workdir)
+            ours = plan is not None and plan.owner == owner  # else another owner's folder: the record says
             status = status_of(kube, ns, workdir, records[owner][1], records[owner][0], ours)
         except KeyClash as exc:
             warnings.append(str(exc))

@@ -120,3 +120,35 @@ def test_the_record_in_the_cluster_written_from_a_folder_reads_back_as_the_folde
     assert (
         again is not None and again.run == found.run and again.steps == found.steps and again.backups == found.backups
     )
+
+
+class Listed(FakeKube):
+    """FakeKube that also lists its ConfigMaps by label (as `status` and `--all` do)."""
+
+    server_date = None
+
+    def items(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
+        return [json.loads(json.dumps(o)) for (k, _), o in self.objects.items() if k == kind]
+
+
+def test_a_later_release_s_record_is_refused_even_without_a_plan_and_never_written_over(tmp_path: Path) -> None:
+    later = {"metadata": {"name": "csi-migrate-statefulset-web"}, "data": {"run.json": json.dumps({"format": 3})}}
+    with pytest.raises(RecordTooNew):
+        record.parse(later)
+    with pytest.raises(RecordTooNew):
+        find(FakeKube(("ConfigMap", later)), STATEFULSET, "web", tmp_path / "new")
+
+
+def test_status_of_every_run_and_all_leave_a_later_release_s_run_to_its_own_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubectl_csi_migrate.migration.status import every_status
+
+    monkeypatch.chdir(tmp_path)
+    web, api = plan_of(STATEFULSET, "web"), plan_of(STATEFULSET, "api")
+    kube = Listed(("ConfigMap", record_cm(web)), ("ConfigMap", record_cm(api, format=FORMAT + 1)))
+    statuses, warnings = every_status(kube, NS)
+    assert [s["owner"]["name"] for s in statuses] == ["web"]
+    assert len(warnings) == 1 and "configmap/csi-migrate-statefulset-api holds a run recorded by a later" in warnings[0]
+    # `--all` takes both owners; api's own command then refuses its record, one owner of the many.
+    assert sorted(record.unfinished(kube, NS)) == sorted([api.owner, web.owner])  # type: ignore[arg-type]
