@@ -33,6 +33,7 @@ from kubectl_csi_migrate.migration.plan import (
     controller_of,
 )
 from kubectl_csi_migrate.migration.workdir import WorkDir
+from kubectl_csi_migrate.vsphere import paths
 
 if TYPE_CHECKING:
     from kubectl_csi_migrate.vsphere.client import VCenter
@@ -290,7 +291,7 @@ def recorded_fcds(kube: Kube) -> dict[str, set[str]]:
     for record in records:
         spec = record.get("spec", {})
         if spec.get("volumepath") and spec.get("volumeid"):
-            found.setdefault(translate.disk_key(spec["volumepath"]), set()).add(str(spec["volumeid"]))
+            found.setdefault(paths.disk_key(spec["volumepath"]), set()).add(str(spec["volumeid"]))
     return found
 
 
@@ -302,7 +303,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
     if not migrate:
         return []
     ours = {v.pv for v in migrate}
-    by_disk = {translate.disk_key(v.vmdk): v for v in migrate}
+    by_disk = {paths.disk_key(v.vmdk): v for v in migrate}
     fcd_of = {fcd: disk for disk, fcds in recorded_fcds(kube).items() if disk in by_disk for fcd in fcds}
     checks = []
     for pv in kube.cache("PersistentVolume").items():  # the run's own PV cache: listed once
@@ -312,7 +313,7 @@ def check_disk_owners(kube: Kube, plan: Plan) -> list[Check]:
         spec = pv.get("spec", {})
         path = (spec.get("vsphereVolume") or {}).get("volumePath")
         handle = (spec.get("csi") or {}).get("volumeHandle")
-        disk = translate.disk_key(path) if path else fcd_of.get(handle or "")
+        disk = paths.disk_key(path) if path else fcd_of.get(handle or "")
         if disk in by_disk:
             v = by_disk[disk]
             how = f"first class disk {handle}" if not path else "its path"
@@ -665,7 +666,7 @@ def check_vcenter(
             if not vc.disk_exists(v.vmdk, dc):
                 checks.append(Check("disk", FAIL, f"{v.vmdk} (pv {v.pv}) not found in vCenter"))
                 continue
-            fcd = ", ".join(sorted((recorded or {}).get(translate.disk_key(v.vmdk), ())))
+            fcd = ", ".join(sorted((recorded or {}).get(paths.disk_key(v.vmdk), ())))
         except CsiMigrateError as exc:
             checks.append(Check("disk", FAIL, f"{v.vmdk}: {exc}"))
             continue

@@ -14,9 +14,7 @@ steps (resume, rollback, the report) still read.
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
-from urllib.parse import quote, urlencode
 
 KubeObject = dict[str, Any]
 """A Kubernetes object in its JSON form."""
@@ -58,8 +56,6 @@ SERVER_METADATA_FIELDS: tuple[str, ...] = (
 """metadata fields the API server sets; a create request must not carry them."""
 
 SERVICE_ACCOUNT_TOKEN_VOLUME_PREFIX = "kube-api-access-"
-
-_DATASTORE_PATH = re.compile(r"^\[(?P<datastore>[^\[\]]*)\]\s*(?P<path>.*)$")
 
 
 def _metadata(obj: KubeObject) -> dict[str, Any]:
@@ -122,55 +118,6 @@ def is_csi_vsphere_pv(pv: KubeObject) -> bool:
     """Tell whether pv is already a vSphere CSI volume (spec.csi.driver is CSI_DRIVER)."""
     csi = _spec(pv).get("csi") or {}
     return bool(csi.get("driver") == CSI_DRIVER)
-
-
-def parse_datastore_path(path: str) -> tuple[str, str]:
-    """Split a vSphere datastore path into (bracket content, path inside the datastore).
-
-    "[ds-1] kubevols/x.vmdk" -> ("ds-1", "kubevols/x.vmdk"). The bracket content is kept whole:
-    "[folder/ds] a/b.vmdk" -> ("folder/ds", "a/b.vmdk"); `datastore_name` gives the datastore's
-    own name. Raises ValueError when path is not of that form or does not name a .vmdk file.
-    """
-    match = _DATASTORE_PATH.match(path.strip())
-    if match is None:
-        raise ValueError(f"not a vSphere datastore path: {path!r} (expected '[datastore] folder/disk.vmdk')")
-    datastore = match.group("datastore").strip()
-    inner = match.group("path").strip()
-    if not datastore:
-        raise ValueError(f"datastore path {path!r} names no datastore inside the brackets")
-    if not inner:
-        raise ValueError(f"datastore path {path!r} has no file path after the datastore")
-    filename = inner.rsplit("/", 1)[-1]
-    if not filename.lower().endswith(".vmdk") or filename.lower() == ".vmdk":
-        raise ValueError(f"datastore path {path!r} does not name a .vmdk disk")
-    return datastore, inner
-
-
-def datastore_name(bracket: str) -> str:
-    """Return the datastore's name from a bracket's content: "folder/ds" -> "ds".
-
-    A datastore in a folder (or a datastore cluster) is written "[folder/ds]" in a volumePath,
-    but vCenter's dsName parameter wants the datastore's own name, the last segment.
-    """
-    name = bracket.strip().rsplit("/", 1)[-1].strip()
-    if not name:
-        raise ValueError(f"no datastore name in {bracket!r}")
-    return name
-
-
-def datastore_url(host: str, datacenter_path: str, datastore_path: str) -> str:
-    """Return the datastore URL of a disk, the form VStorageObjectManager.RegisterDisk accepts.
-
-    RegisterDisk rejects "[ds] path" and wants
-    `https://<host>/folder/<path-in-datastore>?dcPath=<datacenter path>&dsName=<datastore>`;
-    the path is URL-escaped keeping "/", dcPath and dsName are escaped entirely (spaces as %20).
-    Raises ValueError for an empty host or datacenter path, or a malformed datastore path.
-    """
-    _require(host, "vCenter host")
-    _require(datacenter_path, "datacenter path")
-    bracket, inner = parse_datastore_path(datastore_path)
-    query = urlencode({"dcPath": datacenter_path, "dsName": datastore_name(bracket)}, quote_via=quote)
-    return f"https://{host}/folder/{quote(inner, safe='/')}?{query}"
 
 
 # Access modes the vSphere CSI driver serves as file volumes (vSAN file shares), never as block
@@ -501,15 +448,6 @@ def storage_class_of_template(template: KubeObject) -> str | None:
         return str(annotations[BETA_STORAGE_CLASS_ANNOTATION])
     class_name = _spec(template).get("storageClassName")
     return None if class_name is None else str(class_name)
-
-
-def disk_key(path: str) -> str:
-    """`[folder/ds]  dir/x.vmdk` and `[ds] dir/x.vmdk` name the same disk."""
-    try:
-        bracket, rel = parse_datastore_path(path.strip())
-    except ValueError:
-        return " ".join(path.split())
-    return f"[{datastore_name(bracket)}] {rel.strip()}"
 
 
 def intree_pv_from_backup(pv: KubeObject) -> KubeObject:

@@ -16,6 +16,7 @@ from kubectl_csi_migrate.migration.context import Context, Kind, crud
 from kubectl_csi_migrate.migration.disks import recorded_fcd
 from kubectl_csi_migrate.migration.plan import VolumePlan
 from kubectl_csi_migrate.migration.steps import Step, StepKind, fcd_of
+from kubectl_csi_migrate.vsphere import paths
 
 
 def set_retain(m: Context, step: Step) -> None:
@@ -105,7 +106,7 @@ def _disk_named_elsewhere(m: Context, v: VolumePlan, fcd_id: str | None, kind: s
     def names_disk(pv: Obj) -> bool:
         spec = pv.get("spec", {})
         path = spec.get("vsphereVolume", {}).get("volumePath", "")
-        return translate.disk_key(path) == translate.disk_key(v.vmdk) or bool(
+        return paths.disk_key(path) == paths.disk_key(v.vmdk) or bool(
             fcd_id and spec.get("csi", {}).get("volumeHandle") == fcd_id
         )
 

@@ -25,11 +25,9 @@ import contextlib
 import hashlib
 import http.client
 import os
-import re
 import socket
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -46,57 +44,27 @@ from kubectl_csi_migrate.errors import (
     VCenterTLSError,
     VCenterUnreachable,
 )
+from kubectl_csi_migrate.vsphere import paths
 from kubectl_csi_migrate.vsphere.credentials import VCenterConfig
 
 FCD_PRIVILEGES = ("Datastore.FileManagement",)
 """What the run needs on a disk's datastore: RegisterDisk and Set/ClearVStorageObjectControlFlags
 require Datastore.FileManagement there (the CSI driver's CNS-DATASTORE role grants it)."""
 
-_DS_PATH = re.compile(r"^\[(?P<bracket>[^\]]*)\]\s*(?P<rel>.*)$")
-
 
 def _split_ds_path(path: str) -> tuple[str, str]:
     """ "[ds] dir/x.vmdk" -> ("ds", "dir/x.vmdk"); "[folder/ds] x.vmdk" -> ("ds", "x.vmdk")."""
-    match = _DS_PATH.match(path.strip())
-    name = match.group("bracket").strip().rsplit("/", 1)[-1].strip() if match else ""
-    rel = match.group("rel").strip().lstrip("/") if match else ""
-    if not name or not rel:
-        raise PermanentError(f"not a vSphere datastore path: {path!r} (expected '[datastore] folder/disk.vmdk')")
-    return name, rel
-
-
-def _same_ds_path(a: str | None, b: str) -> bool:
-    """Whether two datastore paths name the same file ("[f/ds] x" and "[ds] x" do)."""
-    if not a:
-        return False
     try:
-        return _split_ds_path(a) == _split_ds_path(b)
-    except PermanentError:
-        return False
-
-
-def _same_disk_file(a: str | None, b: str) -> bool:
-    """Looser than _same_ds_path, to confirm the id vCenter named in AlreadyExists: same
-    datastore and file name, any folder (vSAN shows a folder by its UUID or by its name)."""
-    if not a:
-        return False
-    try:
-        (ds_a, rel_a), (ds_b, rel_b) = _split_ds_path(a), _split_ds_path(b)
-    except PermanentError:
-        return False
-    return ds_a == ds_b and rel_a.rsplit("/", 1)[-1] == rel_b.rsplit("/", 1)[-1]
+        return paths.split(path)
+    except ValueError:
+        raise PermanentError(
+            f"not a vSphere datastore path: {path!r} (expected '[datastore] folder/disk.vmdk')"
+        ) from None
 
 
 def _url_host(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return shown if port == 443 else f"{shown}:{port}"
-
-
-def _datastore_url(host: str, port: int, dc_path: str, ds_name: str, rel: str) -> str:
-    """The URL form RegisterDisk accepts:
-    https://<vc>/folder/<rel>?dcPath=<datacenter path>&dsName=<datastore name>."""
-    query = urllib.parse.urlencode({"dcPath": dc_path, "dsName": ds_name}, quote_via=urllib.parse.quote)
-    return f"https://{_url_host(host, port)}/folder/{urllib.parse.quote(rel, safe='/')}?{query}"
 
 
 def _normalize_thumbprint(value: str) -> str:
@@ -631,13 +599,13 @@ class VCenter:
         with self._calls(f"register {datastore_path} as a First Class Disk"):
             _, dc_path, _, ds_name = self._locate(datastore_path, datacenter)
             _, rel = _split_ds_path(datastore_path)
-            url = _datastore_url(self.config.host, self.config.port, dc_path, ds_name, rel)
+            url = paths.datastore_url(_url_host(self.config.host, self.config.port), dc_path, ds_name, rel)
             try:
                 obj = self._vsom().RegisterDisk(path=url, name=name)
                 return str(obj.config.id.id)
             except vim.fault.AlreadyExists as exc:
                 fault_id = getattr(exc, "name", None)
-                if fault_id and _same_disk_file(
+                if fault_id and paths.same_disk_file(
                     self.fcd_file_path(fault_id, datastore_path, datacenter), datastore_path
                 ):
                     return str(fault_id)
@@ -676,7 +644,7 @@ class VCenter:
                         continue
                     backing = device.backing
                     while backing is not None:
-                        if _same_ds_path(getattr(backing, "fileName", None), datastore_path):
+                        if paths.same_file(getattr(backing, "fileName", None), datastore_path):
                             names.add(str(props.get("name")))
                             break
                         backing = getattr(backing, "parent", None)

@@ -198,7 +198,7 @@ def test_selector_matches(selector: dict[str, Any] | None, labels: dict[str, str
 
 
 def test_disk_key_names_the_same_disk_the_same_way() -> None:
-    from kubectl_csi_migrate.migration.translate import disk_key
+    from kubectl_csi_migrate.vsphere.paths import disk_key
 
     assert disk_key("[ds]  kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")
     assert disk_key("[folder/ds] kubevols/a.vmdk") == disk_key("[ds] kubevols/a.vmdk")

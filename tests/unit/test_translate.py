@@ -18,12 +18,9 @@ from kubectl_csi_migrate.migration.translate import (
     DROPPED_ANNOTATIONS,
     INTREE_PROVISIONER,
     csi_pv_from_intree,
-    datastore_name,
-    datastore_url,
     is_csi_vsphere_pv,
     is_intree_vsphere_pv,
     ordinal_of,
-    parse_datastore_path,
     pod_for_recreate,
     pvc_name,
     recreated_pvc,
@@ -31,6 +28,8 @@ from kubectl_csi_migrate.migration.translate import (
     storage_class_of_template,
     strip_server_fields,
 )
+from kubectl_csi_migrate.vsphere import paths
+from kubectl_csi_migrate.vsphere.paths import datastore_name, parse_datastore_path
 
 Obj = dict[str, Any]
 
@@ -475,20 +474,12 @@ def test_datastore_name_rejects_empty(bracket: str) -> None:
     ],
 )
 def test_datastore_url(host: str, dc: str, path: str, expected: str) -> None:
-    assert datastore_url(host, dc, path) == expected
+    assert paths.datastore_url(host, dc, *paths.split(path)) == expected
 
 
-@pytest.mark.parametrize(
-    ("host", "dc", "path", "message"),
-    [
-        ("", "dc-1", "[ds] x.vmdk", "vCenter host"),
-        ("vc", "", "[ds] x.vmdk", "datacenter path"),
-        ("vc", "dc-1", "ds/x.vmdk", "not a vSphere datastore path"),
-    ],
-)
-def test_datastore_url_rejects(host: str, dc: str, path: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        datastore_url(host, dc, path)
+def test_a_path_without_its_brackets_is_no_datastore_path() -> None:
+    with pytest.raises(ValueError, match="not a vSphere datastore path"):
+        paths.split("ds/x.vmdk")
 
 
 # csi_pv_from_intree
