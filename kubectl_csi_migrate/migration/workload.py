@@ -141,7 +141,10 @@ def stop_if_recreated_elsewhere(m: Context, live: Obj | None) -> None:
         for v in m.plan.to_migrate()
         if step_id(StepKind.DELETE_PVC, v.pvc) in m.done and step_id(StepKind.CREATE_PVC, v.pvc) not in m.done
     ]
-    pods = m.caches[("Pod", ns)].items() if ("Pod", ns) in m.caches else []
+    # Listed now, not read from the run's pod cache: its watch may not have delivered yet the pod
+    # the StatefulSet's controller made a moment ago (a run resumed from a pause saw none), and
+    # what the message tells the user to delete must be what is there (suite run 6).
+    pods = m.kube.items("Pod", ns)
     theirs = sorted(
         o["metadata"]["name"]
         for o in pods
