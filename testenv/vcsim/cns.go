@@ -263,8 +263,54 @@ func (m *cnsManager) CnsDeleteVolume(ctx *simulator.Context, req *cnstypes.CnsDe
 	return settled(ctx, m.CnsVolumeManager.CnsDeleteVolume(ctx, req))
 }
 
+// CnsUpdateVolumeMetadata updates a volume's entities as CNS does: each entity of the update is
+// added, or replaces the volume's entity of the same type, namespace, name and cluster, or (its
+// delete flag set) removes it; the volume's other entities stay. Upstream sets the volume's
+// entities to the update's alone, so a PV's update after its claim's dropped the claim: driver
+// 3.3.1's syncer sends them apart, and the claim was missing from CNS after a migration (suite
+// run 6, `TestUpdateMetadataKeepsOtherEntities`).
 func (m *cnsManager) CnsUpdateVolumeMetadata(ctx *simulator.Context, req *cnstypes.CnsUpdateVolumeMetadata) soap.HasFault {
+	for i := range req.UpdateSpecs {
+		spec := &req.UpdateSpecs[i]
+		spec.Metadata.EntityMetadata = mergeEntities(m.entities(spec.VolumeId), spec.Metadata.EntityMetadata)
+	}
 	return settled(ctx, m.CnsVolumeManager.CnsUpdateVolumeMetadata(ctx, req))
+}
+
+// entities: the volume's entity metadata as upstream keeps it.
+func (m *cnsManager) entities(id cnstypes.CnsVolumeId) []cnstypes.BaseCnsEntityMetadata {
+	body := m.CnsVolumeManager.CnsQueryVolume(context.Background(), &cnstypes.CnsQueryVolume{
+		Filter: &cnstypes.CnsQueryFilter{VolumeIds: []cnstypes.CnsVolumeId{id}},
+	}).(*cnsmethods.CnsQueryVolumeBody)
+	if body.Res == nil {
+		return nil
+	}
+	for _, v := range body.Res.Returnval.Volumes {
+		if v.VolumeId.Id == id.Id {
+			return v.Metadata.EntityMetadata
+		}
+	}
+	return nil
+}
+
+func entityKey(e cnstypes.BaseCnsEntityMetadata) string {
+	base := e.GetCnsEntityMetadata()
+	if k, ok := e.(*cnstypes.CnsKubernetesEntityMetadata); ok {
+		return strings.Join([]string{k.EntityType, k.Namespace, base.EntityName, base.ClusterID}, "\x00")
+	}
+	return base.EntityName + "\x00" + base.ClusterID
+}
+
+func mergeEntities(current, update []cnstypes.BaseCnsEntityMetadata) []cnstypes.BaseCnsEntityMetadata {
+	merged := slices.Clone(current)
+	for _, e := range update {
+		key := entityKey(e)
+		merged = slices.DeleteFunc(merged, func(c cnstypes.BaseCnsEntityMetadata) bool { return entityKey(c) == key })
+		if !e.GetCnsEntityMetadata().Delete {
+			merged = append(merged, e)
+		}
+	}
+	return merged
 }
 
 func (m *cnsManager) CnsQueryVolumeInfo(ctx *simulator.Context, req *cnstypes.CnsQueryVolumeInfo) soap.HasFault {

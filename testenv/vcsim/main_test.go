@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -877,5 +879,54 @@ func TestConcurrentCreateAndQuery(t *testing.T) {
 	e.must(err)
 	if len(all.Volumes) != len(names) {
 		t.Fatalf("%d volumes, want %d", len(all.Volumes), len(names))
+	}
+}
+
+// TestUpdateMetadataKeepsOtherEntities: as CNS does, an update adds or replaces the entities it
+// names and removes those it flags deleted; the volume's other entities stay (upstream replaced
+// them all: a PV's update after its claim's dropped the claim, as driver 3.3.1's syncer sends them).
+func TestUpdateMetadataKeepsOtherEntities(t *testing.T) {
+	e := setup(t)
+	e.vmdk("disk-m", 1)
+	res := e.register("disk-m").GetCnsVolumeOperationResult()
+	if res.Fault != nil {
+		t.Fatal(res.Fault.LocalizedMessage)
+	}
+	id := res.VolumeId
+	cluster := cnstypes.CnsContainerCluster{ClusterType: "KUBERNETES", ClusterId: "user-cluster-1", VSphereUser: user, ClusterFlavor: "VANILLA"}
+	entity := func(kind, ns, name string, del bool) cnstypes.BaseCnsEntityMetadata {
+		return &cnstypes.CnsKubernetesEntityMetadata{
+			CnsEntityMetadata: cnstypes.CnsEntityMetadata{EntityName: name, ClusterID: "user-cluster-1", Delete: del},
+			EntityType:        kind, Namespace: ns,
+		}
+	}
+	update := func(entities ...cnstypes.BaseCnsEntityMetadata) {
+		e.t.Helper()
+		e.ok(e.cnsTask(e.cns.UpdateVolumeMetadata(e.ctx, []cnstypes.CnsVolumeMetadataUpdateSpec{{
+			VolumeId: id, Metadata: cnstypes.CnsVolumeMetadata{ContainerCluster: cluster, EntityMetadata: entities},
+		}})))
+	}
+	names := func() []string {
+		e.t.Helper()
+		found, err := e.cns.QueryVolume(e.ctx, &cnstypes.CnsQueryFilter{VolumeIds: []cnstypes.CnsVolumeId{id}})
+		e.must(err)
+		var out []string
+		for _, v := range found.Volumes {
+			for _, m := range v.Metadata.EntityMetadata {
+				k := m.(*cnstypes.CnsKubernetesEntityMetadata)
+				out = append(out, k.EntityType+":"+k.Namespace+"/"+k.EntityName)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	update(entity("PERSISTENT_VOLUME_CLAIM", "ns", "data-db-0", false))
+	update(entity("PERSISTENT_VOLUME", "", "pvc-1", false))
+	if got, want := names(), []string{"PERSISTENT_VOLUME:/pvc-1", "PERSISTENT_VOLUME_CLAIM:ns/data-db-0"}; !slices.Equal(got, want) {
+		t.Fatalf("entities %v, want %v", got, want)
+	}
+	update(entity("POD", "ns", "db-0", false), entity("PERSISTENT_VOLUME_CLAIM", "ns", "data-db-0", true))
+	if got, want := names(), []string{"PERSISTENT_VOLUME:/pvc-1", "POD:ns/db-0"}; !slices.Equal(got, want) {
+		t.Fatalf("entities %v, want %v", got, want)
 	}
 }
