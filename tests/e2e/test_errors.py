@@ -1041,3 +1041,33 @@ def test_rollback_and_status_without_a_run_say_so(
     assert_failed(proc, 1, (str(workdir),), secrets_of(env, env_vars))
     assert not workdir.exists()
     assert_unchanged(env, kubectl, ns, before)
+
+
+def test_a_run_recorded_by_a_later_release_is_refused_by_every_command_with_nothing_changed(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """The record in the cluster of web's run was written by a later release (record format 3):
+    this one may misread it, so `sts`, `rollback` and `status` each refuse it with one error line
+    naming it and what to do, exit 1, no folder made, the record and the workload untouched."""
+    _, before = prepare(env, kubectl, ns)
+    name = "csi-migrate-statefulset-web"
+    run = {"format": 3, "run_id": "later", "plan": {"kind": "StatefulSet", "name": STS, "namespace": ns}}
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": {"csi-migrate.kubectl.io/record": "statefulset-web"}},
+        "data": {"run.json": json.dumps(run), "steps.json": "{}"},
+    })  # fmt: skip
+    version = kubectl.get("configmap", name, ns)["metadata"]["resourceVersion"]
+    workdir = tmp_path / "wd"
+    where = ["-n", ns, "--working-directory", str(workdir)]
+    for args in (
+        ["sts", STS, *where, "--csi-storageclass", "standard-rwo", "--yes"],
+        ["rollback", STS, *where, "--yes"],
+        ["status", STS, *where],
+    ):
+        proc = plugin(env_vars, *args)
+        lines = assert_failed(proc, 1, (f"configmap/{name}", "recorded by a later release"), secrets_of(env, env_vars))
+        assert len(lines) == 1, show(proc)
+        assert not workdir.exists(), args
+    assert kubectl.get("configmap", name, ns)["metadata"]["resourceVersion"] == version
+    assert_unchanged(env, kubectl, ns, before)
