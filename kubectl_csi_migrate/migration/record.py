@@ -31,7 +31,7 @@ from kubectl_csi_migrate.errors import ConflictError, NotFoundError, OutOfDate
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.plan import Plan, label_value, object_name, owner_id
-from kubectl_csi_migrate.migration.runrecord import END_FLAGS, Run, RunRecord, check_format
+from kubectl_csi_migrate.migration.runrecord import END_FLAGS, Run, RunRecord, Store, check_format
 from kubectl_csi_migrate.migration.steps import fcd_of
 from kubectl_csi_migrate.migration.workdir import WorkDir, dump_all_yaml, dump_yaml, load_all_yaml, load_yaml
 
@@ -189,8 +189,9 @@ def unfinished(kube: Kube, namespace: str | None) -> list[tuple[str, str, str, s
     return owners
 
 
-def rebuild(workdir: WorkDir, record: RunRecord) -> None:
-    """Write the working directory again from the record (run.json, the steps done, backups)."""
+def rebuild(workdir: Store, record: RunRecord) -> None:
+    """Write the working directory (or any store of a run) again from the record (run.json, the
+    steps done, backups)."""
     workdir.save_record(record)
 
 
