@@ -129,7 +129,7 @@ def stop_if_recreated_elsewhere(m: Context, live: Obj | None) -> None:
         return
     ns, name = m.plan.namespace, m.plan.name
     uid = live["metadata"]["uid"]
-    writer = p.writer_of(live)
+    writer = p.writer_of(live, ("f:spec",))  # not the controller's later status writes
     by = f", written by {writer}" if writer else ""
     message = (
         f"statefulset {ns}/{name} was created again by someone else while the migration ran "

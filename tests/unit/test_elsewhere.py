@@ -93,7 +93,12 @@ def test_a_statefulset_put_back_in_a_replicas_window_stops_the_next_step_naming_
     steps = steps_for(plan)
     delete_pvc = next(s for s in steps if s.kind == "delete-pvc")
     before = [s.id for s in steps[: steps.index(delete_pvc) + 1]]
-    foreign = statefulset("u2", managed("argocd-controller", "2026-01-02T00:00:00Z", {"f:spec": {}}))
+    foreign = statefulset(
+        "u2",
+        managed("argocd-controller", "2026-01-02T00:00:00Z", {"f:spec": {}}),
+        # its controller's status write comes after (CI of stop 26 named kube-controller-manager)
+        managed("kube-controller-manager", "2026-01-02T00:00:01Z", {"f:status": {}}),
+    )
     claim = {"kind": "PersistentVolumeClaim", "metadata": {"name": delete_pvc.target.split("/")[1]}}
     claim["spec"] = {"volumeName": "pvc-new"}
     pod = {
