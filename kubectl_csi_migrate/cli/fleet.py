@@ -135,7 +135,7 @@ def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
         found = kube.items(args.kind, namespace, label_selector=args.selector)
         return sorted((s["metadata"]["namespace"], args.kind, s["metadata"]["name"]) for s in found)
     from kubectl_csi_migrate.cli.preflight import plan_for
-    from kubectl_csi_migrate.migration import plan as plan_mod
+    from kubectl_csi_migrate.migration.owners import gather_all
 
     wanted = (
         set(KINDS) if args.kind is None else {args.kind, "ReplicaSet"} if args.kind == "Deployment" else {args.kind}
@@ -143,7 +143,7 @@ def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
     from kubectl_csi_migrate.migration import record
 
     result = set()
-    for snap in plan_mod.gather_all(kube, namespace):
+    for snap in gather_all(kube, namespace):
         if snap.kind in wanted and plan_for(args, kube, snap).to_migrate():
             result.add((snap.namespace, snap.kind, snap.name))
     # A run stopped half way is resumed too, though its owner may show nothing in-tree now.
@@ -157,9 +157,10 @@ def targets_of(args: argparse.Namespace, kube: Any) -> list[Target]:
 def _label(target: Target) -> str:
     """How lines and the summary name a target: `ns/web` (a StatefulSet), `ns/deploy/api`."""
     ns, kind, name = target
-    from kubectl_csi_migrate.migration.plan import COMMAND
+    from kubectl_csi_migrate.migration.plan import OwnerKind
 
-    return f"{ns}/{name}" if kind == "StatefulSet" else f"{ns}/{COMMAND[kind]}/{name}"
+    owner = OwnerKind(kind)
+    return f"{ns}/{name}" if owner.bare_name else f"{ns}/{owner.command}/{name}"
 
 
 def _counted(targets: list[Target]) -> str:
@@ -290,7 +291,7 @@ def _self() -> list[str]:
 
 def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParser) -> int:
     from kubectl_csi_migrate.migration.locate import default_workdir
-    from kubectl_csi_migrate.migration.plan import COMMAND
+    from kubectl_csi_migrate.migration.plan import OwnerKind
 
     refused: dict[Target, str] = {}
     owners = "owner" if args.kind is None else PLURAL[args.kind].replace("(s)", "")
@@ -346,7 +347,7 @@ def run_many(args: argparse.Namespace, kube: Any, parser: argparse.ArgumentParse
         server = kube.info.server
         workdir = str(default_workdir(kube.info.context, ns, kind, name, server, args.working_directory).path)
         own = flags + (sts_only if kind == "StatefulSet" else [])
-        base = [COMMAND[kind], name, "-n", ns, "--yes", "--working-directory", workdir]
+        base = [OwnerKind(kind).command, name, "-n", ns, "--yes", "--working-directory", workdir]
         argv = [*base, "-o", "json", *own]
         outcome = outcomes / f"{ns}.{kind}.{name}.json"
         env = {**os.environ, OUTCOME_FILE: str(outcome)}
@@ -427,12 +428,12 @@ def _run_all(one: Callable[[Target], dict[str, Any]], targets: list[Target], par
 
 def _summary(args: argparse.Namespace, children: Children, results: list[dict[str, Any]]) -> int:
     """Print the summary of `results`; the exit code: 143 (130) when a signal stopped the fleet."""
-    from kubectl_csi_migrate.migration.plan import COMMAND, ref
+    from kubectl_csi_migrate.migration.plan import OwnerKind, ref
 
     rows = [
         (
             r["namespace"],
-            COMMAND[r["kind"]],
+            OwnerKind(r["kind"]).command,
             r["name"],
             r["result"],
             r.get("reason") or f"{r.get('volumes', 0)} volume(s)",

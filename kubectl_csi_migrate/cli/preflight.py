@@ -133,26 +133,26 @@ def plan_for(args: argparse.Namespace, kube: Any, snap: Any) -> Any:
 
 
 def survey(args: argparse.Namespace, kube: Any) -> int:
-    from kubectl_csi_migrate.migration import plan as plan_mod
+    from kubectl_csi_migrate.migration.owners import gather_all
     from kubectl_csi_migrate.migration.preflight import survey_row
 
     namespace = None if args.all_namespaces else common.namespace_of(args, kube)
     rows = []
-    for snap in plan_mod.gather_all(kube, namespace):
+    for snap in gather_all(kube, namespace):
         plan = plan_for(args, kube, snap)
         row = survey_row(snap, plan)
         if row["inTreeVolumes"]:
             rows.append(row)
     data = {"apiVersion": "csi-migrate.kubectl.io/v1", "kind": "PreflightSurvey", "items": rows}
-    from kubectl_csi_migrate.migration.plan import COMMAND, ref
+    from kubectl_csi_migrate.migration.plan import OwnerKind, ref
 
     if rows:
         human = printers.table(
             ["NAMESPACE", "KIND", "NAME", "REPLICAS", "IN-TREE", "CSI", "MIGRATABLE", "COMMAND / PROBLEMS"],
             [
-                (r["namespace"], COMMAND[r["kind"]], r["name"], r["replicas"], r["inTreeVolumes"], r["csiVolumes"],
-                 "yes" if r["migratable"] else "no",
-                 f"{COMMAND[r['kind']]} {r['name']}" if r["migratable"] else "; ".join(r["problems"]) or "-")
+                (r["namespace"], OwnerKind(r["kind"]).command, r["name"], r["replicas"], r["inTreeVolumes"],
+                 r["csiVolumes"], "yes" if r["migratable"] else "no",
+                 f"{OwnerKind(r['kind']).command} {r['name']}" if r["migratable"] else "; ".join(r["problems"]) or "-")
                 for r in rows
             ],
         )  # fmt: skip

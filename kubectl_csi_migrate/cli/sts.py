@@ -65,9 +65,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kubectl_csi_migrate.errors import UsageError
-    from kubectl_csi_migrate.migration.plan import STATEFULSET
+    from kubectl_csi_migrate.migration.plan import STATEFULSET, OwnerKind
 
-    kind = getattr(args, "kind", STATEFULSET)
+    kind = OwnerKind(getattr(args, "kind", STATEFULSET))
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
     words = {"StatefulSet": "StatefulSet", "Deployment": "Deployment"}.get(kind, "claim")
     # The compatibility commands (rolling-migration...) name one StatefulSet, in `name`.
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
         return fleet.run_many(args, common.kube_from(args, dry_run=args.dry_run), args.parser)
     args.name = names[0] if names else None
-    name = sts_name(args) if kind == STATEFULSET else args.name
+    name = sts_name(args) if kind.bare_name else args.name
     if not name:
-        flag = ", or --sts-name" if kind == STATEFULSET else ""
+        flag = ", or --sts-name" if kind.bare_name else ""
         printers.error(f"a {words} name is required ({command} NAME{flag})")
         return EXIT_USAGE
     kube = common.kube_from(args, dry_run=args.dry_run)
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect: Any) -> int:
     from kubectl_csi_migrate.errors import KeyClash, NothingChanged
     from kubectl_csi_migrate.migration import app, kinds
-    from kubectl_csi_migrate.migration.plan import STATEFULSET, word
-    from kubectl_csi_migrate.migration.steps import describe_steps
+    from kubectl_csi_migrate.migration.owners import describe_steps
+    from kubectl_csi_migrate.migration.plan import OwnerKind, word
 
     command = {"StatefulSet": "sts", "Deployment": "deploy"}.get(kind, "pvc")
     request = request_of(args, kube, kind, name)
@@ -126,7 +126,7 @@ def _run_one(args: argparse.Namespace, kube: Any, kind: str, name: str, connect:
     if prepared.failures or plan is None:
         for c in prepared.failures:
             printers.error(f"preflight: {c.name}: {c.message}")
-        target = name if prepared.kind == STATEFULSET else f"{command}/{name}"
+        target = name if OwnerKind(prepared.kind).bare_name else f"{command}/{name}"
         printers.error(
             f"{word(prepared.kind)} {name} was not changed; "
             f"run `kubectl csi-migrate preflight {target}` for the full report"

@@ -12,7 +12,7 @@ from typing import Any
 from kubectl_csi_migrate.errors import NotFoundError
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
-from kubectl_csi_migrate.migration import locate, preflight, translate
+from kubectl_csi_migrate.migration import locate, owners, preflight, translate
 from kubectl_csi_migrate.migration import plan as plans
 from kubectl_csi_migrate.migration.context import Settings
 from kubectl_csi_migrate.migration.plan import Plan, Strategy
@@ -46,7 +46,7 @@ def plan_for(
 ) -> Plan:
     """The plan for one gathered owner; `keys`: the CSI driver's topology keys (a survey, which
     creates no PV, passes none)."""
-    return plans.build_plan(
+    return owners.build_plan(
         snap, kube.info.context, kube.info.server, csi_class, intree_class, strategy or Strategy.ROLLING, keys
     )
 
@@ -63,7 +63,7 @@ def check(
     kind, ns = request.kind, request.namespace
     for candidate in (kind, plans.REPLICASET) if kind == plans.DEPLOYMENT else (kind,):
         try:
-            snap = plans.gather(kube, ns, request.name, candidate)
+            snap = owners.gather(kube, ns, request.name, candidate)
             break
         except NotFoundError as exc:
             missing = missing or str(exc)

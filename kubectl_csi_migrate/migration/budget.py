@@ -32,8 +32,9 @@ from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.lock import LEASE_SECONDS, Lease
 from kubectl_csi_migrate.kube.resources import Obj
+from kubectl_csi_migrate.migration import owners
 from kubectl_csi_migrate.migration.context import Context
-from kubectl_csi_migrate.migration.plan import CLAIM, DEPLOYMENT, REPLICASET, STATEFULSET, Plan, fit_name
+from kubectl_csi_migrate.migration.plan import Plan, fit_name
 
 LEASE_PREFIX = "csi-migrate.pdb."
 """A budget's Lease is `csi-migrate.pdb.<budget>`: a run's own is `csi-migrate-<key>`, so the two
@@ -105,15 +106,15 @@ def pod_labels(m: Context) -> list[dict[str, str]]:
     and a claim's bare pod as they are now (the run's view of the namespace's pods) or, gone, as
     backed up; a Deployment's (ReplicaSet's) pods by its selector, and its pod template's labels
     (its pods are gone once it is scaled to zero)."""
-    plan, ns = m.plan, m.plan.namespace
-    if plan.kind == CLAIM and not plan.pod:
+    plan, ns, who = m.plan, m.plan.namespace, owners.owner(m.plan.kind)
+    if not who.selects_pods and not who.pods(plan):
         return []  # an unmounted claim: nothing stops
     live = {o["metadata"]["name"]: o for o in m.caches[("Pod", ns)].items()}
 
     def labels(obj: Obj) -> dict[str, str]:
         return dict(obj["metadata"].get("labels") or {})
 
-    if plan.kind in (DEPLOYMENT, REPLICASET):
+    if who.selects_pods:
         backed_up = m.workdir.has_backup(plan.kind, plan.name)
         owner = m.workdir.load_backup(plan.kind, plan.name) if backed_up else m.kube.get(plan.kind, plan.name, ns)
         if owner is None:
@@ -121,9 +122,8 @@ def pod_labels(m: Context) -> list[dict[str, str]]:
         selector = owner["spec"].get("selector")
         found = [labels(o) for o in live.values() if p.selector_matches(selector, labels(o))]
         return [*found, dict(owner["spec"]["template"]["metadata"].get("labels") or {})]
-    names = [plan.pod_name(o) for o in range(plan.replicas)] if plan.kind == STATEFULSET else [plan.pod]
     found = []
-    for name in names:
+    for name in who.pods(plan):
         if name in live:
             found.append(labels(live[name]))
         elif m.workdir.has_backup("Pod", name):

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from kubectl_csi_migrate.migration import disks, volumes, workload
 from kubectl_csi_migrate.migration.context import OWNER, Access, Kind, crud
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import OwnerKind, Plan, Strategy
-from kubectl_csi_migrate.migration.steps import Event, Step, StepKind, steps_for
+from kubectl_csi_migrate.migration.steps import Event, Step, StepKind
 
 if TYPE_CHECKING:
     from kubectl_csi_migrate.kube.client import Kube

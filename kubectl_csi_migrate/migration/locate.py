@@ -171,12 +171,11 @@ def check_resume(workdir: WorkDir, run: Run, csi_class: str, strategy: str | Non
     """A run resumed from `workdir` goes on as it started: the same CSI class, strategy and
     --keep-retain (UsageError otherwise, nothing changed)."""
     from kubectl_csi_migrate.errors import UsageError
-    from kubectl_csi_migrate.migration.plan import STATEFULSET
 
     plan = run.plan
     recorded = (plan.csi_class, plan.strategy, run.keep_retain)
     if recorded != (csi_class, strategy or plan.strategy, keep_retain):
-        strategy_flag = ", --strategy" if plan.kind == STATEFULSET else ""
+        strategy_flag = ", --strategy" if plan.kind.chooses_strategy else ""
         raise UsageError(
             f"the unfinished run in {workdir.path} migrates to {plan.csi_class} ({plan.strategy}"
             f"{', --keep-retain' if recorded[2] else ''}); resume it with the same --csi-storageclass"

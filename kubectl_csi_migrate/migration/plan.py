@@ -1,26 +1,16 @@
-"""The plan: what a migration of one owner will do, built once by the read-only phase.
-
-An owner is what stops while its claims move: a StatefulSet (`sts`: its pods evicted one at a
-time, or scaled to zero), a Deployment or a ReplicaSet (`deploy`: scaled to zero and back), or a
-claim on its own (`pvc`: the bare pod mounting it, if any, evicted and created again).
-
-`gather` reads the owner and every object it involves (one snapshot); `build_plan` turns that
-snapshot into a frozen `Plan`, which `preflight` prints, the run executes and saves in the
-working directory, and `-o json` serialises. A resumed run loads the plan from there, because by
-then the live objects are half migrated.
+"""The plan: what a migration of one owner will do, as values. The kinds of owner and how each
+is named (`OwnerKind`), the strategies, a `Plan` and each claim's `VolumePlan`, the `Snapshot` of
+an owner's live objects, and the names a run takes in the cluster (its key, its Lease's and
+record's names). What each kind of owner does (gathers, checks, which steps stop and start it)
+and how a snapshot becomes a plan: owners.py.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
-from kubectl_csi_migrate.errors import NotFoundError
-from kubectl_csi_migrate.kube import predicates as p
-from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
-from kubectl_csi_migrate.migration import translate
 
 MIGRATE = "migrate"
 SKIP_CSI = "skip (already CSI)"
@@ -28,13 +18,105 @@ SKIP_OTHER = "skip (not vSphere)"
 
 
 class OwnerKind(StrEnum):
-    """The kinds of owner a run migrates the volumes of (their API kinds)."""
+    """The kinds of owner a run migrates the volumes of (their API kinds), and how each is named:
+    its command, the word messages use, kubectl's reference, the run's key. What each does (how
+    its objects are gathered and checked, which steps stop and start it) is its `Owner`
+    (owners.py)."""
 
     STATEFULSET = "StatefulSet"
     DEPLOYMENT = "Deployment"
     REPLICASET = "ReplicaSet"
     CLAIM = "PersistentVolumeClaim"
     """A claim on its own (`pvc`), with the bare pod mounting it if any."""
+
+    @property
+    def command(self) -> str:
+        """The command that migrates this kind of owner: `sts`, `deploy` (a ReplicaSet too), `pvc`."""
+        return _NAMES[self][0]
+
+    @property
+    def word(self) -> str:
+        """How messages name the kind: `statefulset`, `deployment`, `replicaset`, `pvc`."""
+        return _NAMES[self][1]
+
+    @property
+    def resource(self) -> str:
+        """The resource as kubectl names it: `statefulset.apps`, `pvc`."""
+        return _NAMES[self][2]
+
+    @property
+    def plural(self) -> str:
+        """The resource as the API server's NotFound names it: `statefulsets.apps`."""
+        return _NAMES[self][3]
+
+    @property
+    def short(self) -> str:
+        """The kind as `status` and `rollback` take it before `/NAME`: `sts`, `deploy`, `rs`, `pvc`."""
+        return _NAMES[self][4]
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        """Every way kubectl spells the kind before `/NAME`."""
+        return _NAMES[self][5]
+
+    @property
+    def chooses_strategy(self) -> bool:
+        """Whether a run of this kind takes `--strategy` (a StatefulSet's: rolling or offline;
+        the others' is fixed by what they are)."""
+        return self is OwnerKind.STATEFULSET
+
+    @property
+    def bare_name(self) -> bool:
+        """Whether the owner is named by its bare NAME (a StatefulSet: `sts web`, `status web`)."""
+        return self is OwnerKind.STATEFULSET
+
+    def key(self, name: str) -> str:
+        """The run's key, which names it in the cluster and on disk (its Lease and its record
+        `csi-migrate-<key>`, its working directory `csi-migrate-<context>-<namespace>-<key>`):
+        `<word>-<name>` for every kind (`statefulset-web`, `deployment-web`, `replicaset-web`,
+        `pvc-web`). No kind's word followed by `-` begins another's, so two owners never share a
+        key, whatever `-` and `.` their names hold."""
+        return f"{self.word}-{name}"
+
+    def legacy_key(self, name: str) -> str | None:
+        """The key an earlier release gave the run, where it differs: a StatefulSet's bare name.
+        That key may be another owner's (StatefulSet `deployment-web`'s is Deployment `web`'s,
+        and StatefulSet `statefulset-web`'s is StatefulSet `web`'s): what is found under it is
+        this owner's run only when the plan it stores names this kind and name."""
+        return name if self.bare_name else None
+
+    def ref(self, name: str) -> str:
+        """kubectl's name for the owner: `statefulset.apps/web`, `pvc/data`."""
+        return f"{self.resource}/{name}"
+
+    def arg(self, name: str) -> str:
+        """The owner as `status` and `rollback` take it: `web` (a StatefulSet), `deploy/api`, `pvc/data`."""
+        return name if self.bare_name else f"{self.short}/{name}"
+
+    def not_found(self, namespace: str, name: str) -> str:
+        """The API server's words for a missing owner."""
+        return f'{self.plural} "{name}" not found in namespace "{namespace}"'
+
+
+_NAMES: dict[str, tuple[str, str, str, str, str, tuple[str, ...]]] = {
+    # command, word, resource, plural, short, spellings
+    "StatefulSet": (
+        "sts", "statefulset", "statefulset.apps", "statefulsets.apps", "sts",
+        ("sts", "statefulset", "statefulsets", "statefulset.apps"),
+    ),
+    "Deployment": (
+        "deploy", "deployment", "deployment.apps", "deployments.apps", "deploy",
+        ("deploy", "deployment", "deployments", "deployment.apps"),
+    ),
+    "ReplicaSet": (
+        "deploy", "replicaset", "replicaset.apps", "replicasets.apps", "rs",
+        ("rs", "replicaset", "replicasets", "replicaset.apps"),
+    ),
+    "PersistentVolumeClaim": (
+        "pvc", "pvc", "pvc", "persistentvolumeclaims", "pvc",
+        ("pvc", "persistentvolumeclaim", "persistentvolumeclaims"),
+    ),
+}  # fmt: skip
 
 
 class Strategy(StrEnum):
@@ -50,32 +132,16 @@ STATEFULSET, DEPLOYMENT, REPLICASET, CLAIM = (
     OwnerKind.REPLICASET,
     OwnerKind.CLAIM,
 )
-COMMAND: dict[str, str] = {STATEFULSET: "sts", DEPLOYMENT: "deploy", REPLICASET: "deploy", CLAIM: "pvc"}
-"""The command that migrates each kind of owner."""
-_REF: dict[str, str] = {
-    STATEFULSET: "statefulset.apps",
-    DEPLOYMENT: "deployment.apps",
-    REPLICASET: "replicaset.apps",
-    CLAIM: "pvc",
-}
-_WORD: dict[str, str] = {STATEFULSET: "statefulset", DEPLOYMENT: "deployment", REPLICASET: "replicaset", CLAIM: "pvc"}
 
 
 def run_key(kind: str, name: str) -> str:
-    """The run's key, which names it in the cluster and on disk (its Lease and its record
-    `csi-migrate-<key>`, its working directory `csi-migrate-<context>-<namespace>-<key>`):
-    `<kind>-<name>` for every kind (`statefulset-web`, `deployment-web`, `replicaset-web`,
-    `pvc-web`). No kind's word followed by `-` begins another's, so two owners never share a key,
-    whatever `-` and `.` their names hold."""
-    return f"{_WORD[kind]}-{name}"
+    """OwnerKind.key, for a kind as text (a stored plan's)."""
+    return OwnerKind(kind).key(name)
 
 
 def legacy_key(kind: str, name: str) -> str | None:
-    """The key an earlier release gave the run, where it differs: a StatefulSet's bare name.
-    That key may be another owner's (StatefulSet `deployment-web`'s is Deployment `web`'s, and
-    StatefulSet `statefulset-web`'s is StatefulSet `web`'s): what is found under it is this
-    owner's run only when the plan it stores names this kind and name."""
-    return name if kind == STATEFULSET else None
+    """OwnerKind.legacy_key, for a kind as text."""
+    return OwnerKind(kind).legacy_key(name)
 
 
 def fit_name(name: str, limit: int) -> str:
@@ -108,30 +174,24 @@ def owner_id(plan: Obj) -> tuple[str, str, str, str]:
 
 
 def word(kind: str) -> str:
-    """How messages name a kind: `statefulset`, `deployment`, `replicaset`, `pvc`."""
-    return _WORD[kind]
+    """OwnerKind.word, for a kind as text."""
+    return OwnerKind(kind).word
 
 
 def ref(kind: str, name: str) -> str:
-    """kubectl's name for the owner: `statefulset.apps/web`, `pvc/data`."""
-    return f"{_REF[kind]}/{name}"
+    """OwnerKind.ref, for a kind as text."""
+    return OwnerKind(kind).ref(name)
 
 
-def parse_ref(text: str) -> tuple[str, str]:
+def parse_ref(text: str) -> tuple[OwnerKind, str]:
     """`NAME` (a StatefulSet) or `KIND/NAME` (sts, deploy, rs, pvc, as kubectl spells them)."""
     from kubectl_csi_migrate.errors import UsageError
 
     if "/" not in text:
         return STATEFULSET, text
-    word, _, name = text.partition("/")
-    kinds = {
-        STATEFULSET: ("sts", "statefulset", "statefulsets", "statefulset.apps"),
-        DEPLOYMENT: ("deploy", "deployment", "deployments", "deployment.apps"),
-        REPLICASET: ("rs", "replicaset", "replicasets", "replicaset.apps"),
-        CLAIM: ("pvc", "persistentvolumeclaim", "persistentvolumeclaims"),
-    }
-    for kind, words in kinds.items():
-        if word.lower() in words and name:
+    spelled, _, name = text.partition("/")
+    for kind in OwnerKind:
+        if spelled.lower() in kind.spellings and name:
             return kind, name
     raise UsageError(f"{text!r}: expected NAME (a StatefulSet), sts/NAME, deploy/NAME, rs/NAME or pvc/NAME")
 
@@ -207,23 +267,22 @@ class Plan:
 
     @property
     def ref(self) -> str:
-        return ref(self.kind, self.name)
+        return self.kind.ref(self.name)
 
     @property
     def command(self) -> str:
         """How this run is started again: `sts web`, `deploy api`, `pvc data`."""
-        return f"{COMMAND[self.kind]} {self.name}"
+        return f"{self.kind.command} {self.name}"
 
     @property
     def arg(self) -> str:
         """The owner as `status` and `rollback` take it: `web` (a StatefulSet), `deploy/api`, `pvc/data`."""
-        short = {DEPLOYMENT: "deploy", REPLICASET: "rs", CLAIM: "pvc"}
-        return self.name if self.kind == STATEFULSET else f"{short[self.kind]}/{self.name}"
+        return self.kind.arg(self.name)
 
     @property
     def what(self) -> str:
         """The owner in a sentence: `statefulset ns/web`."""
-        return f"{word(self.kind)} {self.namespace}/{self.name}"
+        return f"{self.kind.word} {self.namespace}/{self.name}"
 
     def with_datacenters(self, found: dict[str, str]) -> Plan:
         """This plan with each disk's datacenter (by VMDK path) recorded."""
@@ -299,207 +358,3 @@ def claims_of_template(template: Obj) -> list[tuple[str, str]]:
 
 def controller_of(obj: Obj) -> Obj | None:
     return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-
-
-def gather(kube: Kube, namespace: str, name: str, kind: str = STATEFULSET) -> Snapshot:
-    """Read the owner, its pods, its PVCs and their PVs."""
-    if kind == CLAIM:
-        return _gather_claim(kube, namespace, name)
-    if kind in (DEPLOYMENT, REPLICASET):
-        return _gather_deployment(kube, namespace, name, kind)
-    sts = kube.get("StatefulSet", name, namespace)
-    if sts is None:
-        raise NotFoundError(f'statefulsets.apps "{name}" not found in namespace "{namespace}"')
-    replicas = int(sts["spec"].get("replicas", 1))
-    pods = {
-        pod["metadata"]["name"]: pod
-        for pod in kube.items_once("Pod", namespace)
-        if _ordinal(pod["metadata"]["name"], name) is not None
-    }
-    all_pvcs = {pvc["metadata"]["name"]: pvc for pvc in kube.items("PersistentVolumeClaim", namespace)}
-    pvcs: dict[str, Obj] = {}
-    missing: list[str] = []
-    for template in sts["spec"].get("volumeClaimTemplates") or []:
-        for ordinal in range(replicas):
-            pvc_name = translate.pvc_name(template["metadata"]["name"], name, ordinal)
-            if pvc_name in all_pvcs:
-                pvcs[pvc_name] = all_pvcs[pvc_name]
-            else:
-                missing.append(pvc_name)
-    return Snapshot(namespace, name, sts, pods, pvcs, _pvs_of(kube, pvcs), missing)
-
-
-def _pvs_of(kube: Kube, pvcs: dict[str, Obj]) -> dict[str, Obj]:
-    """The claims' PVs, from the command's PV cache (the run keeps it: one list for preflight
-    and the run, not a read per claim)."""
-    cached = {pv["metadata"]["name"]: pv for pv in kube.cache("PersistentVolume").items()}
-    names = (pvc["spec"].get("volumeName") for pvc in pvcs.values())
-    return {name: copy.deepcopy(cached[name]) for name in names if name and name in cached}
-
-
-def _gather_deployment(kube: Kube, namespace: str, name: str, kind: str) -> Snapshot:
-    owner = kube.get(kind, name, namespace)
-    if owner is None:
-        plural = "deployments.apps" if kind == DEPLOYMENT else "replicasets.apps"
-        raise NotFoundError(f'{plural} "{name}" not found in namespace "{namespace}"')
-    selector = owner["spec"].get("selector")  # apps/v1 requires a non-empty one
-    pods = {
-        pod["metadata"]["name"]: pod
-        for pod in kube.items_once("Pod", namespace)
-        if p.selector_matches(selector, pod["metadata"].get("labels") or {})
-    }
-    pvcs: dict[str, Obj] = {}
-    missing: list[str] = []
-    for _, claim in claims_of_template(owner["spec"]["template"]):
-        pvc = kube.get("PersistentVolumeClaim", claim, namespace)
-        if pvc is None:
-            missing.append(claim)
-        else:
-            pvcs[claim] = pvc
-    return Snapshot(namespace, name, owner, pods, pvcs, _pvs_of(kube, pvcs), missing, kind)
-
-
-def _gather_claim(kube: Kube, namespace: str, name: str) -> Snapshot:
-    pvc = kube.get("PersistentVolumeClaim", name, namespace)
-    if pvc is None:
-        raise NotFoundError(f'persistentvolumeclaims "{name}" not found in namespace "{namespace}"')
-    pods = {
-        pod["metadata"]["name"]: pod
-        for pod in kube.items_once("Pod", namespace)
-        if name in {claim for _, claim in claims_of_template(pod)}
-    }
-    return Snapshot(namespace, name, pvc, pods, {name: pvc}, _pvs_of(kube, {name: pvc}), [], CLAIM)
-
-
-def _ordinal(pod_name: str, sts_name: str) -> int | None:
-    prefix = f"{sts_name}-"
-    rest = pod_name[len(prefix) :] if pod_name.startswith(prefix) else ""
-    return int(rest) if rest.isdigit() else None
-
-
-def build_plan(
-    snapshot: Snapshot,
-    context: str,
-    server: str,
-    csi_class: str,
-    intree_class: str | None,
-    strategy: str,
-    topology_keys: tuple[str, ...] = (),
-) -> Plan:
-    """Decide, per PVC, whether it is migrated or left alone."""
-    volumes: list[VolumePlan] = []
-    migrate_templates: list[str] = []
-    if snapshot.kind == STATEFULSET:
-        for template in snapshot.templates():
-            tname = template["metadata"]["name"]
-            template_class = translate.storage_class_of_template(template) or ""
-            template_migrates = False
-            for ordinal in range(snapshot.replicas):
-                pvc_name = translate.pvc_name(tname, snapshot.name, ordinal)
-                if pvc_name in snapshot.pvcs:
-                    v = _volume(snapshot, pvc_name, tname, ordinal, template_class, intree_class)
-                    volumes.append(v)
-                    template_migrates = template_migrates or v.action == MIGRATE
-            if template_migrates:
-                migrate_templates.append(tname)
-    else:
-        strategy = "offline" if snapshot.kind != CLAIM else "rolling"
-        template = snapshot.owner.get("spec", {}).get("template", {})
-        names = {claim: volume for volume, claim in claims_of_template(template)}
-        for pvc_name in snapshot.pvcs:
-            volumes.append(_volume(snapshot, pvc_name, names.get(pvc_name, ""), 0, "", intree_class))
-    return Plan(
-        context=context,
-        server=server,
-        namespace=snapshot.namespace,
-        name=snapshot.name,
-        uid=snapshot.owner["metadata"]["uid"],
-        replicas=snapshot.replicas,
-        strategy=Strategy(strategy),
-        csi_class=csi_class,
-        migrate_templates=tuple(migrate_templates),
-        volumes=tuple(volumes),
-        topology_keys=topology_keys,
-        kind=OwnerKind(snapshot.kind),
-        pod=next(iter(snapshot.pods), "") if snapshot.kind == CLAIM else "",
-    )
-
-
-def _volume(
-    snapshot: Snapshot, pvc_name: str, template: str, ordinal: int, template_class: str, intree_class: str | None
-) -> VolumePlan:
-    pvc = snapshot.pvcs[pvc_name]
-    pv_name = pvc["spec"].get("volumeName", "")
-    pv = snapshot.pvs.get(pv_name)
-    pvc_class = pvc["spec"].get("storageClassName") or template_class
-    common: Obj = {"template": template, "ordinal": ordinal, "pvc": pvc_name, "pv": pv_name, "storage_class": pvc_class}
-    if pv is None:
-        return VolumePlan(**common, action=SKIP_OTHER)
-    common["reclaim_policy"] = translate.reclaim_policy_of(pv)
-    common["capacity"] = pv["spec"].get("capacity", {}).get("storage", "")
-    if translate.is_csi_vsphere_pv(pv):
-        return VolumePlan(**common, action=SKIP_CSI, fcd_id=pv["spec"]["csi"]["volumeHandle"])
-    if translate.is_intree_vsphere_pv(pv) and (intree_class is None or pvc_class == intree_class):
-        return VolumePlan(**common, action=MIGRATE, vmdk=pv["spec"]["vsphereVolume"]["volumePath"])
-    return VolumePlan(**common, action=SKIP_OTHER)
-
-
-def gather_all(kube: Kube, namespace: str | None) -> list[Snapshot]:
-    """Snapshots of every owner in a namespace (or all): each StatefulSet, each Deployment and
-    ReplicaSet of its own (not a Deployment's) mounting a claim, and each claim no controller
-    mounts. From six list requests: the survey reads many objects, so it lists once instead of
-    getting one by one."""
-    stss = kube.items("StatefulSet", namespace)
-    pods: dict[str, dict[str, Obj]] = {}  # namespace -> name -> pod
-    for o in kube.items("Pod", namespace):
-        pods.setdefault(o["metadata"]["namespace"], {})[o["metadata"]["name"]] = o
-    pvcs: dict[tuple[str, str], Obj] = {
-        (o["metadata"]["namespace"], o["metadata"]["name"]): o for o in kube.items("PersistentVolumeClaim", namespace)
-    }
-    pvs = {o["metadata"]["name"]: o for o in kube.items("PersistentVolume")}
-
-    def pvs_of(claims: dict[str, Obj]) -> dict[str, Obj]:
-        names = (pvc["spec"].get("volumeName") for pvc in claims.values())
-        return {name: pvs[name] for name in names if name in pvs}
-
-    snapshots = []
-    taken: set[tuple[str, str]] = set()  # claims a StatefulSet or Deployment owns
-    for sts in stss:
-        ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
-        replicas = int(sts["spec"].get("replicas", 1))
-        snap_pvcs: dict[str, Obj] = {}
-        missing: list[str] = []
-        for template in sts["spec"].get("volumeClaimTemplates") or []:
-            for ordinal in range(replicas):
-                pvc_name = translate.pvc_name(template["metadata"]["name"], name, ordinal)
-                if (ns, pvc_name) in pvcs:
-                    snap_pvcs[pvc_name] = pvcs[(ns, pvc_name)]
-                    taken.add((ns, pvc_name))
-                else:
-                    missing.append(pvc_name)
-        snap_pods = {
-            pod_name: pod for pod_name, pod in pods.get(ns, {}).items() if _ordinal(pod_name, name) is not None
-        }
-        snapshots.append(Snapshot(ns, name, sts, snap_pods, snap_pvcs, pvs_of(snap_pvcs), missing))
-    for kind in (DEPLOYMENT, REPLICASET):
-        for owner in kube.items(kind, namespace):
-            ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
-            claims = [claim for _, claim in claims_of_template(owner["spec"]["template"])]
-            if not claims or (kind == REPLICASET and controller_of(owner)):
-                continue  # no claim, or a Deployment's ReplicaSet (its Deployment is the owner)
-            taken |= {(ns, c) for c in claims}
-            snap_pvcs = {c: pvcs[(ns, c)] for c in claims if (ns, c) in pvcs}
-            selector = owner["spec"].get("selector")
-            snap_pods = {
-                n: pod
-                for n, pod in pods.get(ns, {}).items()
-                if p.selector_matches(selector, pod["metadata"].get("labels") or {})
-            }
-            missing = [c for c in claims if c not in snap_pvcs]
-            snapshots.append(Snapshot(ns, name, owner, snap_pods, snap_pvcs, pvs_of(snap_pvcs), missing, kind))
-    for (ns, name), pvc in sorted(pvcs.items()):
-        if (ns, name) in taken:
-            continue
-        users = {n: pod for n, pod in pods.get(ns, {}).items() if name in {c for _, c in claims_of_template(pod)}}
-        snapshots.append(Snapshot(ns, name, pvc, users, {name: pvc}, pvs_of({name: pvc}), [], CLAIM))
-    return snapshots

@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import CsiMigrateError, PermanentError
-from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.client import Kube
 from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import budget, translate
+from kubectl_csi_migrate.migration.check import FAIL, PASS, WARN, Check
 from kubectl_csi_migrate.migration.context import Access
 from kubectl_csi_migrate.migration.driver import DRIVER_LEASES, DRIVER_NAMESPACES, driver_leases, lease_age
 from kubectl_csi_migrate.migration.kinds import REQUIRED_ACCESS, access_for
+from kubectl_csi_migrate.migration.owners import owner
 from kubectl_csi_migrate.migration.plan import (
     CLAIM,
-    COMMAND,
-    DEPLOYMENT,
     MIGRATE,
-    REPLICASET,
     SKIP_CSI,
-    STATEFULSET,
     Plan,
     Snapshot,
-    controller_of,
 )
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from kubectl_csi_migrate.vsphere import paths
@@ -38,8 +33,6 @@ from kubectl_csi_migrate.vsphere import paths
 if TYPE_CHECKING:
     from kubectl_csi_migrate.vsphere.client import VCenter
 
-
-PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 # CSI migration of vSphere is on by default from 1.26 (GA 1.26... the in-tree code is gone in
 # 1.30, so PVs are served through it). Tested on 1.28, 1.30 and 1.36; other releases get a warning.
@@ -63,16 +56,6 @@ def rbac_text() -> str:
         group = "core" if prefix == "/api/v1" else prefix.split("/")[2]
         verbs.setdefault(f"{plural}{'/' + sub if sub else ''} ({group})", []).append(verb)
     return "\n".join(f"{resource}: {', '.join(v)}" for resource, v in verbs.items())
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    message: str
-
-    def to_dict(self) -> Obj:
-        return asdict(self)
 
 
 def failed(checks: list[Check]) -> bool:
@@ -109,83 +92,7 @@ def check_version(kube: Kube) -> Check:
 
 def check_owner(snap: Snapshot) -> Check:
     """The owner is settled: its pods Ready, no rollout in progress; a claim's pod is a bare pod."""
-    if snap.kind == CLAIM:
-        return _check_claim_pods(snap)
-    if snap.kind in (DEPLOYMENT, REPLICASET):
-        return _check_deployment(snap)
-    return check_statefulset(snap)
-
-
-def _check_deployment(snap: Snapshot) -> Check:
-    owner, word = snap.owner, snap.kind.lower()
-    name = f"{word}/{snap.name}"
-    status = owner.get("status", {})
-    parent = controller_of(owner)
-    if parent is not None:
-        return Check(
-            word,
-            FAIL,
-            f"{name} belongs to {parent.get('kind', '').lower()}/{parent.get('name')}: migrate that "
-            f"(`kubectl csi-migrate deploy {parent.get('name')}`), which would scale this one back",
-        )
-    if status.get("observedGeneration", 0) < owner["metadata"].get("generation", 0):
-        return Check(word, FAIL, f"{name}: the controller has not caught up with the last change; wait")
-    want = snap.replicas
-    if (snap.kind == DEPLOYMENT and status.get("updatedReplicas", 0) != want) or status.get("replicas", 0) != want:
-        return Check(word, FAIL, f"{name}: a rollout is in progress; wait for it to finish")
-    ready = status.get("readyReplicas", 0)
-    if ready != want:
-        return Check(word, FAIL, f"{name}: {ready}/{want} replicas ready; fix the application first")
-    return Check(word, PASS, f"{name}: {ready}/{want} replicas ready, no rollout in progress")
-
-
-def _check_claim_pods(snap: Snapshot) -> Check:
-    name = f"persistentvolumeclaim/{snap.name}"
-    if not snap.pods:
-        return Check("pvc-user", PASS, f"{name}: no pod mounts it; nothing stops while it moves")
-    for pod_name, pod in sorted(snap.pods.items()):
-        ref = controller_of(pod)
-        if ref is not None:
-            kind = str(ref.get("kind", ""))
-            command = {"StatefulSet": "sts", "ReplicaSet": "deploy"}.get(kind)
-            how = f"migrate it with `kubectl csi-migrate {command} <its name>`" if command else "stop it first"
-            return Check(
-                "pvc-user",
-                FAIL,
-                f"{name} is mounted by pod/{pod_name} of {kind.lower()}/{ref.get('name')}, which would start "
-                f"it again at once: {how}",
-            )
-    if len(snap.pods) > 1:
-        pods = ", ".join(f"pod/{n}" for n in sorted(snap.pods))
-        return Check("pvc-user", FAIL, f"{name} is mounted by several pods ({pods}); stop all but one first")
-    pod_name, pod = next(iter(snap.pods.items()))
-    if not p.is_pod_ready(pod):
-        return Check("pvc-user", FAIL, f"{name} is mounted by pod/{pod_name}, which is not Ready; fix it first")
-    return Check(
-        "pvc-user",
-        PASS,
-        f"{name} is mounted by the bare pod/{pod_name}: it is stopped while the claim moves and created again "
-        "from its backup",
-    )
-
-
-def check_statefulset(snap: Snapshot) -> Check:
-    sts = snap.owner
-    status = sts.get("status", {})
-    want = snap.replicas
-    ready = status.get("readyReplicas", 0)
-    name = f"statefulset/{snap.name}"
-    if status.get("observedGeneration", 0) < sts["metadata"].get("generation", 0):
-        return Check(
-            "statefulset",
-            FAIL,
-            f"{name}: the controller has not caught up with the last change; wait",
-        )
-    if status.get("updateRevision") and status.get("currentRevision") != status.get("updateRevision"):
-        return Check("statefulset", FAIL, f"{name}: a rollout is in progress; wait for it to finish")
-    if ready != want:
-        return Check("statefulset", FAIL, f"{name}: {ready}/{want} replicas ready; fix the application first")
-    return Check("statefulset", PASS, f"{name}: {ready}/{want} replicas ready, no rollout in progress")
+    return owner(snap.kind).settled(snap)
 
 
 def check_volumes(snap: Snapshot, plan: Plan) -> list[Check]:
@@ -497,31 +404,13 @@ def check_managers(snap: Snapshot, csi_class: str) -> Check:
     has it deleted (or right after), or scale a Deployment back up: an owner, a GitOps tool, a
     Helm release."""
     meta = snap.owner["metadata"]
-    if snap.kind == CLAIM:
-        return Check("managed-by", PASS, "a claim on its own: nothing to put back")
     found = [f"{ref.get('kind')}/{ref.get('name')} (owner)" for ref in meta.get("ownerReferences") or []]
     for where, key, text in _MANAGERS:
         value = (meta.get("labels" if where == "label" else "annotations") or {}).get(key)
         said = " ".join(found).lower()
         if value and not (key == "app.kubernetes.io/managed-by" and value.lower() in said):
             found.append(text.format(value))
-    if not found:
-        return Check("managed-by", PASS, f"no owner, GitOps tool or Helm release manages the {snap.kind}")
-    if snap.kind != STATEFULSET:
-        return Check(
-            "managed-by",
-            WARN,
-            f"{snap.kind.lower()}/{snap.name} is managed by {', '.join(found)}: pause its sync for the migration "
-            "(it would scale it back up while its claims move)",
-        )
-    return Check(
-        "managed-by",
-        WARN,
-        f"statefulset/{snap.name} is managed by {', '.join(found)}: pause its sync for the migration "
-        "(it would put the StatefulSet back with in-tree volumeClaimTemplates while the run has it "
-        f"deleted; the run then stops), and change its manifest's storageClassName to {csi_class} "
-        "before resuming it",
-    )
+    return owner(snap.kind).managed(snap, found, csi_class)
 
 
 def check_other_users(kube: Kube, snap: Snapshot) -> Check:
@@ -549,21 +438,9 @@ def check_disruption_budget(kube: Kube, snap: Snapshot, strategy: str) -> Check:
     `statefulset.kubernetes.io/pod-name`, `controller-revision-hash` or
     `apps.kubernetes.io/pod-index` covers one pod), by budget.covering, as the run judges them:
     `selector: {}` covers every pod of the namespace."""
-    if snap.kind in (DEPLOYMENT, REPLICASET):
-        return Check(
-            "disruption",
-            WARN,
-            f"{snap.kind.lower()}/{snap.name} is scaled to 0 while its claims move, then back to {snap.replicas}: "
-            "the application is down meanwhile (its pods share the claims; no replica can stay up)",
-        )
-    if snap.kind == CLAIM and not snap.pods:
-        return Check("disruption", PASS, "no pod mounts the claim: nothing is down")
-    if strategy == "offline" and snap.kind == STATEFULSET:
-        return Check(
-            "disruption",
-            WARN,
-            "offline strategy: the StatefulSet is scaled to zero; the application is down during the migration",
-        )
+    down = owner(snap.kind).downtime(snap, strategy)
+    if down is not None:
+        return down
     listed = kube.items("PodDisruptionBudget", snap.namespace)
     pods = {name: pod["metadata"].get("labels") or {} for name, pod in sorted(snap.pods.items())}
     if not pods:  # no pod now (preflight says so elsewhere): as its template labels them
@@ -754,14 +631,14 @@ def survey_row(snap: Snapshot, plan: Plan) -> Obj:
     migrate = len(plan.to_migrate())
     csi = sum(1 for v in plan.volumes if v.action == SKIP_CSI)
     problems = [c.message for c in check_volumes(snap, plan) if c.status == FAIL]
-    owner = check_owner(snap)
-    if owner.status == FAIL:
-        problems.insert(0, owner.message)
+    settled = check_owner(snap)
+    if settled.status == FAIL:
+        problems.insert(0, settled.message)
     return {
         "kind": snap.kind,
         "namespace": snap.namespace,
         "name": snap.name,
-        "command": f"kubectl csi-migrate {COMMAND[snap.kind]} {snap.name} -n {snap.namespace}",
+        "command": f"kubectl csi-migrate {owner(snap.kind).kind.command} {snap.name} -n {snap.namespace}",
         "replicas": snap.replicas,
         "inTreeVolumes": migrate,
         "csiVolumes": csi,

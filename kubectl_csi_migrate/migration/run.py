@@ -37,9 +37,10 @@ from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration import budget, events, report, workload
 from kubectl_csi_migrate.migration.context import Settings
 from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, Strategy, VolumePlan, object_name
 from kubectl_csi_migrate.migration.record import ClusterRecord, check_current
-from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id, steps_for
+from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id
 from kubectl_csi_migrate.migration.workdir import WorkDir
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from typing import Any
 
 from kubectl_csi_migrate.kube.resources import Obj
 from kubectl_csi_migrate.migration.kinds import may_have_run
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, word
 from kubectl_csi_migrate.migration.runrecord import RunRecord
-from kubectl_csi_migrate.migration.steps import steps_for
 
 
 def phase_of(run: Obj, steps: dict[str, Obj], lease_live: bool) -> str:
@@ -93,7 +93,7 @@ def summarize(
     options = run.get("options") or {}
     resume = (
         f"kubectl csi-migrate {plan.command} -n {ns} --csi-storageclass {plan.csi_class}"
-        + (" --strategy offline" if plan.strategy == "offline" and plan.kind == STATEFULSET else "")
+        + (" --strategy offline" if plan.strategy == "offline" and plan.kind.chooses_strategy else "")
         + (" --keep-retain" if options.get("keep_retain") else "")
         + workdir_flag
     )

@@ -131,7 +131,7 @@ class WorkDir:
         if run.get("rolling_back"):
             return (
                 f"{self.path} holds a run of this {plan.kind} that is being rolled back; finish it with "
-                f"`kubectl csi-migrate rollback {plan.name if plan.kind == 'StatefulSet' else plan.ref}`"
+                f"`kubectl csi-migrate rollback {plan.name if plan.kind.bare_name else plan.ref}`"
             )
         if run.get("finished"):
             return f"{self.path} holds a finished migration of this {plan.kind}; choose another --working-directory"

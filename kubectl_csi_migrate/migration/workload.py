@@ -22,10 +22,10 @@ from kubectl_csi_migrate.errors import (
 )
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.kube.resources import Obj
-from kubectl_csi_migrate.migration import events, translate
+from kubectl_csi_migrate.migration import events, owners, translate
 from kubectl_csi_migrate.migration.budget import orphan_budget
 from kubectl_csi_migrate.migration.context import OWNER, Context, Kind, crud, nothing
-from kubectl_csi_migrate.migration.plan import CLAIM, STATEFULSET, OwnerKind
+from kubectl_csi_migrate.migration.plan import OwnerKind
 from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id
 
 RETAIN_CLAIMS = {"whenDeleted": "Retain", "whenScaled": "Retain"}
@@ -35,13 +35,13 @@ RECREATED_FROM = "csi-migrate.kubectl.io/recreated-from"
 
 
 def backup(m: Context, step: Step) -> Obj:
-    ns, kind = m.plan.namespace, str(m.plan.kind)
+    ns, kind, who = m.plan.namespace, str(m.plan.kind), owners.owner(m.plan.kind)
     owner = m.kube.get(kind, m.plan.name, ns)
     if owner is None or owner["metadata"]["uid"] != m.plan.uid:
         raise PermanentError(f"{m.plan.what} changed since it was planned; run again")
-    objects: list[tuple[str, str, Obj]] = [] if kind == CLAIM else [(kind, "apps/v1", owner)]
-    if kind == STATEFULSET or m.plan.pod:
-        pods = _read(m, "Pod", [m.plan.pod_name(o) for o in range(m.plan.replicas)], ns)
+    objects: list[tuple[str, str, Obj]] = [(kind, who.api_version, owner)] if who.api_version else []
+    if who.pods(m.plan):
+        pods = _read(m, "Pod", who.pods(m.plan), ns)
         objects += [("Pod", "v1", pod) for pod in pods.values()]
     claims = _read(m, "PersistentVolumeClaim", [v.pvc for v in m.plan.volumes], ns)
     cached = {pv["metadata"]["name"]: pv for pv in m.pvs.items()}  # listed now: the run's first use
@@ -348,7 +348,7 @@ def recreate_pod(m: Context, step: Step) -> None:
 
 def _pod_from_backup(m: Context, pod: str) -> Obj:
     """The pod to create from its backup: a claim's is a bare pod (no controller places it)."""
-    return translate.pod_for_recreate(m.workdir.load_backup("Pod", pod), bare=m.plan.kind == CLAIM)
+    return translate.pod_for_recreate(m.workdir.load_backup("Pod", pod), bare=owners.owner(m.plan.kind).bare_pods)
 
 
 def _uid(obj: Obj | None) -> str | None:

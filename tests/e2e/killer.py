@@ -50,8 +50,8 @@ def install(step: str, event: str) -> None:
         nonlocal target
         record(self, name, happened, **data)
         if target.startswith("#"):
+            from kubectl_csi_migrate.migration.owners import steps_for
             from kubectl_csi_migrate.migration.plan import Plan
-            from kubectl_csi_migrate.migration.steps import steps_for
 
             target = steps_for(Plan.from_dict(self.load_run()["plan"]))[int(target[1:])].id
         if (name, happened) == (target, event):

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.steps import steps_for
 from testenv import api, cluster, scenario
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_fleet import assert_all_migrated_no_lease_left, shared_budget

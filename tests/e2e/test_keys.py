@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.steps import steps_for
 from testenv import cluster, scenario
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_migration import ForeignHolder, assert_migrated

@@ -136,8 +136,8 @@ def test_deploy_and_pvc_killed_at_every_step_resume_or_roll_back(
     whose run is SIGKILLed right after that step is recorded; then the same command finishes the
     migration (markers intact, the owner's pods back), or `rollback` puts the in-tree PV and claim
     back (same names, same disk, reclaim policy Delete) with the owner's pods running."""
+    from kubectl_csi_migrate.migration.owners import steps_for
     from kubectl_csi_migrate.migration.plan import Plan
-    from kubectl_csi_migrate.migration.steps import steps_for
     from tests.e2e.test_rollback import killed, recorded
 
     steps: list[str] = []

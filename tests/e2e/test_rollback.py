@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from kubectl_csi_migrate.migration.kinds import KINDS
+from kubectl_csi_migrate.migration.owners import steps_for
 from kubectl_csi_migrate.migration.plan import Plan
-from kubectl_csi_migrate.migration.steps import Step, steps_for
+from kubectl_csi_migrate.migration.steps import Step
 from testenv import cluster, scenario, vc
 from tests.e2e.conftest import REPO, Kubectl, run_plugin
 from tests.e2e.test_migration import assert_migrated
@@ -175,7 +176,8 @@ def _boundary_kinds(strategy: str) -> list[str]:
     `logs` already CSI), planned from objects of that shape at collection time so that each
     boundary is a test of its own, which the xdist workers share out. Each test checks these
     against the live plan of its StatefulSet: the boundaries stay the plan's own."""
-    from kubectl_csi_migrate.migration.plan import Snapshot, build_plan
+    from kubectl_csi_migrate.migration.owners import build_plan
+    from kubectl_csi_migrate.migration.plan import Snapshot
 
     def pv(name: str, claim: str, csi: bool) -> dict[str, Any]:
         source = (

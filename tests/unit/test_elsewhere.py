@@ -18,9 +18,10 @@ import pytest
 from kubectl_csi_migrate.errors import PermanentError
 from kubectl_csi_migrate.kube.predicates import writer_of
 from kubectl_csi_migrate.migration import kinds, workload
-from kubectl_csi_migrate.migration.plan import DEPLOYMENT, MIGRATE, Plan, VolumePlan, build_plan
+from kubectl_csi_migrate.migration.owners import build_plan, steps_for
+from kubectl_csi_migrate.migration.plan import DEPLOYMENT, MIGRATE, Plan, VolumePlan
 from kubectl_csi_migrate.migration.run import Migration
-from kubectl_csi_migrate.migration.steps import StepKind, steps_for
+from kubectl_csi_migrate.migration.steps import StepKind
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_logic import snapshot
 

@@ -12,8 +12,8 @@ import pytest
 
 from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration.budget import budget_allows
-from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, SKIP_OTHER, Plan, Snapshot, build_plan
-from kubectl_csi_migrate.migration.steps import describe_steps
+from kubectl_csi_migrate.migration.owners import build_plan, describe_steps
+from kubectl_csi_migrate.migration.plan import MIGRATE, SKIP_CSI, SKIP_OTHER, Plan, Snapshot
 from kubectl_csi_migrate.migration.workdir import WorkDir, default_name
 
 
@@ -252,7 +252,8 @@ def test_a_process_is_judged_alive_or_gone_only_where_its_pid_means_it() -> None
 def test_every_kind_of_step_is_one_object_with_its_needs_and_a_way_to_do_and_undo_it() -> None:
     from kubectl_csi_migrate.migration import disks, volumes, workload
     from kubectl_csi_migrate.migration.kinds import KINDS
-    from kubectl_csi_migrate.migration.steps import StepKind, parse_id, steps_for
+    from kubectl_csi_migrate.migration.owners import steps_for
+    from kubectl_csi_migrate.migration.steps import StepKind, parse_id
 
     assert list(KINDS) == [k.name for k in KINDS.values()]
     assert set(KINDS) == set(StepKind), "every kind of step has exactly one Kind"
@@ -270,7 +271,7 @@ def test_every_kind_of_step_is_one_object_with_its_needs_and_a_way_to_do_and_und
 
 def test_a_rollback_undoes_what_was_recorded_and_the_steps_that_may_have_run_after_it() -> None:
     from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
-    from kubectl_csi_migrate.migration.steps import steps_for
+    from kubectl_csi_migrate.migration.owners import steps_for
 
     recorded_after = {k for k, kind in KINDS.items() if kind.recorded_after}
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
@@ -297,7 +298,7 @@ def test_an_offline_rollback_from_the_record_undoes_each_volume_s_step_in_progre
     """Offline, the volumes move side by side: each volume's chain may have a step in progress
     that the record does not show yet."""
     from kubectl_csi_migrate.migration.kinds import steps_to_undo
-    from kubectl_csi_migrate.migration.steps import steps_for
+    from kubectl_csi_migrate.migration.owners import steps_for
 
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "offline")
     steps = steps_for(plan)
@@ -448,8 +449,8 @@ def test_a_selector_is_applied_to_a_view_as_the_server_would_or_left_to_the_serv
 
 
 def test_status_of_a_running_run_and_of_a_stopped_one_read_from_the_record() -> None:
+    from kubectl_csi_migrate.migration.owners import steps_for
     from kubectl_csi_migrate.migration.status import render, summarize
-    from kubectl_csi_migrate.migration.steps import steps_for
 
     plan = build_plan(snapshot(), "ctx", "https://k", "standard-rwo", None, "rolling")
     steps = steps_for(plan)
@@ -496,8 +497,9 @@ def owner_snapshot(kind: str, pod: bool = True) -> Snapshot:
 
 def test_a_deployment_is_scaled_to_zero_and_back_around_its_claims_moved_side_by_side() -> None:
     from kubectl_csi_migrate.migration.kinds import KINDS, may_have_run
+    from kubectl_csi_migrate.migration.owners import steps_for
     from kubectl_csi_migrate.migration.plan import DEPLOYMENT
-    from kubectl_csi_migrate.migration.steps import StepKind, steps_for
+    from kubectl_csi_migrate.migration.steps import StepKind
 
     plan = build_plan(owner_snapshot(DEPLOYMENT), "ctx", "https://k", "standard-rwo", None, "rolling")
     assert (plan.kind, plan.strategy, plan.replicas, plan.key) == (DEPLOYMENT, "offline", 2, "deployment-api")
@@ -519,8 +521,8 @@ def test_a_deployment_is_scaled_to_zero_and_back_around_its_claims_moved_side_by
 
 
 def test_a_claims_bare_pod_is_evicted_and_created_again_and_an_unmounted_claim_needs_no_stop() -> None:
+    from kubectl_csi_migrate.migration.owners import steps_for
     from kubectl_csi_migrate.migration.plan import CLAIM
-    from kubectl_csi_migrate.migration.steps import steps_for
 
     plan = build_plan(owner_snapshot(CLAIM), "ctx", "https://k", "standard-rwo", None, "offline")
     assert (plan.kind, plan.strategy, plan.pod, plan.key, plan.arg) == (

@@ -23,10 +23,11 @@ import pytest
 
 from kubectl_csi_migrate.migration import record
 from kubectl_csi_migrate.migration.kinds import KINDS, steps_to_undo
-from kubectl_csi_migrate.migration.plan import Plan, build_plan
+from kubectl_csi_migrate.migration.owners import build_plan, steps_for
+from kubectl_csi_migrate.migration.plan import Plan
 from kubectl_csi_migrate.migration.runrecord import Run, RunRecord
 from kubectl_csi_migrate.migration.status import summarize
-from kubectl_csi_migrate.migration.steps import Step, steps_for
+from kubectl_csi_migrate.migration.steps import Step
 from kubectl_csi_migrate.migration.workdir import WorkDir
 from tests.unit.test_logic import snapshot
 

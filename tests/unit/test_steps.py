@@ -18,8 +18,9 @@ from kubectl_csi_migrate.kube import predicates as p
 from kubectl_csi_migrate.migration import translate, workload
 from kubectl_csi_migrate.migration.context import nothing
 from kubectl_csi_migrate.migration.kinds import KINDS
-from kubectl_csi_migrate.migration.plan import DEPLOYMENT, Plan, build_plan
-from kubectl_csi_migrate.migration.steps import Step, StepKind, fcd_of, steps_for
+from kubectl_csi_migrate.migration.owners import build_plan, steps_for
+from kubectl_csi_migrate.migration.plan import DEPLOYMENT, Plan
+from kubectl_csi_migrate.migration.steps import Step, StepKind, fcd_of
 from tests.unit.fakes import FakeContext, FakeKube, new_workdir
 from tests.unit.test_logic import owner_snapshot, snapshot
 
