@@ -23,7 +23,9 @@ def render(data: Any, output: str | None, human: str, names: Sequence[str], out:
     elif output == "yaml":
         import yaml
 
-        out.write(yaml.safe_dump(data, sort_keys=False))
+        # As JSON first: the YAML is the JSON's, value for value (kinds and strategies are
+        # StrEnums, which JSON writes as text and safe_dump refuses).
+        out.write(yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False))
     elif output == "name":
         for name in names:
             out.write(name + "\n")

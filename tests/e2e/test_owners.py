@@ -321,3 +321,33 @@ def test_item_10_a_bare_pod_comes_back_on_the_node_it_was_pinned_to_with_its_own
         (r["kind"], r["name"], r["uid"], bool(r.get("controller"))) for r in pod["metadata"].get("ownerReferences", [])
     ]
     assert refs == [("ConfigMap", "tool-owner", uid, False)], f"the ConfigMap's ownerReference was not kept: {refs}"
+
+
+def test_yaml_output_is_the_json_output_for_every_command_that_prints_data(
+    env: cluster.Env, env_vars: dict[str, str], ns: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """`-o yaml` prints what `-o json` prints, for preflight of one owner and of the namespace,
+    a migration's report, and status of one run and of every run. Before: the owner's kind (an
+    enum) made the YAML printer fail with a traceback, for preflight, status and the survey."""
+    import yaml
+
+    scenario.intree_claims(env, ns, ["scratch"], "scratch")
+    workdir = str(tmp_path / "run")
+    same = [
+        ["preflight", "pvc/scratch", "-n", ns, *CSI],
+        ["preflight", "-n", ns, *CSI],
+    ]
+    for args in same:
+        as_json, as_yaml = (run_plugin(env_vars, *args, "-o", o) for o in ("json", "yaml"))
+        assert (as_json.returncode, as_yaml.returncode) == (0, 0), as_yaml.stderr
+        assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout), args
+    migrated = run_plugin(
+        env_vars, "pvc", "scratch", "-n", ns, *CSI, "--yes", "--working-directory", workdir, "-o", "yaml"
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    report = yaml.safe_load(migrated.stdout)
+    assert (report["plan"]["kind"], report["volumes"][0]["result"]) == ("PersistentVolumeClaim", "migrated"), report
+    for args in (["status", "pvc/scratch", "-n", ns, "--working-directory", workdir], ["status", "-n", ns]):
+        as_json, as_yaml = (run_plugin(env_vars, *args, "-o", o) for o in ("json", "yaml"))
+        assert (as_json.returncode, as_yaml.returncode) == (0, 0), as_yaml.stderr
+        assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout), args
