@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubectl_csi_migrate.cli import common, printers
+from kubectl_csi_migrate.threads import wait_for
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OUTCOME_FILE = "CSI_MIGRATE_OUTCOME_FILE"
@@ -423,7 +424,9 @@ def _changed_nothing(outcome: Path, code: int) -> bool:
 
 def _run_all(one: Callable[[Target], dict[str, Any]], targets: list[Target], parallel: int) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, targets))
+        futures = [pool.submit(one, target) for target in targets]
+        wait_for(futures)  # in slices: a signal another thread took is handled at once (threads.py)
+        return [f.result() for f in futures]
 
 
 def _summary(args: argparse.Namespace, children: Children, results: list[dict[str, Any]]) -> int:

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for_futures
 from typing import TYPE_CHECKING, Any
 
 from kubectl_csi_migrate.errors import (
@@ -42,6 +41,7 @@ from kubectl_csi_migrate.migration.plan import STATEFULSET, Plan, Strategy, Volu
 from kubectl_csi_migrate.migration.record import ClusterRecord, check_current
 from kubectl_csi_migrate.migration.steps import Step, StepKind, step_id
 from kubectl_csi_migrate.migration.workdir import WorkDir
+from kubectl_csi_migrate.threads import wait_for
 
 if TYPE_CHECKING:
     from kubectl_csi_migrate.vsphere.client import VCenter
@@ -198,7 +198,7 @@ class Migration:
             try:
                 for i, chain in enumerate(chains.values(), 1):
                     futures.append(pool.submit(move, i, chain))
-                wait_for_futures(futures, return_when=FIRST_EXCEPTION)
+                wait_for(futures, return_when=FIRST_EXCEPTION)
             finally:
                 # A volume failed, or Ctrl-C, SIGTERM or SIGHUP (raised in this thread only): the
                 # other workers stop before their next change, and the run ends (its Lease given
@@ -228,7 +228,7 @@ class Migration:
             )
         while not all(f.done() for f in futures):
             try:
-                wait_for_futures(futures)
+                wait_for(futures)
             except BaseException:  # a repeated interrupt: keep waiting
                 continue
 
