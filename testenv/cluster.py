@@ -45,12 +45,20 @@ run side by side: grants to one user add up); `viewer` is never granted anything
 
 def state_dir() -> Path:
     """The state folder of the leg CSI_MIGRATE_TESTENV_LEG names (one per leg, so one leg's state
-    does not hide another's; only one can run at a time, see `up`); CSI_MIGRATE_TESTENV_STATE
+    does not hide another's; one can run per network namespace, see `up`); CSI_MIGRATE_TESTENV_STATE
     overrides it."""
     leg = legs.resolve().name.split("+")[0]
     suffix = "" if leg == "current" else f"-{leg}"
     default = Path(os.environ.get("TMPDIR", "/tmp")) / f"csi-migrate-testenv-{os.getuid()}{suffix}"
     return Path(os.environ.get("CSI_MIGRATE_TESTENV_STATE", default))
+
+
+def network_namespace() -> str:
+    """The network namespace this process runs in (its loopback and ports), e.g. `net:[4026531840]`."""
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return "net"
 
 
 def free_port() -> int:
@@ -291,12 +299,16 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     if env.exists() and any(env.processes().values()):
         raise SystemExit(f"testenv: already up (state {env.root}); run `scripts/testenv down` first")
     # The driver's controller and syncer listen on fixed metrics ports (:2112, :2113): a second
-    # environment's would fail to start, so one environment runs per machine.
+    # environment's would fail to start, so one environment runs per network namespace (scripts/test
+    # starts the serial tests' own environment in a namespace of its own, `unshare --net`).
     for other in sorted(env.root.parent.glob(f"csi-migrate-testenv-{os.getuid()}*")):
         running = Env(other)
-        if other != env.root and running.info_file.exists() and any(running.processes().values()):
-            leg = running.info().get("leg", {}).get("name", "current")
-            raise SystemExit(f"testenv: leg {leg} is up (state {other}); run `scripts/testenv down --leg {leg}` first")
+        if other == env.root or not running.info_file.exists() or not any(running.processes().values()):
+            continue
+        if running.info().get("netns", network_namespace()) != network_namespace():
+            continue  # its ports are not ours
+        leg = running.info().get("leg", {}).get("name", "current")
+        raise SystemExit(f"testenv: leg {leg} is up (state {other}); run `scripts/testenv down --leg {leg}` first")
     shutil.rmtree(env.root, ignore_errors=True)
     env.root.mkdir(parents=True, mode=0o700)
     started = time.monotonic()
@@ -308,6 +320,7 @@ def up(bins: build_mod.Bin, env: Env) -> None:
     bin_dir = bins.folder
     info = {
         "leg": bins.leg.to_json(),
+        "netns": network_namespace(),
         "bin": str(bin_dir),
         "kwok": str(bins.kwok),
         "vcsim": str(bins.vcsim),
